@@ -1,0 +1,15 @@
+"""The Celery app: broker is REDIS_URL; tasks are found in each app's tasks.py."""
+
+import os
+
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "switchyard.settings")
+
+app = Celery("switchyard")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks()
+
+app.conf.beat_schedule = {
+    "celery-heartbeat": {"task": "switchyard.tasks.heartbeat", "schedule": 15.0},
+}

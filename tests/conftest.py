@@ -1,0 +1,53 @@
+"""The shared cast of every test (STYLE.md): an operator admin, an operator viewer, an
+outsider with no role, and two tenants, A and B, on one tier.
+
+Embedded PostgreSQL and Redis are started by the ``switchyard.testing.services`` plugin.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tenants import services
+from tenants.roles import Role
+
+
+@pytest.fixture
+def tier(db):
+    return services.tier_create(
+        name="standard",
+        requests_per_minute=60,
+        tokens_per_minute=100_000,
+        tokens_per_day=1_000_000,
+        max_concurrent_requests=4,
+        allowed_models=["smollm2-135m-instruct"],
+        default_model="smollm2-135m-instruct",
+    )
+
+
+@pytest.fixture
+def tenant_a(tier):
+    return services.tenant_create(name="Acme", slug="acme", tier=tier, contact_email="ops@acme.test")
+
+
+@pytest.fixture
+def tenant_b(tier):
+    return services.tenant_create(name="Bravo", slug="bravo", tier=tier)
+
+
+@pytest.fixture
+def alice(db):
+    """Operator admin."""
+    return services.operator_set(username="alice", role=Role.ADMIN, password="alice-pass-123")
+
+
+@pytest.fixture
+def bob(db):
+    """Operator viewer."""
+    return services.operator_set(username="bob", role=Role.VIEWER, password="bob-pass-123")
+
+
+@pytest.fixture
+def charlie(django_user_model):
+    """A user with no operator role."""
+    return django_user_model.objects.create_user(username="charlie", password="charlie-pass-123")
