@@ -1,0 +1,131 @@
+"""`make run`: one command that brings the whole platform up on this machine.
+
+Starts embedded PostgreSQL/Redis for whatever DATABASE_URL/REDIS_URL leave unset, checks
+them, migrates, seeds the demo tenant, then runs the Procfile's processes (web, Celery worker
+and beat, model worker) under honcho. Ctrl-C stops every process and the embedded services.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+from switchyard.embedded import data_dir, ensure_services
+from switchyard.preflight import PreflightError, check_database, check_redis
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _manage(*args: str, capture: bool = False) -> str:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "manage.py"), *args],
+        cwd=ROOT,
+        check=True,
+        text=True,
+        stdout=subprocess.PIPE if capture else None,
+    )
+    return result.stdout or ""
+
+
+def _banner(host: str, port: int, seed: dict) -> str:
+    base = f"http://{host}:{port}"
+    key_line = (
+        f"  demo API key     {seed['api_key']}   (shown once; kept in {seed['api_key_file']})"
+        if seed["api_key_new"]
+        else f"  demo API key     in {seed['api_key_file']}"
+    )
+    return "\n".join(
+        [
+            "",
+            "Switchyard is running.",
+            f"  console          {base}/        (operator {seed['operator']!r}, password in "
+            f"{seed['operator_password_file']})",
+            f"  operator pass    {seed['operator_password']}",
+            key_line,
+            f"  management API   {base}/api/docs/",
+            f"  health           {base}/readyz",
+            "",
+            "Try:",
+            f"  curl -s {base}/v1/chat/completions \\",
+            f'    -H "Authorization: Bearer $(cat {seed["api_key_file"]})" \\',
+            '    -H "Content-Type: application/json" \\',
+            "    -d '{\"model\": \"smollm2-135m-instruct\", \"messages\": "
+            '[{"role": "user", "content": "What is the capital of France?"}]}\'',
+            "",
+            "Ctrl-C stops everything.",
+            "",
+        ]
+    )
+
+
+def _wait_and_announce(host: str, port: int, seed: dict, stop: threading.Event) -> None:
+    deadline = time.monotonic() + 180
+    while not stop.is_set() and time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://{host}:{port}/healthz", timeout=1) as r:
+                if r.status == 200:
+                    print(_banner(host, port, seed), flush=True)
+                    return
+        except OSError:
+            pass
+        stop.wait(0.5)
+
+
+def main() -> int:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "switchyard.settings")
+    # The Procfile says `python`: make it this interpreter (the project's virtualenv).
+    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    os.environ["SWITCHYARD_DATA_DIR"] = str(data_dir())
+    data_dir().mkdir(parents=True, exist_ok=True)
+    host = os.environ.get("HOST", "127.0.0.1")
+    port = int(os.environ.get("PORT", "8000"))
+    os.environ["WEB_HOST"], os.environ["WEB_PORT"] = host, str(port)
+    os.environ.setdefault("MODEL_PORT", "8100")
+    os.environ.setdefault(
+        "SWITCHYARD_MODEL_WORKER_URL", f"http://127.0.0.1:{os.environ['MODEL_PORT']}"
+    )
+
+    print("Starting services…", flush=True)
+    services = ensure_services(scope="run", persistent=True)
+    for name in services.describe():
+        print(f"  embedded {name}", flush=True)
+    stop = threading.Event()
+    try:
+        try:
+            check_database(os.environ["DATABASE_URL"])
+            check_redis(os.environ["REDIS_URL"])
+        except PreflightError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        _manage("migrate", "--noinput", "-v", "0")
+        seed = json.loads(_manage("seed_demo", capture=True).strip().splitlines()[-1])
+        threading.Thread(
+            target=_wait_and_announce, args=(host, port, seed, stop), daemon=True
+        ).start()
+        procfile = os.environ.get("SWITCHYARD_PROCFILE", str(ROOT / "Procfile"))
+        honcho = [sys.executable, "-m", "honcho", "-f", procfile, "-d", str(ROOT), "start"]
+        proc = subprocess.Popen(honcho, cwd=ROOT)
+        try:
+            return proc.wait()
+        except KeyboardInterrupt:
+            # honcho got the same SIGINT from the terminal and is stopping its processes.
+            try:
+                return proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.send_signal(signal.SIGTERM)
+                return proc.wait()
+    finally:
+        stop.set()
+        services.stop()
+        print("Switchyard stopped.", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
