@@ -82,14 +82,14 @@ def test_run_starts_everything_and_ctrl_c_stops_everything(tmp_path):
     output = Output(proc)
     try:
         out = output.wait_for(r"Ctrl-C stops everything", 180, proc)
-        assert f"http://127.0.0.1:{port}/" in out
+        assert f"http://127.0.0.1:{port}/api/docs/" in out
         key = re.search(r"demo API key\s+(sy-\S+)", out).group(1)
         assert (tmp_path / "data" / "demo_api_key").read_text().strip() == key
         assert "curl -s" in out and "/v1/chat/completions" in out
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=10) as r:
             ready = json.loads(r.read())
         assert ready["status"] == "ok"
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as r:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/docs/", timeout=10) as r:
             assert r.status == 200
     finally:
         os.killpg(proc.pid, signal.SIGINT)
