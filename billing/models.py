@@ -31,3 +31,28 @@ class UsageRecord(models.Model):
 
     def __str__(self) -> str:
         return self.request_id
+
+
+class ModelPrice(models.Model):
+    """Price of a public model per million tokens, in integer micro-dollars, from a moment on.
+
+    A request is priced by the row in force when it started; a new price is a new row, so
+    past records never change.
+    """
+
+    model = models.CharField(max_length=128)
+    input_micro_usd_per_mtok = models.PositiveBigIntegerField()
+    output_micro_usd_per_mtok = models.PositiveBigIntegerField()
+    cached_input_micro_usd_per_mtok = models.PositiveBigIntegerField(null=True, blank=True)
+    effective_from = models.DateTimeField(default=timezone.now)
+    created = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["model", "-effective_from"]
+        constraints = [
+            models.UniqueConstraint(fields=["model", "effective_from"], name="price_once_per_instant")
+        ]
+        indexes = [models.Index(fields=["model", "-effective_from"])]
+
+    def __str__(self) -> str:
+        return f"{self.model} in={self.input_micro_usd_per_mtok} out={self.output_micro_usd_per_mtok}"

@@ -12,4 +12,6 @@ app.autodiscover_tasks()
 
 app.conf.beat_schedule = {
     "celery-heartbeat": {"task": "switchyard.tasks.heartbeat", "schedule": 15.0},
+    "ingest-usage": {"task": "billing.tasks.ingest_usage", "schedule": 2.0},
+    "ingest-request-logs": {"task": "serving.tasks.ingest_request_logs", "schedule": 2.0},
 }

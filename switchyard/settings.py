@@ -196,6 +196,11 @@ EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.cons
 SWITCHYARD_MODELS = env.list(
     "SWITCHYARD_MODELS", default=["smollm2-135m-instruct", "all-minilm-l6-v2"]
 )
+# How long gateway processes cache tenant-side tables (deployments, prices, budgets), seconds.
+SWITCHYARD_TABLE_CACHE_SECONDS = env.float("SWITCHYARD_TABLE_CACHE_SECONDS", default=2.0)
+SWITCHYARD_MAX_BODY_BYTES = env.int("SWITCHYARD_MAX_BODY_BYTES", default=1_048_576)
+# Django refuses larger bodies itself; keep its limit above ours so we answer the 413.
+DATA_UPLOAD_MAX_MEMORY_SIZE = SWITCHYARD_MAX_BODY_BYTES * 4
 SWITCHYARD_MODEL_WORKER_URL = env.str("SWITCHYARD_MODEL_WORKER_URL", default="")
 
 LOGGING = {

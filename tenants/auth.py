@@ -85,4 +85,18 @@ def authenticate_key(raw: str | None) -> AuthContext:
     return result
 
 
-aauthenticate_key = sync_to_async(authenticate_key, thread_sensitive=False)
+_authenticate_in_thread = sync_to_async(authenticate_key, thread_sensitive=False)
+
+
+async def aauthenticate_key(raw: str | None) -> AuthContext:
+    """:func:`authenticate_key` for async code: a fresh cache hit answers on the event loop,
+    anything that needs the database runs in a thread."""
+    if raw and keys.looks_like_key(raw):
+        hit = _cache.get(keys.hash_key(raw))
+        if hit is not None and time.monotonic() - hit[0] <= CACHE_SECONDS:
+            result = hit[1]
+            if isinstance(result, AuthFailure):
+                raise result
+            if result.key.is_usable():
+                return result
+    return await _authenticate_in_thread(raw)

@@ -40,6 +40,18 @@ class Tier(models.Model):
     allow_model_override = models.BooleanField(
         default=True, help_text="Callers may name a model instead of taking the router's choice."
     )
+    pii_redaction = models.BooleanField(
+        default=True, help_text="Redact e-mails, phone, card and national ID numbers in and out."
+    )
+    blocklist = ArrayField(
+        models.CharField(max_length=128),
+        default=list,
+        blank=True,
+        help_text="Requests containing any of these words or phrases are refused.",
+    )
+    log_bodies = models.BooleanField(
+        default=False, help_text="Keep (redacted) request and response bodies in the request log."
+    )
     created = models.DateTimeField(default=timezone.now, editable=False)
     updated = models.DateTimeField(auto_now=True)
 

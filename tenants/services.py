@@ -35,6 +35,9 @@ TIER_FIELDS = [
     "semantic_cache_threshold",
     "semantic_cache_ttl_seconds",
     "allow_model_override",
+    "pii_redaction",
+    "blocklist",
+    "log_bodies",
 ]
 TENANT_FIELDS = ["name", "slug", "tier", "status", "contact_email"]
 KEY_FIELDS = ["name", "prefix", "expires", "revoked"]

@@ -1,0 +1,561 @@
+"""The gateway pipeline: ingress → routing → provider call → egress, as small stages.
+
+    authenticate  key → tenant, tier                       (tenants.auth)
+    validate      OpenAI schema, blocklist, PII redaction   (validation, filters)
+    route         public model → deployment                 (routing: the seam)
+    admit         rate limits + budget reservation          (ratelimit, budget)
+    call          upstream, JSON or stream                  (upstream)
+    egress        output redaction, JSON check              (filters)
+    finish        settle limits and budget, meter usage, log (always, exactly once)
+
+Views (HTTP, SSE) and the WebSocket consumer drive the same :class:`Gateway`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis.asyncio as aioredis
+from asgiref.sync import sync_to_async
+from django.conf import settings
+
+from billing.pricing import Price, price_at
+from billing.usage import USAGE_STREAM, usage_event
+from serving.deployments import Target, deployment_table, deployment_table_is_fresh
+from serving.gateway import filters, metrics, upstream
+from serving.gateway.budget import BudgetExhausted, BudgetLedger, BudgetReservation
+from serving.gateway.errors import GatewayError, insufficient_quota, invalid, rate_limited
+from serving.gateway.ratelimit import Limits, RateLimited, RateLimiter, Reservation
+from serving.gateway.routing import Route, Router
+from serving.gateway.validation import max_output_tokens, validate
+from serving.request_log import REQUEST_LOG_STREAM
+from tenants.auth import AuthContext, AuthFailure, aauthenticate_key
+
+log = logging.getLogger(__name__)
+
+PATHS = {
+    "chat.completions": "/chat/completions",
+    "completions": "/completions",
+    "embeddings": "/embeddings",
+}
+DEFAULT_MAX_TOKENS = 256
+
+
+def estimate_tokens(text: str) -> int:
+    """A deliberately generous prompt-token estimate (about 3 bytes a token) for reservations
+    and the context check; the upstream's exact count replaces it at settlement."""
+    return (len(text.encode("utf-8")) + 2) // 3
+
+
+def _message_text(msg: dict[str, Any]) -> str:
+    content = msg.get("content")
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return ""
+
+
+def prompt_texts(endpoint: str, body: dict[str, Any]) -> list[str]:
+    if endpoint == "chat.completions":
+        return [_message_text(m) for m in body["messages"]]
+    key = "prompt" if endpoint == "completions" else "input"
+    value = body[key]
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and value and isinstance(value[0], str):
+        return list(value)
+    return []
+
+
+def _token_count(endpoint: str, body: dict[str, Any]) -> int:
+    if endpoint == "chat.completions":
+        return sum(estimate_tokens(_message_text(m)) + 4 for m in body["messages"]) + 3
+    key = "prompt" if endpoint == "completions" else "input"
+    value = body[key]
+    if isinstance(value, str):
+        return estimate_tokens(value)
+    if value and isinstance(value[0], int):
+        return len(value)
+    if value and isinstance(value[0], list):
+        return sum(len(v) for v in value)
+    return sum(estimate_tokens(v) for v in value)
+
+
+def _redact_body(endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
+    body = dict(body)
+    if endpoint == "chat.completions":
+        msgs = []
+        for m in body["messages"]:
+            m = dict(m)
+            if isinstance(m.get("content"), str):
+                m["content"] = filters.redact(m["content"])
+            elif isinstance(m.get("content"), list):
+                m["content"] = [
+                    {**p, "text": filters.redact(p.get("text", ""))} for p in m["content"]
+                ]
+            msgs.append(m)
+        body["messages"] = msgs
+    else:
+        key = "prompt" if endpoint == "completions" else "input"
+        v = body[key]
+        if isinstance(v, str):
+            body[key] = filters.redact(v)
+        elif isinstance(v, list) and v and isinstance(v[0], str):
+            body[key] = [filters.redact(s) for s in v]
+    return body
+
+
+@dataclass
+class Call:
+    """Everything about one request as it moves through the pipeline."""
+
+    endpoint: str
+    body: dict[str, Any]
+    auth: AuthContext
+    request_id: str = field(default_factory=lambda: f"req_{uuid.uuid4().hex}")
+    created: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
+    started: float = field(default_factory=time.perf_counter)
+    route: Route | None = None
+    upstream_body: dict[str, Any] = field(default_factory=dict)
+    prompt_estimate: int = 0
+    max_output: int = 0
+    price: Price | None = None
+    limit_reservation: Reservation | None = None
+    budget_reservation: BudgetReservation | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+    status: int = 200
+    error_code: str = ""
+    ttft: float | None = None
+    cache: str = "miss"
+    response_for_log: dict[str, Any] | None = None
+    finished: bool = False
+
+    @property
+    def stream(self) -> bool:
+        return bool(self.body.get("stream"))
+
+    @property
+    def tier(self):
+        return self.auth.tier
+
+    def headers(self) -> dict[str, str]:
+        h = {"x-request-id": self.request_id, "x-switchyard-cache": self.cache}
+        if self.route:
+            h["x-switchyard-route"] = self.route.header()
+        if self.limit_reservation:
+            h.update(self.limit_reservation.headers)
+        return h
+
+
+class Gateway:
+    """One per process. Holds the Redis-backed limiter and ledger and the router."""
+
+    def __init__(self, redis_client: aioredis.Redis | None = None) -> None:
+        self.redis = redis_client or aioredis.Redis.from_url(settings.REDIS_URL)
+        self.limiter = RateLimiter(self.redis)
+        self.ledger = BudgetLedger(self.redis)
+        self.router = Router()
+
+    # ---- ingress -----------------------------------------------------------------------
+
+    async def authenticate(self, authorization: str | None) -> AuthContext:
+        if not authorization:
+            metrics.REJECTIONS.labels("auth").inc()
+            raise GatewayError(
+                401,
+                "You didn't provide an API key. Send it as 'Authorization: Bearer sy-…'.",
+                code="missing_api_key",
+            )
+        scheme, _, raw = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not raw.strip():
+            metrics.REJECTIONS.labels("auth").inc()
+            raise GatewayError(401, "Use 'Authorization: Bearer <key>'.", code="invalid_api_key")
+        try:
+            return await aauthenticate_key(raw.strip())
+        except AuthFailure as exc:
+            metrics.REJECTIONS.labels("auth").inc()
+            code = "invalid_api_key" if exc.reason in ("invalid", "revoked", "expired") else (
+                "tenant_suspended"
+            )
+            status = 401 if code == "invalid_api_key" else 403
+            raise GatewayError(status, exc.message, code=code) from None
+
+    async def aprepare(self, call: Call) -> None:
+        """:meth:`prepare`, refreshing the cached deployment table off the event loop first."""
+        if deployment_table_is_fresh():
+            table = deployment_table()
+        else:
+            table = await sync_to_async(deployment_table, thread_sensitive=False)()
+        self.prepare(call, table)
+
+    def prepare(self, call: Call, table: dict[str, list[Target]]) -> None:
+        """Validate, filter and route (no I/O apart from cached tables)."""
+        validate(call.endpoint, call.body)
+        tier = call.tier
+        texts = prompt_texts(call.endpoint, call.body)
+        term = filters.blocked_term(texts, tier.blocklist)
+        if term:
+            metrics.REJECTIONS.labels("blocklist").inc()
+            raise invalid(
+                f"The request contains a blocked term ('{term}') under your plan's content policy.",
+                code="content_blocked",
+            )
+        call.route = self.router.route(tier, call.body["model"], table)
+        body = _redact_body(call.endpoint, call.body) if tier.pii_redaction else dict(call.body)
+        body["model"] = call.route.target.upstream_model
+        call.prompt_estimate = _token_count(call.endpoint, call.body)
+        if call.endpoint == "embeddings":
+            call.max_output = 0
+        else:
+            call.max_output = max_output_tokens(call.body, DEFAULT_MAX_TOKENS)
+            if "max_tokens" not in body and "max_completion_tokens" not in body:
+                body["max_tokens"] = DEFAULT_MAX_TOKENS
+            window = call.route.target.context_window
+            # The estimate is generous (for reservations); refuse here only what surely does
+            # not fit (at ~5 bytes a token), and leave the exact check to the upstream.
+            floor = call.prompt_estimate * 3 // 5
+            if floor + call.max_output > window:
+                raise invalid(
+                    f"This model's maximum context length is {window} tokens; you asked for "
+                    f"about {floor} prompt tokens plus {call.max_output} completion tokens.",
+                    "messages" if call.endpoint == "chat.completions" else "prompt",
+                    code="context_length_exceeded",
+                )
+        if call.stream:
+            body["stream_options"] = {"include_usage": True}
+        call.upstream_body = body
+
+    async def admit(self, call: Call) -> None:
+        """Reserve rate-limit tokens and the worst-case cost, or refuse with 429."""
+        tier = call.tier
+        limits = Limits(
+            tier.requests_per_minute,
+            tier.tokens_per_minute,
+            tier.tokens_per_day,
+            tier.max_concurrent_requests,
+        )
+        tokens = call.prompt_estimate + call.max_output
+        try:
+            call.limit_reservation = await self.limiter.reserve(
+                tenant_id=call.auth.tenant.pk,
+                limits=limits,
+                tokens=tokens,
+                request_id=call.request_id,
+            )
+        except RateLimited as exc:
+            metrics.REJECTIONS.labels(f"rate_limit_{exc.reason}").inc()
+            what = {
+                "requests": f"requests per minute (limit {limits.requests_per_minute})",
+                "tokens": f"tokens per minute (limit {limits.tokens_per_minute})",
+                "tokens_per_day": f"tokens per day (limit {limits.tokens_per_day})",
+                "concurrency": f"concurrent requests (limit {limits.max_concurrent})",
+                "request_too_large": (
+                    f"tokens per minute: this request needs about {tokens}, more than the "
+                    f"limit of {limits.tokens_per_minute}"
+                ),
+            }[exc.reason]
+            raise rate_limited(
+                f"Rate limit reached for {what}. Please retry after {exc.retry_after}s.",
+                exc.headers,
+            ) from None
+        call.price = await sync_to_async(price_at, thread_sensitive=False)(
+            call.route.model, call.created
+        )
+        worst = call.price.cost(call.prompt_estimate, call.max_output)
+        try:
+            call.budget_reservation = await self.ledger.reserve(
+                tenant_id=call.auth.tenant.pk, cost=worst
+            )
+        except BudgetExhausted as exc:
+            await self.limiter.settle(call.limit_reservation, actual_tokens=0)
+            metrics.REJECTIONS.labels("budget").inc()
+            raise insufficient_quota(
+                f"Your {exc.budget.period} budget of ${exc.budget.limit_micro_usd / 1e6:,.2f} "
+                "is exhausted for this period; ask your operator to raise it."
+            ) from None
+
+    # ---- the call ----------------------------------------------------------------------
+
+    async def complete(self, call: Call) -> dict[str, Any]:
+        """A non-streaming call; returns the OpenAI response body (filtered)."""
+        target = call.route.target
+        try:
+            resp = await upstream.post_json(
+                target,
+                PATHS[call.endpoint],
+                call.upstream_body,
+                request_id=call.request_id,
+                tenant=call.auth.tenant.slug,
+                weight=call.tier.fairness_weight,
+            )
+        except GatewayError as exc:
+            call.status, call.error_code = exc.status, exc.code or "upstream_error"
+            await self.finish(call)
+            raise
+        usage = resp.get("usage") or {}
+        call.input_tokens = int(usage.get("prompt_tokens") or 0)
+        call.output_tokens = int(usage.get("completion_tokens") or 0)
+        details = usage.get("prompt_tokens_details") or {}
+        call.cached_tokens = int(details.get("cached_tokens") or 0)
+        resp["model"] = call.route.model
+        if call.endpoint != "embeddings":
+            self._filter_choices(call, resp)
+        error = None
+        if call.endpoint == "chat.completions" and self._wants_json(call):
+            bad = [
+                c for c in resp.get("choices", [])
+                if not filters.is_valid_json((c.get("message") or {}).get("content") or "")
+            ]  # fmt: skip
+            if bad:
+                call.status, call.error_code = 502, "invalid_json_output"
+                error = GatewayError(
+                    502,
+                    "The model's output was not valid JSON although response_format asked for "
+                    "JSON; the tokens were metered. Retry, or lower the temperature.",
+                    type="api_error",
+                    code="invalid_json_output",
+                )
+        call.response_for_log = resp
+        await self.finish(call)
+        if error:
+            raise error
+        return resp
+
+    def _wants_json(self, call: Call) -> bool:
+        fmt = call.body.get("response_format") or {}
+        return fmt.get("type") in ("json_object", "json_schema")
+
+    def _filter_choices(self, call: Call, resp: dict[str, Any]) -> None:
+        if not call.tier.pii_redaction:
+            return
+        for choice in resp.get("choices", []):
+            msg = choice.get("message")
+            if msg and isinstance(msg.get("content"), str):
+                msg["content"] = filters.redact(msg["content"])
+            if isinstance(choice.get("text"), str):
+                choice["text"] = filters.redact(choice["text"])
+
+    async def stream(self, call: Call) -> AsyncIterator[dict[str, Any]]:
+        """Yield OpenAI stream chunks (filtered). The caller frames them (SSE or WebSocket).
+
+        A failure after tokens were sent ends with an ``{"error": ...}`` chunk, never a silent
+        truncation; whatever was produced is metered. Closing this iterator early (client
+        gone, cancel) closes the upstream stream and meters what was produced.
+        """
+        target = call.route.target
+        include_usage = bool((call.body.get("stream_options") or {}).get("include_usage"))
+        redactors: dict[int, filters.StreamRedactor] = {}
+        texts: dict[int, list[str]] = {}
+        last: dict[str, Any] | None = None
+        produced_chunks = 0
+        try:
+            async for chunk in upstream.stream_chunks(
+                target,
+                PATHS[call.endpoint],
+                call.upstream_body,
+                request_id=call.request_id,
+                tenant=call.auth.tenant.slug,
+                weight=call.tier.fairness_weight,
+            ):
+                chunk["model"] = call.route.model
+                usage = chunk.get("usage")
+                if usage:
+                    call.input_tokens = int(usage.get("prompt_tokens") or 0)
+                    call.output_tokens = int(usage.get("completion_tokens") or 0)
+                    details = usage.get("prompt_tokens_details") or {}
+                    call.cached_tokens = int(details.get("cached_tokens") or 0)
+                if not chunk.get("choices"):
+                    if usage and include_usage:
+                        last = chunk  # sent after the held-back text, just before [DONE]
+                    continue
+                for choice in chunk["choices"]:
+                    idx = choice.get("index", 0)
+                    piece = self._choice_text(call, choice)
+                    if piece:
+                        produced_chunks += 1
+                        if call.ttft is None:
+                            call.ttft = time.perf_counter() - call.started
+                        texts.setdefault(idx, []).append(piece)
+                        if call.tier.pii_redaction:
+                            red = redactors.setdefault(idx, filters.StreamRedactor())
+                            held = red.feed(piece)
+                            self._set_choice_text(call, choice, held)
+                            if choice.get("finish_reason"):
+                                self._set_choice_text(call, choice, held + red.flush())
+                yield chunk
+            if call.tier.pii_redaction:
+                for idx, red in redactors.items():
+                    rest = red.flush()
+                    if rest:
+                        yield self._tail_chunk(call, idx, rest)
+            if call.endpoint == "chat.completions" and self._wants_json(call):
+                for idx, parts in texts.items():
+                    if not filters.is_valid_json("".join(parts)):
+                        call.status, call.error_code = 502, "invalid_json_output"
+                        yield {
+                            "error": {
+                                "message": "The model's output was not valid JSON although "
+                                "response_format asked for JSON.",
+                                "type": "api_error",
+                                "param": None,
+                                "code": "invalid_json_output",
+                                "index": idx,
+                            }
+                        }
+            if not call.output_tokens:
+                call.output_tokens = produced_chunks
+            await asyncio.shield(self.finish(call))
+            if last is not None:
+                yield last
+        except GatewayError as exc:
+            call.status, call.error_code = exc.status, exc.code or "upstream_error"
+            if not call.output_tokens:
+                call.output_tokens = produced_chunks
+            await asyncio.shield(self.finish(call))
+            if produced_chunks == 0 and call.ttft is None:
+                raise
+            yield exc.body()
+        finally:
+            if not call.finished:
+                # Client went away or cancelled: meter what it got.
+                call.status, call.error_code = 499, "client_closed"
+                if not call.output_tokens:
+                    call.output_tokens = produced_chunks
+                if not call.input_tokens and produced_chunks:
+                    call.input_tokens = call.prompt_estimate
+                await asyncio.shield(self.finish(call))
+
+    @staticmethod
+    def _choice_text(call: Call, choice: dict[str, Any]) -> str:
+        if call.endpoint == "chat.completions":
+            return (choice.get("delta") or {}).get("content") or ""
+        return choice.get("text") or ""
+
+    @staticmethod
+    def _set_choice_text(call: Call, choice: dict[str, Any], text: str) -> None:
+        if call.endpoint == "chat.completions":
+            choice.setdefault("delta", {})["content"] = text
+        else:
+            choice["text"] = text
+
+    def _tail_chunk(self, call: Call, idx: int, text: str) -> dict[str, Any]:
+        kind = "chat.completion.chunk" if call.endpoint == "chat.completions" else "text_completion"
+        choice: dict[str, Any] = {"index": idx, "finish_reason": None}
+        self._set_choice_text(call, choice, text)
+        return {
+            "id": call.request_id,
+            "object": kind,
+            "created": int(call.created.timestamp()),
+            "model": call.route.model,
+            "choices": [choice],
+        }
+
+    # ---- egress ------------------------------------------------------------------------
+
+    async def finish(self, call: Call) -> None:
+        """Settle reservations, meter usage (one record per request with tokens) and queue the
+        request-log entry. Runs exactly once per admitted call."""
+        if call.finished:
+            return
+        call.finished = True
+        produced = call.input_tokens + call.output_tokens
+        cost = call.price.cost(call.input_tokens, call.output_tokens, call.cached_tokens) if (
+            call.price and produced
+        ) else 0
+        if call.limit_reservation:
+            await self.limiter.settle(call.limit_reservation, actual_tokens=produced)
+        if call.budget_reservation:
+            await self.ledger.settle(call.budget_reservation, actual_cost=cost)
+        pipe = self.redis.pipeline(transaction=False)
+        tenant = call.auth.tenant
+        if produced:
+            pipe.xadd(
+                USAGE_STREAM,
+                usage_event(
+                    request_id=call.request_id,
+                    tenant_id=tenant.pk,
+                    api_key_id=call.auth.key.pk,
+                    model=call.route.model if call.route else call.body.get("model", ""),
+                    deployment=call.route.target.name if call.route else "",
+                    input_tokens=call.input_tokens,
+                    output_tokens=call.output_tokens,
+                    cached_tokens=call.cached_tokens,
+                    cost_micro_usd=cost,
+                    created=call.created,
+                ),
+            )
+        pipe.xadd(REQUEST_LOG_STREAM, self._log_entry(call, cost))
+        await pipe.execute()
+        model = call.route.model if call.route else ""
+        metrics.REQUESTS.labels(tenant.slug, model, call.endpoint, str(call.status)).inc()
+        metrics.LATENCY.labels(model, call.endpoint).observe(time.perf_counter() - call.started)
+        if call.ttft is not None:
+            metrics.TTFT.labels(model).observe(call.ttft)
+        if produced:
+            metrics.TOKENS.labels(tenant.slug, model, "input").inc(call.input_tokens)
+            metrics.TOKENS.labels(tenant.slug, model, "output").inc(call.output_tokens)
+
+    def _log_entry(self, call: Call, cost: int) -> dict[str, str]:
+        entry = {
+            "request_id": call.request_id,
+            "tenant_id": str(call.auth.tenant.pk),
+            "api_key_id": str(call.auth.key.pk),
+            "endpoint": call.endpoint,
+            "model": call.route.model if call.route else str(call.body.get("model", ""))[:128],
+            "deployment": call.route.target.name if call.route else "",
+            "status_code": str(call.status),
+            "error_code": call.error_code,
+            "stream": "1" if call.stream else "0",
+            "input_tokens": str(call.input_tokens),
+            "output_tokens": str(call.output_tokens),
+            "cost_micro_usd": str(cost),
+            "latency_ms": f"{(time.perf_counter() - call.started) * 1000:.2f}",
+            "ttft_ms": f"{call.ttft * 1000:.2f}" if call.ttft is not None else "",
+            "cache": call.cache,
+            "created": call.created.isoformat(),
+        }
+        if call.tier.log_bodies:
+            # Bodies are always stored redacted, whatever the tier's filter setting.
+            entry["request_body"] = json.dumps(_redact_body(call.endpoint, call.body))
+            if call.response_for_log is not None:
+                resp = json.loads(json.dumps(call.response_for_log))
+                for c in resp.get("choices", []):
+                    if isinstance((c.get("message") or {}).get("content"), str):
+                        c["message"]["content"] = filters.redact(c["message"]["content"])
+                    if isinstance(c.get("text"), str):
+                        c["text"] = filters.redact(c["text"])
+                resp.pop("data", None)  # embeddings vectors are not worth keeping
+                entry["response_body"] = json.dumps(resp)
+        return entry
+
+    async def log_refusal(self, call: Call, error: GatewayError) -> None:
+        """Log a request refused before any reservation (validation, routing)."""
+        call.status, call.error_code = error.status, error.code or error.type
+        call.finished = True
+        model = call.route.model if call.route else ""
+        metrics.REQUESTS.labels(call.auth.tenant.slug, model, call.endpoint, str(error.status)).inc()
+        await self.redis.xadd(REQUEST_LOG_STREAM, self._log_entry(call, 0))
+
+
+_gateways: dict[int, Gateway] = {}
+
+
+def get_gateway() -> Gateway:
+    """The process's gateway for the running event loop (Redis clients are loop-bound)."""
+    loop = asyncio.get_running_loop()
+    gw = _gateways.get(id(loop))
+    if gw is None:
+        gw = Gateway()
+        _gateways[id(loop)] = gw
+    return gw

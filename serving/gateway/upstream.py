@@ -1,0 +1,121 @@
+"""Calls to deployments over one pooled ``httpx.AsyncClient`` per event loop.
+
+Any OpenAI-compatible base URL works (a Switchyard model worker, vLLM, a hosted API). Streams
+are passed through chunk by chunk; closing the stream (client gone, cancel) closes the
+upstream connection, which makes a Switchyard worker free the sequence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+
+from serving.deployments import Target
+from serving.gateway.errors import GatewayError, upstream_error
+
+_clients: dict[int, httpx.AsyncClient] = {}
+
+
+def client() -> httpx.AsyncClient:
+    loop = asyncio.get_running_loop()
+    c = _clients.get(id(loop))
+    if c is None or c.is_closed:
+        c = httpx.AsyncClient(
+            limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200),
+            timeout=httpx.Timeout(120.0, connect=5.0),
+        )
+        _clients[id(loop)] = c
+    return c
+
+
+def _headers(target: Target, request_id: str, tenant: str, weight: float) -> dict[str, str]:
+    h = {"content-type": "application/json", "x-request-id": request_id}
+    if target.api_key:
+        h["authorization"] = f"Bearer {target.api_key}"
+    if target.kind == "local_worker":
+        h["x-switchyard-tenant"] = tenant
+        h["x-switchyard-weight"] = str(weight)
+    return h
+
+
+def _error_from(resp_status: int, body: bytes, target: Target) -> GatewayError:
+    """Pass a 4xx through in the OpenAI shape; a 5xx becomes 502 naming no secrets."""
+    try:
+        err = json.loads(body)["error"]
+        message = str(err.get("message") or "upstream error")
+    except (ValueError, KeyError, TypeError):
+        err, message = {}, body[:200].decode(errors="replace") or "upstream error"
+    if 400 <= resp_status < 500 and resp_status != 429:
+        return GatewayError(
+            resp_status,
+            message,
+            type=err.get("type") or "invalid_request_error",
+            param=err.get("param"),
+            code=err.get("code"),
+        )
+    status = 503 if resp_status == 429 else 502
+    return upstream_error(f"Deployment {target.name} failed ({resp_status}): {message}", status)
+
+
+async def post_json(
+    target: Target, path: str, body: dict[str, Any], *, request_id: str, tenant: str, weight: float
+) -> dict[str, Any]:
+    try:
+        resp = await client().post(
+            f"{target.base_url}{path}",
+            json=body,
+            headers=_headers(target, request_id, tenant, weight),
+            timeout=target.timeout_seconds,
+        )
+    except httpx.TimeoutException as exc:
+        raise upstream_error(f"Deployment {target.name} timed out.", 504) from exc
+    except httpx.HTTPError as exc:
+        raise upstream_error(f"Deployment {target.name} is unreachable.", 502) from exc
+    if resp.status_code != 200:
+        raise _error_from(resp.status_code, resp.content, target)
+    return resp.json()
+
+
+async def stream_chunks(
+    target: Target, path: str, body: dict[str, Any], *, request_id: str, tenant: str, weight: float
+) -> AsyncIterator[dict[str, Any]]:
+    """Yield each SSE ``data:`` JSON object of an upstream stream until ``[DONE]``."""
+    req = client().build_request(
+        "POST",
+        f"{target.base_url}{path}",
+        json=body,
+        headers=_headers(target, request_id, tenant, weight),
+        timeout=target.timeout_seconds,
+    )
+    try:
+        resp = await client().send(req, stream=True)
+    except httpx.TimeoutException as exc:
+        raise upstream_error(f"Deployment {target.name} timed out.", 504) from exc
+    except httpx.HTTPError as exc:
+        raise upstream_error(f"Deployment {target.name} is unreachable.", 502) from exc
+    try:
+        if resp.status_code != 200:
+            raise _error_from(resp.status_code, await resp.aread(), target)
+        async for line in resp.aiter_lines():
+            if not line.startswith("data:"):
+                continue
+            data = line[5:].strip()
+            if data == "[DONE]":
+                return
+            try:
+                chunk = json.loads(data)
+            except ValueError:
+                continue
+            if "error" in chunk and "choices" not in chunk:
+                raise _error_from(502, data.encode(), target)
+            yield chunk
+    except httpx.TimeoutException as exc:
+        raise upstream_error(f"Deployment {target.name} timed out mid-stream.", 504) from exc
+    except httpx.HTTPError as exc:
+        raise upstream_error(f"Deployment {target.name} failed mid-stream.", 502) from exc
+    finally:
+        await resp.aclose()

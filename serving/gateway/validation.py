@@ -1,0 +1,254 @@
+"""Request validation against the OpenAI schema: a 400 that names the parameter.
+
+Each endpoint has a table of known parameters and a checker per parameter; anything not in
+the table is refused as OpenAI does ("Unrecognized request argument supplied").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from serving.gateway.errors import GatewayError, invalid
+
+MAX_N = 8
+MAX_STOP = 4
+MAX_TOKENS_LIMIT = 1_000_000
+
+
+def _type_name(v: Any) -> str:
+    return {bool: "boolean", int: "integer", float: "number", str: "string", list: "array",
+            dict: "object", type(None): "null"}.get(type(v), type(v).__name__)  # fmt: skip
+
+
+def _number(lo: float, hi: float) -> Callable[[str, Any], None]:
+    def check(name: str, v: Any) -> None:
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            raise invalid(f"Invalid type for '{name}': expected a number, got {_type_name(v)}.", name)
+        if not lo <= v <= hi:
+            raise invalid(f"'{name}' must be between {lo} and {hi}, got {v}.", name)
+
+    return check
+
+
+def _integer(lo: int, hi: int) -> Callable[[str, Any], None]:
+    def check(name: str, v: Any) -> None:
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise invalid(
+                f"Invalid type for '{name}': expected an integer, got {_type_name(v)}.", name
+            )
+        if not lo <= v <= hi:
+            raise invalid(f"'{name}' must be between {lo} and {hi}, got {v}.", name)
+
+    return check
+
+
+def _boolean(name: str, v: Any) -> None:
+    if not isinstance(v, bool):
+        raise invalid(f"Invalid type for '{name}': expected a boolean, got {_type_name(v)}.", name)
+
+
+def _string(name: str, v: Any) -> None:
+    if not isinstance(v, str):
+        raise invalid(f"Invalid type for '{name}': expected a string, got {_type_name(v)}.", name)
+
+
+def _stop(name: str, v: Any) -> None:
+    if v is None or isinstance(v, str):
+        return
+    if not isinstance(v, list) or not all(isinstance(s, str) for s in v):
+        raise invalid(f"'{name}' must be a string or an array of strings.", name)
+    if len(v) > MAX_STOP:
+        raise invalid(f"'{name}' may hold at most {MAX_STOP} sequences.", name)
+
+
+def _object(name: str, v: Any) -> None:
+    if not isinstance(v, dict):
+        raise invalid(f"Invalid type for '{name}': expected an object, got {_type_name(v)}.", name)
+
+
+def _stream_options(name: str, v: Any) -> None:
+    if v is None:
+        return
+    _object(name, v)
+    for k, val in v.items():
+        if k != "include_usage":
+            raise invalid(f"Unrecognized request argument supplied: {name}.{k}", f"{name}.{k}")
+        _boolean(f"{name}.include_usage", val)
+
+
+def _response_format(name: str, v: Any) -> None:
+    _object(name, v)
+    kind = v.get("type")
+    if kind not in ("text", "json_object", "json_schema"):
+        raise invalid(
+            f"Invalid value for '{name}.type': expected 'text', 'json_object' or 'json_schema'.",
+            f"{name}.type",
+        )
+
+
+def _nullable(check: Callable[[str, Any], None]) -> Callable[[str, Any], None]:
+    def wrapped(name: str, v: Any) -> None:
+        if v is not None:
+            check(name, v)
+
+    return wrapped
+
+
+def _messages(name: str, v: Any) -> None:
+    if not isinstance(v, list) or not v:
+        raise invalid(f"'{name}' must be a non-empty array of messages.", name)
+    for i, msg in enumerate(v):
+        where = f"{name}[{i}]"
+        if not isinstance(msg, dict):
+            raise invalid(f"Invalid type for '{where}': expected an object.", where)
+        role = msg.get("role")
+        if role not in ("system", "developer", "user", "assistant", "tool"):
+            raise invalid(
+                f"Invalid value for '{where}.role': expected one of 'system', 'developer', "
+                f"'user', 'assistant', 'tool'.",
+                f"{where}.role",
+            )
+        content = msg.get("content")
+        if content is None and role == "assistant":
+            continue
+        if isinstance(content, str):
+            continue
+        if isinstance(content, list) and all(
+            isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str)
+            for p in content
+        ):
+            continue
+        raise invalid(
+            f"Invalid value for '{where}.content': expected a string or an array of text parts.",
+            f"{where}.content",
+        )
+
+
+def _prompt(name: str, v: Any) -> None:
+    if isinstance(v, str):
+        return
+    if isinstance(v, list) and v and (
+        all(isinstance(s, str) for s in v)
+        or all(isinstance(t, int) and not isinstance(t, bool) for t in v)
+    ):
+        return
+    raise invalid(
+        f"'{name}' must be a string, an array of strings or an array of token ids.", name
+    )
+
+
+def _embedding_input(name: str, v: Any) -> None:
+    if isinstance(v, str):
+        if not v:
+            raise invalid(f"'{name}' cannot be empty.", name)
+        return
+    if isinstance(v, list) and v and len(v) <= 2048:
+        if all(isinstance(s, str) and s for s in v):
+            return
+        if all(isinstance(t, int) and not isinstance(t, bool) for t in v):
+            return
+        if all(isinstance(t, list) and all(isinstance(i, int) for i in t) for t in v):
+            return
+    raise invalid(
+        f"'{name}' must be a non-empty string or an array of at most 2048 non-empty strings "
+        "or token arrays.",
+        name,
+    )
+
+
+_SAMPLING = {
+    "model": _string,
+    "max_tokens": _nullable(_integer(1, MAX_TOKENS_LIMIT)),
+    "temperature": _nullable(_number(0, 2)),
+    "top_p": _nullable(_number(0, 1)),
+    "top_k": _nullable(_integer(-1, 100_000)),
+    "n": _nullable(_integer(1, MAX_N)),
+    "stop": _stop,
+    "seed": _nullable(_integer(-(2**63), 2**63 - 1)),
+    "presence_penalty": _nullable(_number(-2, 2)),
+    "frequency_penalty": _nullable(_number(-2, 2)),
+    "stream": _nullable(_boolean),
+    "stream_options": _stream_options,
+    "user": _nullable(_string),
+    "metadata": _nullable(_object),
+    "logit_bias": _nullable(_object),
+}
+
+CHAT_PARAMS: dict[str, Callable[[str, Any], None]] = {
+    **_SAMPLING,
+    "messages": _messages,
+    "max_completion_tokens": _nullable(_integer(1, MAX_TOKENS_LIMIT)),
+    "logprobs": _nullable(_boolean),
+    "top_logprobs": _nullable(_integer(0, 20)),
+    "response_format": _nullable(_response_format),
+    "store": _nullable(_boolean),
+    "parallel_tool_calls": _nullable(_boolean),
+}
+
+COMPLETION_PARAMS: dict[str, Callable[[str, Any], None]] = {
+    **_SAMPLING,
+    "prompt": _prompt,
+    "logprobs": _nullable(_integer(0, 5)),
+    "echo": _nullable(_boolean),
+    "best_of": _nullable(_integer(1, MAX_N)),
+    "suffix": _nullable(_string),
+}
+
+EMBEDDING_PARAMS: dict[str, Callable[[str, Any], None]] = {
+    "model": _string,
+    "input": _embedding_input,
+    "encoding_format": lambda n, v: None
+    if v in ("float", "base64")
+    else (_ for _ in ()).throw(invalid(f"'{n}' must be 'float' or 'base64'.", n)),
+    "dimensions": _nullable(_integer(1, 4096)),
+    "user": _nullable(_string),
+}
+
+REQUIRED = {
+    "chat.completions": ("model", "messages"),
+    "completions": ("model", "prompt"),
+    "embeddings": ("model", "input"),
+}
+TABLES = {
+    "chat.completions": CHAT_PARAMS,
+    "completions": COMPLETION_PARAMS,
+    "embeddings": EMBEDDING_PARAMS,
+}
+
+
+def validate(endpoint: str, body: Any) -> dict[str, Any]:
+    """Check ``body`` for ``endpoint`` ("chat.completions", "completions", "embeddings");
+    returns it unchanged or raises a 400 :class:`GatewayError` naming the parameter."""
+    if not isinstance(body, dict):
+        raise invalid("The request body must be a JSON object.")
+    table = TABLES[endpoint]
+    for name in REQUIRED[endpoint]:
+        if name not in body:
+            raise invalid(f"Missing required parameter: '{name}'.", name, code="missing_required_parameter")
+    for name, value in body.items():
+        check = table.get(name)
+        if check is None:
+            raise invalid(
+                f"Unrecognized request argument supplied: {name}", name, code="unknown_parameter"
+            )
+        check(name, value)
+    if endpoint == "chat.completions":
+        if body.get("top_logprobs") and not body.get("logprobs"):
+            raise invalid("'top_logprobs' requires 'logprobs' to be true.", "top_logprobs")
+    if body.get("stream_options") is not None and not body.get("stream"):
+        raise invalid(
+            "'stream_options' is only allowed when 'stream' is true.", "stream_options"
+        )
+    return body
+
+
+def max_output_tokens(body: dict[str, Any], default: int) -> int:
+    """Worst-case output tokens of a request: max_tokens (or max_completion_tokens) times n."""
+    mt = body.get("max_completion_tokens") or body.get("max_tokens") or default
+    return int(mt) * int(body.get("n") or 1)
+
+
+def ensure(condition: bool, error: GatewayError) -> None:
+    if not condition:
+        raise error

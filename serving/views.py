@@ -1,0 +1,171 @@
+"""The OpenAI-compatible tenant API: thin async views over the gateway pipeline."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+
+from django.conf import settings
+from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
+from django.views.decorators.csrf import csrf_exempt
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from serving.gateway import metrics
+from serving.gateway.errors import GatewayError, invalid, model_not_found
+from serving.gateway.pipeline import Call, get_gateway
+from serving.gateway.routing import allowed_models
+
+
+def _error(exc: GatewayError, call: Call | None = None) -> JsonResponse:
+    resp = exc.response()
+    if call is not None:
+        for k, v in call.headers().items():
+            if k not in resp:
+                resp[k] = v
+    return resp
+
+
+def _parse(request) -> dict:
+    limit = settings.SWITCHYARD_MAX_BODY_BYTES
+    length = request.headers.get("Content-Length")
+    if (length and length.isdigit() and int(length) > limit) or len(request.body) > limit:
+        raise GatewayError(
+            413,
+            f"The request body is larger than the limit of {limit} bytes.",
+            code="request_too_large",
+        )
+    try:
+        body = json.loads(request.body or b"")
+    except (ValueError, UnicodeDecodeError):
+        raise invalid(
+            "We could not parse the JSON body of your request. The body must be valid JSON.",
+            code="invalid_json",
+        ) from None
+    if not isinstance(body, dict):
+        raise invalid("The request body must be a JSON object.")
+    return body
+
+
+def _method_not_allowed(allowed: str) -> JsonResponse:
+    resp = GatewayError(
+        405, f"Method not allowed; use {allowed}.", code="method_not_allowed"
+    ).response()
+    resp["Allow"] = allowed
+    return resp
+
+
+async def _sse(gw, call: Call) -> AsyncIterator[bytes]:
+    async for chunk in gw.stream(call):
+        yield b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n"
+    yield b"data: [DONE]\n\n"
+
+
+async def _handle(request, endpoint: str):
+    if request.method != "POST":
+        return _method_not_allowed("POST")
+    gw = get_gateway()
+    try:
+        auth = await gw.authenticate(request.headers.get("Authorization"))
+    except GatewayError as exc:
+        return _error(exc)
+    call = None
+    try:
+        body = _parse(request)
+        call = Call(endpoint=endpoint, body=body, auth=auth)
+        if request.headers.get("X-Request-Id"):
+            call.request_id = f"req_{request.headers['X-Request-Id'][:48]}"
+        await gw.aprepare(call)
+    except GatewayError as exc:
+        if call is None:
+            call = Call(endpoint=endpoint, body={}, auth=auth)
+        await gw.log_refusal(call, exc)
+        return _error(exc, call)
+    try:
+        await gw.admit(call)
+    except GatewayError as exc:
+        await gw.log_refusal(call, exc)
+        return _error(exc, call)
+    if call.stream and endpoint != "embeddings":
+        # Open the upstream stream before answering, so a failure before the first token is
+        # a proper HTTP error rather than an error event.
+        chunks = gw.stream(call)
+        try:
+            first = await chunks.__anext__()
+        except StopAsyncIteration:
+            first = None
+        except GatewayError as exc:
+            return _error(exc, call)
+
+        async def body_iter() -> AsyncIterator[bytes]:
+            try:
+                if first is not None:
+                    yield b"data: " + json.dumps(first, separators=(",", ":")).encode() + b"\n\n"
+                async for chunk in chunks:
+                    yield b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n"
+                yield b"data: [DONE]\n\n"
+            finally:
+                await chunks.aclose()
+
+        resp = StreamingHttpResponse(body_iter(), content_type="text/event-stream")
+        resp["Cache-Control"] = "no-cache"
+        resp["X-Accel-Buffering"] = "no"
+    else:
+        try:
+            result = await gw.complete(call)
+        except GatewayError as exc:
+            return _error(exc, call)
+        resp = JsonResponse(result)
+    for k, v in call.headers().items():
+        resp[k] = v
+    return resp
+
+
+@csrf_exempt
+async def chat_completions(request):
+    return await _handle(request, "chat.completions")
+
+
+@csrf_exempt
+async def completions(request):
+    return await _handle(request, "completions")
+
+
+@csrf_exempt
+async def embeddings(request):
+    return await _handle(request, "embeddings")
+
+
+def _model_card(name: str) -> dict:
+    return {"id": name, "object": "model", "created": 0, "owned_by": "switchyard"}
+
+
+async def models(request, model: str | None = None):
+    if request.method != "GET":
+        return _method_not_allowed("GET")
+    gw = get_gateway()
+    try:
+        auth = await gw.authenticate(request.headers.get("Authorization"))
+    except GatewayError as exc:
+        return _error(exc)
+    names = allowed_models(auth.tier)
+    if model is not None:
+        if model not in names:
+            return _error(model_not_found(model))
+        return JsonResponse(_model_card(model))
+    return JsonResponse({"object": "list", "data": [_model_card(m) for m in names]})
+
+
+@csrf_exempt
+async def not_found(request, rest: str):
+    return GatewayError(
+        404, f"Unknown endpoint /v1/{rest}.", code="unknown_url"
+    ).response()
+
+
+def prometheus_metrics(request):
+    started = time.perf_counter()
+    body = generate_latest(metrics.REGISTRY)
+    resp = HttpResponse(body, content_type=CONTENT_TYPE_LATEST)
+    resp["x-render-ms"] = f"{(time.perf_counter() - started) * 1000:.1f}"
+    return resp

@@ -1,0 +1,172 @@
+"""Gateway tests run a real ASGI server (uvicorn, in its own process) against the test
+database and Redis, with an instant OpenAI-compatible upstream on loopback, and call it
+with the official ``openai`` client over real HTTP."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+import openai
+import pytest
+from django.conf import settings
+
+from billing.models import ModelPrice
+from serving.deployments import deployment_set
+from switchyard.embedded import free_port
+from switchyard.redis_client import get_redis
+from tenants import services
+
+ROOT = Path(__file__).resolve().parents[2]
+MODEL = "smollm2-135m-instruct"
+
+
+def _wait_http(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args} exited with {proc.returncode}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} not up within {timeout}s")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="session")
+def upstream_url():
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "serving.instant_upstream", "--port", str(port)], cwd=ROOT
+    )
+    try:
+        _wait_http(f"http://127.0.0.1:{port}/health", proc)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        _stop(proc)
+
+
+def test_database_url() -> str:
+    """DATABASE_URL pointing at pytest-django's test database."""
+    parts = urlsplit(os.environ["DATABASE_URL"])
+    return urlunsplit(parts._replace(path="/" + settings.DATABASES["default"]["NAME"]))
+
+
+class GatewayProcess:
+    """A uvicorn process serving switchyard.asgi on a free port."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = dict(os.environ)
+        env.update(
+            DATABASE_URL=test_database_url(),
+            SWITCHYARD_TABLE_CACHE_SECONDS="0",
+            SWITCHYARD_TESTING="1",
+            PYTHONUNBUFFERED="1",
+        )
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "switchyard.asgi:application",
+             "--host", "127.0.0.1", "--port", str(self.port), "--no-access-log",
+             "--log-level", "warning"],  # fmt: skip
+            cwd=ROOT,
+            env=env,
+        )
+        _wait_http(f"{self.url}/healthz", self.proc)
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+    def stop(self) -> None:
+        _stop(self.proc)
+
+
+@pytest.fixture(scope="session")
+def gateway(django_db_setup, django_db_blocker):
+    gw = GatewayProcess()
+    try:
+        yield gw
+    finally:
+        gw.stop()
+
+
+@pytest.fixture
+def clean_redis():
+    r = get_redis()
+    r.flushdb()
+    yield r
+    r.flushdb()
+
+
+@dataclass
+class Caller:
+    tenant: object
+    key: str
+    base_url: str
+
+    def client(self, **kw) -> openai.OpenAI:
+        return openai.OpenAI(api_key=self.key, base_url=f"{self.base_url}/v1", max_retries=0, **kw)
+
+    def aclient(self, **kw) -> openai.AsyncOpenAI:
+        return openai.AsyncOpenAI(
+            api_key=self.key, base_url=f"{self.base_url}/v1", max_retries=0, **kw
+        )
+
+    def post(self, path: str, json=None, **kw) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {self.key}", **kw.pop("headers", {})}
+        return httpx.post(f"{self.base_url}/v1{path}", json=json, headers=headers, timeout=30, **kw)
+
+
+@pytest.fixture
+def price(transactional_db):
+    return ModelPrice.objects.create(
+        model=MODEL, input_micro_usd_per_mtok=100_000, output_micro_usd_per_mtok=400_000
+    )
+
+
+@pytest.fixture
+def make_caller(transactional_db, gateway, upstream_url, clean_redis):
+    """Make a tenant on its own tier with a key, served by the instant upstream."""
+    deployment_set(name="instant", model=MODEL, base_url=f"{upstream_url}/v1", context_window=4096)
+    deployment_set(
+        name="instant-embed", model="all-minilm-l6-v2", base_url=f"{upstream_url}/v1"
+    )
+    counter = iter(range(1000))
+
+    def make(slug: str | None = None, **tier_fields) -> Caller:
+        n = next(counter)
+        slug = slug or f"t{n}"
+        tier_fields.setdefault("allowed_models", [MODEL, "all-minilm-l6-v2"])
+        tier_fields.setdefault("default_model", MODEL)
+        tier = services.tier_create(name=f"tier-{slug}", **tier_fields)
+        tenant = services.tenant_create(name=slug.title(), slug=slug, tier=tier)
+        _, raw = services.api_key_create(tenant=tenant, name="test")
+        return Caller(tenant=tenant, key=raw, base_url=gateway.url)
+
+    return make
+
+
+@pytest.fixture
+def caller(make_caller) -> Caller:
+    """A tenant with a key on a default tier (for async tests, which cannot touch the ORM)."""
+    return make_caller()
