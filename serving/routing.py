@@ -1,3 +1,9 @@
-"""WebSocket routes (the streaming API arrives with the gateway)."""
+"""WebSocket routes."""
 
-websocket_urlpatterns: list = []
+from django.urls import path
+
+from serving.consumers import StreamConsumer
+
+websocket_urlpatterns = [
+    path("v1/ws", StreamConsumer.as_asgi()),
+]

