@@ -17,6 +17,7 @@ import httpx
 import openai
 import pytest
 from django.conf import settings
+from django.db import connection
 
 from billing.models import ModelPrice
 from serving.deployments import deployment_set
@@ -87,7 +88,7 @@ class GatewayProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "switchyard.asgi:application",
              "--host", "127.0.0.1", "--port", str(self.port), "--no-access-log",
-             "--log-level", "warning"],  # fmt: skip
+             "--log-level", "warning", "--timeout-graceful-shutdown", "2"],  # fmt: skip
             cwd=ROOT,
             env=env,
         )
@@ -108,6 +109,12 @@ def gateway(django_db_setup, django_db_blocker):
         yield gw
     finally:
         gw.stop()
+        with django_db_blocker.unblock(), connection.cursor() as cur:
+            # Let the test database be dropped even if a killed process left a session.
+            cur.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
 
 
 @pytest.fixture

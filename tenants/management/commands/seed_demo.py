@@ -31,6 +31,35 @@ def _write_secret(path, text: str) -> None:
 class Command(BaseCommand):
     help = "Create the demo tier, tenant, key and operator (idempotent); print them as JSON."
 
+    def _seed_serving(self) -> None:
+        """Deployments on the local model worker and demo prices, unless they exist."""
+        from billing.models import ModelPrice
+        from serving.deployments import deployment_set
+        from serving.models import Deployment
+
+        worker = settings.SWITCHYARD_MODEL_WORKER_URL or "http://127.0.0.1:8100"
+        for name, model in (
+            ("local-smollm2", "smollm2-135m-instruct"),
+            ("local-minilm", "all-minilm-l6-v2"),
+        ):
+            if not Deployment.objects.filter(name=name).exists():
+                deployment_set(
+                    name=name,
+                    model=model,
+                    kind=Deployment.Kind.LOCAL_WORKER,
+                    base_url=f"{worker.rstrip('/')}/v1",
+                    context_window=8192 if model.startswith("smollm2") else 512,
+                )
+        # Demo prices, per million tokens: $0.10 in / $0.30 out for chat, $0.02 for embeddings.
+        for model, pin, pout in (
+            ("smollm2-135m-instruct", 100_000, 300_000),
+            ("all-minilm-l6-v2", 20_000, 0),
+        ):
+            if not ModelPrice.objects.filter(model=model).exists():
+                ModelPrice.objects.create(
+                    model=model, input_micro_usd_per_mtok=pin, output_micro_usd_per_mtok=pout
+                )
+
     def handle(self, *args, **opts):
         models = services.known_models()
         tier = Tier.objects.filter(name=DEMO_TIER).first() or services.tier_create(
@@ -46,6 +75,8 @@ class Command(BaseCommand):
         tenant = Tenant.objects.filter(slug=DEMO_TENANT).first() or services.tenant_create(
             name="Demo tenant", slug=DEMO_TENANT, tier=tier, contact_email="demo@example.com"
         )
+
+        self._seed_serving()
 
         key_path = settings.DATA_DIR / "demo_api_key"
         raw = key_path.read_text().strip() if key_path.exists() else ""
