@@ -1,0 +1,126 @@
+"""Allocation of KV blocks, with prefix sharing.
+
+Every full block is keyed by a hash chained over the whole prefix before it (and the cache
+salt), so two sequences share a block only if everything before it is the same too. Blocks
+are reference counted; a block whose count drops to zero keeps its contents and hash and
+goes to the end of the free list, so it can be found again until it is reused, least
+recently freed first.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from serving.engine.sequence import Sequence
+
+
+class Block:
+    __slots__ = ("block_id", "ref_count", "hash", "token_ids")
+
+    def __init__(self, block_id: int) -> None:
+        self.block_id = block_id
+        self.ref_count = 0
+        self.hash: int | None = None
+        self.token_ids: tuple[int, ...] = ()
+
+
+def chain_hash(prev: int | None, tokens: tuple[int, ...], salt: str | None) -> int:
+    return hash((prev, salt, tokens))
+
+
+class BlockManager:
+    def __init__(self, num_blocks: int, block_size: int) -> None:
+        self.block_size = block_size
+        self.blocks = [Block(i) for i in range(num_blocks)]
+        self.free: OrderedDict[int, None] = OrderedDict((i, None) for i in range(num_blocks))
+        self.hash_to_block: dict[int, int] = {}
+        self.prefix_queries = 0  # prompt blocks looked up
+        self.prefix_hits = 0  # of which found in the cache
+
+    @property
+    def num_free(self) -> int:
+        return len(self.free)
+
+    @property
+    def num_used(self) -> int:
+        return len(self.blocks) - len(self.free)
+
+    def blocks_needed(self, seq: Sequence, num_tokens: int) -> int:
+        """Extra blocks ``seq`` needs to hold ``num_tokens`` tokens in total."""
+        need = (num_tokens + self.block_size - 1) // self.block_size
+        return max(0, need - len(seq.block_table))
+
+    def _take_free(self) -> int:
+        block_id, _ = self.free.popitem(last=False)
+        block = self.blocks[block_id]
+        if block.hash is not None and self.hash_to_block.get(block.hash) == block_id:
+            del self.hash_to_block[block.hash]
+        block.hash = None
+        block.token_ids = ()
+        block.ref_count = 1
+        return block_id
+
+    def match_prefix(self, seq: Sequence) -> None:
+        """Map every cached full block of the sequence's tokens (at least one token is left to
+        compute, so the step yields logits). Sets ``num_computed`` accordingly."""
+        bs = self.block_size
+        max_blocks = (seq.num_tokens - 1) // bs
+        prev: int | None = None
+        for i in range(max_blocks):
+            tokens = tuple(seq.token_ids[i * bs : (i + 1) * bs])
+            h = chain_hash(prev, tokens, seq.cache_salt)
+            if not seq.was_admitted:
+                self.prefix_queries += 1
+            block_id = self.hash_to_block.get(h)
+            if block_id is None or self.blocks[block_id].token_ids != tokens:
+                break
+            block = self.blocks[block_id]
+            if block.ref_count == 0:
+                del self.free[block_id]
+            block.ref_count += 1
+            seq.block_table.append(block_id)
+            seq.block_hashes.append(h)
+            if not seq.was_admitted:
+                self.prefix_hits += 1
+            prev = h
+        seq.num_computed = len(seq.block_table) * bs
+        if not seq.was_admitted:
+            seq.num_cached_tokens = seq.num_computed
+
+    def allocate(self, seq: Sequence, num_tokens: int) -> bool:
+        """Give ``seq`` blocks for ``num_tokens`` tokens in total; False if there are too few."""
+        need = self.blocks_needed(seq, num_tokens)
+        if need > len(self.free):
+            return False
+        for _ in range(need):
+            seq.block_table.append(self._take_free())
+        return True
+
+    def register_full_blocks(self, seq: Sequence) -> None:
+        """Hash the blocks that became full and computed, so later requests can share them."""
+        bs = self.block_size
+        full = seq.num_computed // bs
+        prev = seq.block_hashes[-1] if seq.block_hashes else None
+        for i in range(len(seq.block_hashes), full):
+            tokens = tuple(seq.token_ids[i * bs : (i + 1) * bs])
+            h = chain_hash(prev, tokens, seq.cache_salt)
+            block = self.blocks[seq.block_table[i]]
+            block.hash = h
+            block.token_ids = tokens
+            self.hash_to_block.setdefault(h, block.block_id)
+            seq.block_hashes.append(h)
+            prev = h
+
+    def free_sequence(self, seq: Sequence) -> None:
+        for block_id in reversed(seq.block_table):
+            block = self.blocks[block_id]
+            block.ref_count -= 1
+            if block.ref_count == 0:
+                if block.hash is None:
+                    self.free[block_id] = None
+                    self.free.move_to_end(block_id, last=False)  # nothing to keep: reuse first
+                else:
+                    self.free[block_id] = None
+        seq.block_table = []
+        seq.block_hashes = []
+        seq.num_computed = 0

@@ -1,0 +1,135 @@
+"""Read a llama-architecture GGUF file: hyper-parameters, dequantized weights, tokenizer data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from gguf import GGMLQuantizationType, GGUFReader
+from gguf.quants import dequantize
+
+from serving.engine.errors import UnsupportedModelError
+
+SUPPORTED_ARCHITECTURES = {"llama"}
+SUPPORTED_TYPES = {
+    GGMLQuantizationType.F32,
+    GGMLQuantizationType.F16,
+    GGMLQuantizationType.BF16,
+    GGMLQuantizationType.Q4_0,
+    GGMLQuantizationType.Q4_1,
+    GGMLQuantizationType.Q5_0,
+    GGMLQuantizationType.Q5_1,
+    GGMLQuantizationType.Q8_0,
+    GGMLQuantizationType.Q2_K,
+    GGMLQuantizationType.Q3_K,
+    GGMLQuantizationType.Q4_K,
+    GGMLQuantizationType.Q5_K,
+    GGMLQuantizationType.Q6_K,
+}
+
+
+@dataclass
+class LlamaConfig:
+    n_layers: int
+    dim: int
+    ffn_dim: int
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int
+    vocab_size: int
+    norm_eps: float
+    rope_base: float
+    context_length: int
+    tied_embeddings: bool
+
+
+@dataclass
+class TokenizerData:
+    model: str
+    pre: str
+    tokens: list[str]
+    token_types: list[int]
+    merges: list[str]
+    bos_id: int | None
+    eos_id: int | None
+    add_bos: bool
+    chat_template: str | None
+    extra_eos_ids: list[int] = field(default_factory=list)
+
+
+@dataclass
+class GGUFModel:
+    name: str
+    config: LlamaConfig
+    tokenizer: TokenizerData
+    weights: dict[str, np.ndarray]
+
+
+def _field(reader: GGUFReader, key: str, default: Any = None) -> Any:
+    f = reader.fields.get(key)
+    if f is None:
+        return default
+    return f.contents()
+
+
+def load_gguf(path: str | Path, name: str | None = None) -> GGUFModel:
+    """Load and dequantize every tensor to float32 numpy arrays (rows = output features)."""
+    reader = GGUFReader(str(path))
+    arch = _field(reader, "general.architecture")
+    if arch not in SUPPORTED_ARCHITECTURES:
+        raise UnsupportedModelError(
+            f"Unsupported architecture {arch!r} in {path}: this engine runs "
+            f"{', '.join(sorted(SUPPORTED_ARCHITECTURES))}."
+        )
+    a = arch
+    n_heads = int(_field(reader, f"{a}.attention.head_count"))
+    dim = int(_field(reader, f"{a}.embedding_length"))
+    tokens = list(_field(reader, "tokenizer.ggml.tokens"))
+    weights: dict[str, np.ndarray] = {}
+    for t in reader.tensors:
+        if t.tensor_type not in SUPPORTED_TYPES:
+            raise UnsupportedModelError(
+                f"Unsupported quantization {t.tensor_type.name} for tensor {t.name} in {path}."
+            )
+        arr = dequantize(t.data, t.tensor_type).astype(np.float32, copy=False)
+        shape = tuple(int(x) for x in reversed(t.shape))
+        weights[t.name] = arr.reshape(shape)
+    cfg = LlamaConfig(
+        n_layers=int(_field(reader, f"{a}.block_count")),
+        dim=dim,
+        ffn_dim=int(_field(reader, f"{a}.feed_forward_length")),
+        n_heads=n_heads,
+        n_kv_heads=int(_field(reader, f"{a}.attention.head_count_kv", n_heads)),
+        head_dim=int(_field(reader, f"{a}.rope.dimension_count", dim // n_heads)),
+        vocab_size=int(_field(reader, f"{a}.vocab_size", len(tokens))),
+        norm_eps=float(_field(reader, f"{a}.attention.layer_norm_rms_epsilon", 1e-5)),
+        rope_base=float(_field(reader, f"{a}.rope.freq_base", 10000.0)),
+        context_length=int(_field(reader, f"{a}.context_length", 2048)),
+        tied_embeddings="output.weight" not in weights,
+    )
+    tok_model = _field(reader, "tokenizer.ggml.model")
+    if tok_model != "gpt2":
+        raise UnsupportedModelError(
+            f"Unsupported tokenizer {tok_model!r} in {path}: this engine reads byte-level BPE "
+            "('gpt2') vocabularies."
+        )
+    eos = _field(reader, "tokenizer.ggml.eos_token_id")
+    tokenizer = TokenizerData(
+        model=tok_model,
+        pre=_field(reader, "tokenizer.ggml.pre", "default"),
+        tokens=tokens,
+        token_types=[int(x) for x in _field(reader, "tokenizer.ggml.token_type", [])],
+        merges=list(_field(reader, "tokenizer.ggml.merges", [])),
+        bos_id=_field(reader, "tokenizer.ggml.bos_token_id"),
+        eos_id=None if eos is None else int(eos),
+        add_bos=bool(_field(reader, "tokenizer.ggml.add_bos_token", False)),
+        chat_template=_field(reader, "tokenizer.chat_template"),
+    )
+    return GGUFModel(
+        name=name or str(_field(reader, "general.name", Path(path).stem)),
+        config=cfg,
+        tokenizer=tokenizer,
+        weights=weights,
+    )
