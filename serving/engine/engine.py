@@ -195,8 +195,10 @@ class LLMEngine:
         for it in batch:
             it.seq.num_computed += it.num_tokens
             self.block_manager.register_full_blocks(it.seq)
-            prompt_part = min(it.num_tokens, max(0, it.seq.num_prompt_tokens - (
-                it.seq.num_computed - it.num_tokens)))  # fmt: skip
+            prompt_part = min(
+                it.num_tokens,
+                max(0, it.seq.num_prompt_tokens - (it.seq.num_computed - it.num_tokens)),
+            )
             self.stats_counters.prompt_tokens_total += prompt_part
         if not sampling:
             return []
@@ -228,9 +230,7 @@ class LLMEngine:
                 ]
             lp = TokenLogprob(token, self.tokenizer.token_text(token), float(row_lp[token]), top)
         finish = None
-        if token in self.tokenizer.eos_token_ids and not p.ignore_eos:
-            finish = "stop"
-        elif token in p.stop_token_ids:
+        if token in self.tokenizer.eos_token_ids and not p.ignore_eos or token in p.stop_token_ids:
             finish = "stop"
         # Text so far (special tokens such as the end-of-turn marker are not text).
         out_ids = seq.output_token_ids

@@ -42,9 +42,7 @@ class AttentionMetadata:
 class KVCache:
     """The paged KV pool: ``num_blocks * block_size`` slots per layer for K and for V."""
 
-    def __init__(
-        self, cfg: LlamaConfig, num_blocks: int, block_size: int, device, dtype
-    ) -> None:
+    def __init__(self, cfg: LlamaConfig, num_blocks: int, block_size: int, device, dtype) -> None:
         self.num_blocks = num_blocks
         self.block_size = block_size
         slots = num_blocks * block_size
@@ -68,7 +66,11 @@ class LlamaModel:
         self.dtype = dtype
 
         def t(name: str) -> torch.Tensor:
-            return torch.from_numpy(np.array(weights[name])).to(device=device, dtype=dtype).contiguous()
+            return (
+                torch.from_numpy(np.array(weights[name]))
+                .to(device=device, dtype=dtype)
+                .contiguous()
+            )
 
         self.embed = t("token_embd.weight")
         self.layers = []

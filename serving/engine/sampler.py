@@ -37,9 +37,7 @@ def _top_k_top_p(logits: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor)
     return torch.empty_like(logits).scatter_(1, order, sorted_logits)
 
 
-def sample(
-    logits: torch.Tensor, seqs: list[Sequence]
-) -> tuple[list[int], torch.Tensor | None]:
+def sample(logits: torch.Tensor, seqs: list[Sequence]) -> tuple[list[int], torch.Tensor | None]:
     """Next token per row, and the raw log-probabilities (B, V) when any row asked for them."""
     logits = logits.float()
     want_logprobs = any(s.params.logprobs for s in seqs)

@@ -1,0 +1,49 @@
+"""The real SmolLM2 model, loaded once per test session; a fresh engine (own KV pool) per
+test so tests never see each other's cache."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from serving.engine.engine import LLMEngine, pick_device
+from serving.engine.gguf_loader import load_gguf
+from serving.engine.model import LlamaModel
+from serving.engine.registry import resolve
+from serving.engine.tokenizer import ChatTokenizer
+from serving.engine.types import GenerationRequest, SamplingParams
+
+MODEL = "smollm2-135m-instruct"
+
+
+@pytest.fixture(scope="session")
+def loaded():
+    name, path = resolve(MODEL)
+    gguf = load_gguf(path, name)
+    device, dtype = pick_device()
+    torch.set_num_threads(2)
+    return LlamaModel(gguf.config, gguf.weights, device, dtype), ChatTokenizer(gguf.tokenizer)
+
+
+@pytest.fixture
+def make_engine(loaded):
+    model, tokenizer = loaded
+
+    def make(**kw) -> LLMEngine:
+        kw.setdefault("kv_cache_bytes", 64 << 20)
+        return LLMEngine(model, tokenizer, model_name=MODEL, **kw)
+
+    return make
+
+
+@pytest.fixture
+def engine(make_engine) -> LLMEngine:
+    return make_engine()
+
+
+def chat_request(tokenizer, rid: str, question: str, **params) -> GenerationRequest:
+    params.setdefault("temperature", 0.0)
+    params.setdefault("max_tokens", 24)
+    extra = {k: params.pop(k) for k in ("tenant", "weight", "priority") if k in params}
+    ids = tokenizer.encode(tokenizer.apply_chat_template([{"role": "user", "content": question}]))
+    return GenerationRequest(rid, ids, SamplingParams(**params), **extra)
