@@ -50,9 +50,13 @@ class ModelPrice(models.Model):
     class Meta:
         ordering = ["model", "-effective_from"]
         constraints = [
-            models.UniqueConstraint(fields=["model", "effective_from"], name="price_once_per_instant")
+            models.UniqueConstraint(
+                fields=["model", "effective_from"], name="price_once_per_instant"
+            )
         ]
         indexes = [models.Index(fields=["model", "-effective_from"])]
 
     def __str__(self) -> str:
-        return f"{self.model} in={self.input_micro_usd_per_mtok} out={self.output_micro_usd_per_mtok}"
+        return (
+            f"{self.model} in={self.input_micro_usd_per_mtok} out={self.output_micro_usd_per_mtok}"
+        )

@@ -90,15 +90,19 @@ class StreamConsumer(AsyncJsonWebsocketConsumer):
             await self._send_error(
                 request_id,
                 GatewayError(
-                    429, f"At most {MAX_IN_FLIGHT} requests in flight per socket.",
-                    type="requests", code="too_many_in_flight",
+                    429,
+                    f"At most {MAX_IN_FLIGHT} requests in flight per socket.",
+                    type="requests",
+                    code="too_many_in_flight",
                 ),  # fmt: skip
             )
             return
         endpoint = content.get("endpoint", "chat.completions")
         body = content.get("body")
         if endpoint not in ENDPOINTS:
-            await self._send_error(request_id, invalid(f"Unknown endpoint {endpoint!r}.", "endpoint"))
+            await self._send_error(
+                request_id, invalid(f"Unknown endpoint {endpoint!r}.", "endpoint")
+            )
             return
         if not isinstance(body, dict):
             await self._send_error(request_id, invalid("'body' must be an object.", "body"))

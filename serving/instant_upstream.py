@@ -83,8 +83,14 @@ async def _completion(request: Request, endpoint: str) -> Response:
             choice = {"index": 0, "text": text, "finish_reason": finish, "logprobs": None}
             obj = "text_completion"
         return JSONResponse(
-            {"id": rid, "object": obj, "created": created, "model": model,
-             "choices": [choice], "usage": usage}  # fmt: skip
+            {
+                "id": rid,
+                "object": obj,
+                "created": created,
+                "model": model,
+                "choices": [choice],
+                "usage": usage,
+            }  # fmt: skip
         )
 
     obj = "chat.completion.chunk" if endpoint == "chat" else "text_completion"
@@ -135,8 +141,12 @@ async def embeddings(request: Request) -> Response:
         data.append({"object": "embedding", "index": i, "embedding": [v / norm for v in vec]})
     tokens = sum(len(str(t).split()) for t in inputs)
     return JSONResponse(
-        {"object": "list", "data": data, "model": body.get("model"),
-         "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}  # fmt: skip
+        {
+            "object": "list",
+            "data": data,
+            "model": body.get("model"),
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }  # fmt: skip
     )
 
 

@@ -18,7 +18,9 @@ class Deployment(models.Model):
     name = models.SlugField(max_length=64, unique=True)
     model = models.CharField(max_length=128, db_index=True, help_text="Public model name.")
     upstream_model = models.CharField(
-        max_length=128, blank=True, help_text="Model name at the upstream (default: the public one)."
+        max_length=128,
+        blank=True,
+        help_text="Model name at the upstream (default: the public one).",
     )
     kind = models.CharField(max_length=32, choices=Kind.choices, default=Kind.LOCAL_WORKER)
     base_url = models.URLField(max_length=255, help_text="e.g. http://127.0.0.1:8100/v1")

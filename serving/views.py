@@ -158,9 +158,7 @@ async def models(request, model: str | None = None):
 
 @csrf_exempt
 async def not_found(request, rest: str):
-    return GatewayError(
-        404, f"Unknown endpoint /v1/{rest}.", code="unknown_url"
-    ).response()
+    return GatewayError(404, f"Unknown endpoint /v1/{rest}.", code="unknown_url").response()
 
 
 def prometheus_metrics(request):

@@ -32,7 +32,9 @@ def check_database(url: str) -> None:
             ).fetchone()
     except psycopg.OperationalError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise PreflightError(f"Cannot connect to the PostgreSQL server at DATABASE_URL: {first}") from exc
+        raise PreflightError(
+            f"Cannot connect to the PostgreSQL server at DATABASE_URL: {first}"
+        ) from exc
     if row is None:
         raise PreflightError(PGVECTOR_MISSING)
 

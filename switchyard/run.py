@@ -56,7 +56,7 @@ def _banner(host: str, port: int, seed: dict) -> str:
             f"  curl -s {base}/v1/chat/completions \\",
             f'    -H "Authorization: Bearer $(cat {seed["api_key_file"]})" \\',
             '    -H "Content-Type: application/json" \\',
-            "    -d '{\"model\": \"smollm2-135m-instruct\", \"messages\": "
+            '    -d \'{"model": "smollm2-135m-instruct", "messages": '
             '[{"role": "user", "content": "What is the capital of France?"}]}\'',
             "",
             "Ctrl-C stops everything.",

@@ -45,9 +45,7 @@ class StreamIngestor:
         if not entries:
             return 0
         ids = [eid for eid, _ in entries]
-        fields = [
-            {k.decode(): v.decode() for k, v in data.items()} for _, data in entries if data
-        ]
+        fields = [{k.decode(): v.decode() for k, v in data.items()} for _, data in entries if data]
         rows = self.build(fields)
         try:
             with transaction.atomic():
@@ -76,9 +74,7 @@ class StreamIngestor:
         )
         handled += self._store(r, claimed)
         for _ in range(max_batches):
-            resp = r.xreadgroup(
-                self.group, self.consumer, {self.stream: ">"}, count=self.batch
-            )
+            resp = r.xreadgroup(self.group, self.consumer, {self.stream: ">"}, count=self.batch)
             if not resp:
                 break
             entries = resp[0][1]

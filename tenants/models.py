@@ -141,7 +141,9 @@ class Budget(models.Model):
     limit_micro_usd = models.PositiveBigIntegerField(help_text="Limit in micro-dollars (1e-6 USD).")
     hard = models.BooleanField(default=False, help_text="Refuse requests once the limit is met.")
     alert_thresholds = ArrayField(
-        models.PositiveSmallIntegerField(validators=[MinValueValidator(1), MaxValueValidator(1000)]),
+        models.PositiveSmallIntegerField(
+            validators=[MinValueValidator(1), MaxValueValidator(1000)]
+        ),
         default=default_alert_thresholds,
         blank=True,
         help_text="Percentages of the limit at which operators are alerted.",
@@ -182,4 +184,6 @@ class AuditEvent(models.Model):
         indexes = [models.Index(fields=["object_type", "object_id"])]
 
     def __str__(self) -> str:
-        return f"{self.created:%Y-%m-%d %H:%M:%S} {self.actor_repr} {self.action} {self.object_repr}"
+        return (
+            f"{self.created:%Y-%m-%d %H:%M:%S} {self.actor_repr} {self.action} {self.object_repr}"
+        )

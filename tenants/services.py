@@ -71,7 +71,9 @@ def audit(
 ) -> AuditEvent:
     return AuditEvent.objects.create(
         actor=actor if actor is not None and actor.is_authenticated else None,
-        actor_repr=actor.get_username() if actor is not None and actor.is_authenticated else "system",
+        actor_repr=actor.get_username()
+        if actor is not None and actor.is_authenticated
+        else "system",
         action=action,
         object_type=type(obj)._meta.model_name,
         object_id=str(obj.pk),
@@ -121,7 +123,9 @@ def tier_create(*, actor=None, **fields: Any) -> Tier:
     tier.allowed_models = list(dict.fromkeys(tier.allowed_models or []))
     _validate_models(tier)
     _save(tier, unique_field_errors={"name": ("name", "A tier with this name already exists.")})
-    audit(actor=actor, action="tier.create", obj=tier, before=None, after=snapshot(tier, TIER_FIELDS))
+    audit(
+        actor=actor, action="tier.create", obj=tier, before=None, after=snapshot(tier, TIER_FIELDS)
+    )
     return tier
 
 
@@ -147,7 +151,9 @@ def tier_delete(*, tier: Tier, actor=None) -> None:
     count = tier.tenants.count()
     if count:
         raise TierInUse(f"Tier {tier.name} is used by {count} tenant(s); move them first.")
-    audit(actor=actor, action="tier.delete", obj=tier, before=snapshot(tier, TIER_FIELDS), after=None)
+    audit(
+        actor=actor, action="tier.delete", obj=tier, before=snapshot(tier, TIER_FIELDS), after=None
+    )
     tier.delete()
 
 
@@ -183,7 +189,12 @@ def tenant_update(*, tenant: Tenant, actor=None, **fields: Any) -> Tenant:
     after = snapshot(tenant, TENANT_FIELDS)
     if after != before:
         audit(
-            actor=actor, action="tenant.update", obj=tenant, before=before, after=after, tenant=tenant
+            actor=actor,
+            action="tenant.update",
+            obj=tenant,
+            before=before,
+            after=after,
+            tenant=tenant,
         )
     return tenant
 
@@ -333,7 +344,9 @@ def budget_set(
     budget.alert_thresholds = thresholds
     _save(
         budget,
-        unique_field_errors={"budget_one_per_period": ("period", "This period already has a budget.")},
+        unique_field_errors={
+            "budget_one_per_period": ("period", "This period already has a budget.")
+        },
     )
     after = snapshot(budget, BUDGET_FIELDS)
     if after != before:

@@ -7,9 +7,26 @@ Embedded PostgreSQL and Redis are started by the ``switchyard.testing.services``
 from __future__ import annotations
 
 import pytest
+import torch
 
+from serving.engine.engine import pick_device
+from serving.engine.gguf_loader import load_gguf
+from serving.engine.model import LlamaModel
+from serving.engine.registry import resolve
+from serving.engine.tokenizer import ChatTokenizer
 from tenants import services
 from tenants.roles import Role
+from tests.worker_fixtures import MODEL, embedder, worker  # noqa: F401 - fixtures
+
+
+@pytest.fixture(scope="session")
+def loaded():
+    """The real SmolLM2 weights and tokenizer, loaded once for the whole session."""
+    name, path = resolve(MODEL)
+    gguf = load_gguf(path, name)
+    device, dtype = pick_device()
+    torch.set_num_threads(2)
+    return LlamaModel(gguf.config, gguf.weights, device, dtype), ChatTokenizer(gguf.tokenizer)
 
 
 @pytest.fixture
@@ -27,7 +44,9 @@ def tier(db):
 
 @pytest.fixture
 def tenant_a(tier):
-    return services.tenant_create(name="Acme", slug="acme", tier=tier, contact_email="ops@acme.test")
+    return services.tenant_create(
+        name="Acme", slug="acme", tier=tier, contact_email="ops@acme.test"
+    )
 
 
 @pytest.fixture

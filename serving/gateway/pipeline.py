@@ -185,8 +185,10 @@ class Gateway:
             return await aauthenticate_key(raw.strip())
         except AuthFailure as exc:
             metrics.REJECTIONS.labels("auth").inc()
-            code = "invalid_api_key" if exc.reason in ("invalid", "revoked", "expired") else (
-                "tenant_suspended"
+            code = (
+                "invalid_api_key"
+                if exc.reason in ("invalid", "revoked", "expired")
+                else ("tenant_suspended")
             )
             status = 401 if code == "invalid_api_key" else 403
             raise GatewayError(status, exc.message, code=code) from None
@@ -470,9 +472,11 @@ class Gateway:
             return
         call.finished = True
         produced = call.input_tokens + call.output_tokens
-        cost = call.price.cost(call.input_tokens, call.output_tokens, call.cached_tokens) if (
-            call.price and produced
-        ) else 0
+        cost = (
+            call.price.cost(call.input_tokens, call.output_tokens, call.cached_tokens)
+            if (call.price and produced)
+            else 0
+        )
         if call.limit_reservation:
             await self.limiter.settle(call.limit_reservation, actual_tokens=produced)
         if call.budget_reservation:
@@ -544,7 +548,9 @@ class Gateway:
         call.status, call.error_code = error.status, error.code or error.type
         call.finished = True
         model = call.route.model if call.route else ""
-        metrics.REQUESTS.labels(call.auth.tenant.slug, model, call.endpoint, str(error.status)).inc()
+        metrics.REQUESTS.labels(
+            call.auth.tenant.slug, model, call.endpoint, str(error.status)
+        ).inc()
         await self.redis.xadd(REQUEST_LOG_STREAM, self._log_entry(call, 0))
 
 

@@ -24,7 +24,9 @@ def _type_name(v: Any) -> str:
 def _number(lo: float, hi: float) -> Callable[[str, Any], None]:
     def check(name: str, v: Any) -> None:
         if isinstance(v, bool) or not isinstance(v, int | float):
-            raise invalid(f"Invalid type for '{name}': expected a number, got {_type_name(v)}.", name)
+            raise invalid(
+                f"Invalid type for '{name}': expected a number, got {_type_name(v)}.", name
+            )
         if not lo <= v <= hi:
             raise invalid(f"'{name}' must be between {lo} and {hi}, got {v}.", name)
 
@@ -128,14 +130,16 @@ def _messages(name: str, v: Any) -> None:
 def _prompt(name: str, v: Any) -> None:
     if isinstance(v, str):
         return
-    if isinstance(v, list) and v and (
-        all(isinstance(s, str) for s in v)
-        or all(isinstance(t, int) and not isinstance(t, bool) for t in v)
+    if (
+        isinstance(v, list)
+        and v
+        and (
+            all(isinstance(s, str) for s in v)
+            or all(isinstance(t, int) and not isinstance(t, bool) for t in v)
+        )
     ):
         return
-    raise invalid(
-        f"'{name}' must be a string, an array of strings or an array of token ids.", name
-    )
+    raise invalid(f"'{name}' must be a string, an array of strings or an array of token ids.", name)
 
 
 def _embedding_input(name: str, v: Any) -> None:
@@ -198,9 +202,11 @@ COMPLETION_PARAMS: dict[str, Callable[[str, Any], None]] = {
 EMBEDDING_PARAMS: dict[str, Callable[[str, Any], None]] = {
     "model": _string,
     "input": _embedding_input,
-    "encoding_format": lambda n, v: None
-    if v in ("float", "base64")
-    else (_ for _ in ()).throw(invalid(f"'{n}' must be 'float' or 'base64'.", n)),
+    "encoding_format": lambda n, v: (
+        None
+        if v in ("float", "base64")
+        else (_ for _ in ()).throw(invalid(f"'{n}' must be 'float' or 'base64'.", n))
+    ),
     "dimensions": _nullable(_integer(1, 4096)),
     "user": _nullable(_string),
 }
@@ -225,7 +231,9 @@ def validate(endpoint: str, body: Any) -> dict[str, Any]:
     table = TABLES[endpoint]
     for name in REQUIRED[endpoint]:
         if name not in body:
-            raise invalid(f"Missing required parameter: '{name}'.", name, code="missing_required_parameter")
+            raise invalid(
+                f"Missing required parameter: '{name}'.", name, code="missing_required_parameter"
+            )
     for name, value in body.items():
         check = table.get(name)
         if check is None:
@@ -237,9 +245,7 @@ def validate(endpoint: str, body: Any) -> dict[str, Any]:
         if body.get("top_logprobs") and not body.get("logprobs"):
             raise invalid("'top_logprobs' requires 'logprobs' to be true.", "top_logprobs")
     if body.get("stream_options") is not None and not body.get("stream"):
-        raise invalid(
-            "'stream_options' is only allowed when 'stream' is true.", "stream_options"
-        )
+        raise invalid("'stream_options' is only allowed when 'stream' is true.", "stream_options")
     return body
 
 

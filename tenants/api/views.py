@@ -27,7 +27,9 @@ class TierViewSet(viewsets.ModelViewSet):
         return selectors.tier_list()
 
     def perform_create(self, serializer):
-        serializer.instance = services.tier_create(actor=self.request.user, **serializer.validated_data)
+        serializer.instance = services.tier_create(
+            actor=self.request.user, **serializer.validated_data
+        )
 
     def perform_update(self, serializer):
         serializer.instance = services.tier_update(
@@ -74,9 +76,7 @@ class TenantViewSet(viewsets.ModelViewSet):
         return Response(TenantSerializer(tenant).data)
 
 
-class ApiKeyViewSet(
-    mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
-):
+class ApiKeyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     serializer_class = ApiKeySerializer
 
     def get_queryset(self):
@@ -120,7 +120,9 @@ class BudgetViewSet(viewsets.ModelViewSet):
         return qs.filter(tenant__slug=tenant) if tenant else qs
 
     def perform_create(self, serializer):
-        serializer.instance = services.budget_set(actor=self.request.user, **serializer.validated_data)
+        serializer.instance = services.budget_set(
+            actor=self.request.user, **serializer.validated_data
+        )
 
     def perform_update(self, serializer):
         data = {
@@ -131,7 +133,10 @@ class BudgetViewSet(viewsets.ModelViewSet):
             "alert_thresholds": serializer.instance.alert_thresholds,
             **serializer.validated_data,
         }
-        if data["period"] != serializer.instance.period or data["tenant"] != serializer.instance.tenant:
+        if (
+            data["period"] != serializer.instance.period
+            or data["tenant"] != serializer.instance.tenant
+        ):
             from django.core.exceptions import ValidationError
 
             raise ValidationError({"period": ["Create a new budget to change tenant or period."]})

@@ -4,25 +4,12 @@ test so tests never see each other's cache."""
 from __future__ import annotations
 
 import pytest
-import torch
 
-from serving.engine.engine import LLMEngine, pick_device
-from serving.engine.gguf_loader import load_gguf
-from serving.engine.model import LlamaModel
-from serving.engine.registry import resolve
-from serving.engine.tokenizer import ChatTokenizer
+from serving.engine.engine import LLMEngine
 from serving.engine.types import GenerationRequest, SamplingParams
+from tests.conftest import MODEL
 
-MODEL = "smollm2-135m-instruct"
-
-
-@pytest.fixture(scope="session")
-def loaded():
-    name, path = resolve(MODEL)
-    gguf = load_gguf(path, name)
-    device, dtype = pick_device()
-    torch.set_num_threads(2)
-    return LlamaModel(gguf.config, gguf.weights, device, dtype), ChatTokenizer(gguf.tokenizer)
+__all__ = ["MODEL"]
 
 
 @pytest.fixture

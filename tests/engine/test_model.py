@@ -60,7 +60,10 @@ def test_preemption_and_resume_give_the_same_text(make_engine):
     per_block = 2 * 30 * 3 * 64 * 4 * 16
     tight = make_engine(kv_cache_bytes=per_block * 9)
     got = tight.generate_sync(
-        [chat_request(tight.tokenizer, f"p{i}", q, max_tokens=40) for i, q in enumerate(QUESTIONS[:3])]
+        [
+            chat_request(tight.tokenizer, f"p{i}", q, max_tokens=40)
+            for i, q in enumerate(QUESTIONS[:3])
+        ]
     )
     assert tight.scheduler.preemptions > 0
     assert got == expected

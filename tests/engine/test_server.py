@@ -3,54 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 
 import httpx
 import openai
 import pytest
-import uvicorn
 
-from serving.engine.embeddings import MiniLMEmbedder
-from serving.engine.engine import AsyncEngine, LLMEngine
-from serving.engine.server import build_app
-from switchyard.embedded import free_port
 from tests.engine.conftest import MODEL
 
 Q = [{"role": "user", "content": "What is the capital of France?"}]
-
-
-class Worker:
-    def __init__(self, app) -> None:
-        self.app = app
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 60
-        while not self.server.started:
-            assert time.monotonic() < deadline, "worker did not start"
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(30)
-
-
-@pytest.fixture(scope="session")
-def embedder():
-    return MiniLMEmbedder()
-
-
-@pytest.fixture(scope="session")
-def worker(loaded, embedder):
-    model, tokenizer = loaded
-    engine = AsyncEngine(LLMEngine(model, tokenizer, model_name=MODEL, kv_cache_bytes=96 << 20))
-    w = Worker(build_app(engine, embedder))
-    yield w
-    w.stop()
 
 
 @pytest.fixture
@@ -68,7 +29,11 @@ def test_chat_completion(client):
 def test_chat_stream_with_usage(client):
     chunks = list(
         client.chat.completions.create(
-            model=MODEL, messages=Q, temperature=0, max_tokens=20, stream=True,
+            model=MODEL,
+            messages=Q,
+            temperature=0,
+            max_tokens=20,
+            stream=True,
             stream_options={"include_usage": True},
         )  # fmt: skip
     )

@@ -86,9 +86,21 @@ class GatewayProcess:
             PYTHONUNBUFFERED="1",
         )
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "switchyard.asgi:application",
-             "--host", "127.0.0.1", "--port", str(self.port), "--no-access-log",
-             "--log-level", "warning", "--timeout-graceful-shutdown", "2"],  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "switchyard.asgi:application",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--no-access-log",
+                "--log-level",
+                "warning",
+                "--timeout-graceful-shutdown",
+                "2",
+            ],  # fmt: skip
             cwd=ROOT,
             env=env,
         )
@@ -155,9 +167,7 @@ def price(transactional_db):
 def make_caller(transactional_db, gateway, upstream_url, clean_redis):
     """Make a tenant on its own tier with a key, served by the instant upstream."""
     deployment_set(name="instant", model=MODEL, base_url=f"{upstream_url}/v1", context_window=4096)
-    deployment_set(
-        name="instant-embed", model="all-minilm-l6-v2", base_url=f"{upstream_url}/v1"
-    )
+    deployment_set(name="instant-embed", model="all-minilm-l6-v2", base_url=f"{upstream_url}/v1")
     counter = iter(range(1000))
 
     def make(slug: str | None = None, **tier_fields) -> Caller:

@@ -26,7 +26,9 @@ def test_pii_is_redacted_in_streams(make_caller):
     text = "".join(
         c.choices[0].delta.content or ""
         for c in client.chat.completions.create(
-            model=MODEL, messages=[{"role": "user", "content": SECRET}], stream=True,
+            model=MODEL,
+            messages=[{"role": "user", "content": SECRET}],
+            stream=True,
             max_tokens=50,
         )  # fmt: skip
     )
@@ -47,7 +49,9 @@ def test_logged_bodies_are_redacted(make_caller):
 
 def test_bodies_are_not_logged_unless_the_tier_says_so(make_caller):
     caller = make_caller()
-    caller.client().chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}])
+    caller.client().chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "x"}]
+    )
     request_log_ingestor.drain(get_redis())
     log = RequestLog.objects.get(tenant=caller.tenant)
     assert log.request_body is None and log.response_body is None

@@ -46,10 +46,14 @@ def test_unknown_model_is_404_model_not_found(make_caller):
         ({"model": MODEL, "messages": MSG, "n": 99}, "n"),
         ({"model": MODEL, "messages": MSG, "stop": ["a", "b", "c", "d", "e"]}, "stop"),
         ({"model": MODEL, "messages": MSG, "frobnicate": True}, "frobnicate"),
-        ({"model": MODEL, "messages": MSG, "stream_options": {"include_usage": True}},
-         "stream_options"),
-        ({"model": MODEL, "messages": MSG, "response_format": {"type": "yaml"}},
-         "response_format.type"),
+        (
+            {"model": MODEL, "messages": MSG, "stream_options": {"include_usage": True}},
+            "stream_options",
+        ),
+        (
+            {"model": MODEL, "messages": MSG, "response_format": {"type": "yaml"}},
+            "response_format.type",
+        ),
     ],  # fmt: skip
 )
 def test_invalid_parameters_are_400_naming_the_parameter(make_caller, body, param):

@@ -100,8 +100,12 @@ def test_client_disconnect_mid_stream_is_metered(make_caller, price, upstream_ur
     with httpx.stream(
         "POST",
         f"{caller.base_url}/v1/chat/completions",
-        json={"model": MODEL, "messages": [{"role": "user", "content": "a " * 200}],
-              "stream": True, "max_tokens": 150},  # fmt: skip
+        json={
+            "model": MODEL,
+            "messages": [{"role": "user", "content": "a " * 200}],
+            "stream": True,
+            "max_tokens": 150,
+        },  # fmt: skip
         headers={"Authorization": f"Bearer {caller.key}"},
         timeout=30,
     ) as r:
@@ -153,6 +157,8 @@ def test_sigkill_of_the_web_process_loses_no_record_and_counts_none_twice(make_c
     assert 40 <= len(ok_ids) < 400
     drain()
     drain()
-    ids = list(UsageRecord.objects.filter(tenant=caller.tenant).values_list("request_id", flat=True))
+    ids = list(
+        UsageRecord.objects.filter(tenant=caller.tenant).values_list("request_id", flat=True)
+    )
     assert len(ids) == len(set(ids))
     assert set(ok_ids) <= set(ids), "a request answered 200 has no usage record"

@@ -25,7 +25,9 @@ def _body(text: str, max_tokens: int = 50) -> dict:
 
 async def test_two_interleaved_requests_on_one_socket(caller):
     url = caller.base_url.replace("http", "ws") + "/v1/ws"
-    async with websockets.connect(url, additional_headers={"Authorization": f"Bearer {caller.key}"}) as ws:
+    async with websockets.connect(
+        url, additional_headers={"Authorization": f"Bearer {caller.key}"}
+    ) as ws:
         assert json.loads(await ws.recv()) == {"type": "ready"}
         await ws.send(json.dumps({"type": "request", "id": "a", "body": _body("alpha beta gamma")}))
         await ws.send(json.dumps({"type": "request", "id": "b", "body": _body("one two")}))
@@ -76,7 +78,9 @@ async def test_errors_arrive_as_messages_in_openai_shape(caller):
         msg = json.loads(await ws.recv())
         assert msg == {"type": "error", "id": "bad", "error": msg["error"]}
         assert msg["error"]["param"] == "messages"
-        await ws.send(json.dumps({"type": "request", "id": "nf", "body": {**_body("x"), "model": "nope"}}))
+        await ws.send(
+            json.dumps({"type": "request", "id": "nf", "body": {**_body("x"), "model": "nope"}})
+        )
         msg = json.loads(await ws.recv())
         assert msg["error"]["code"] == "model_not_found"
 

@@ -74,7 +74,9 @@ def test_suspended_tenant_keys_stop_working_and_data_is_kept(tenant_a, alice):
     assert authenticate_key(raw).tenant == tenant_a
 
 
-@pytest.mark.parametrize("raw", [None, "", "sk-123", "sy-short", "sy-" + "a" * 49, "sy-AAAAAAAA_" + "!" * 40])
+@pytest.mark.parametrize(
+    "raw", [None, "", "sk-123", "sy-short", "sy-" + "a" * 49, "sy-AAAAAAAA_" + "!" * 40]
+)
 def test_malformed_keys_are_refused_without_a_query(raw, db):
     with CaptureQueriesContext(connection) as queries, pytest.raises(AuthFailure):
         authenticate_key(raw)

@@ -26,7 +26,11 @@ class Command(BaseCommand):
                 raise CommandError("Give --password or --no-password when not on a terminal.")
             password = getpass.getpass(f"Password for {username}: ")
         user = run_service(
-            services.operator_set, username=username, role=Role(role), password=password, email=email
+            services.operator_set,
+            username=username,
+            role=Role(role),
+            password=password,
+            email=email,
         )
         self.stdout.write(f"operator {user.username}: {role}")
 

@@ -17,7 +17,9 @@ class Command(BaseCommand):
         parser.add_argument("--models", help="comma-separated allowed models")
         parser.add_argument("--default-model")
         parser.add_argument("--weight", type=float, help="fairness weight")
-        parser.add_argument("--no-override", action="store_true", help="callers may not pick a model")
+        parser.add_argument(
+            "--no-override", action="store_true", help="callers may not pick a model"
+        )
 
     def handle(self, *args, name, **opts):
         fields = {

@@ -1,0 +1,50 @@
+"""A model worker (the real engine and MiniLM) served in-process over real HTTP."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import uvicorn
+
+from serving.engine.embeddings import MiniLMEmbedder
+from serving.engine.engine import AsyncEngine, LLMEngine
+from serving.engine.server import build_app
+from switchyard.embedded import free_port
+
+MODEL = "smollm2-135m-instruct"
+
+
+class Worker:
+    def __init__(self, app) -> None:
+        self.app = app
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 60
+        while not self.server.started:
+            assert time.monotonic() < deadline, "worker did not start"
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(30)
+
+
+@pytest.fixture(scope="session")
+def embedder():
+    return MiniLMEmbedder()
+
+
+@pytest.fixture(scope="session")
+def worker(loaded, embedder):
+    """uvicorn serving the worker app on a free port, in a thread, for the whole session."""
+    model, tokenizer = loaded
+    engine = AsyncEngine(LLMEngine(model, tokenizer, model_name=MODEL, kv_cache_bytes=96 << 20))
+    w = Worker(build_app(engine, embedder))
+    yield w
+    w.stop()
