@@ -1,4 +1,5 @@
-from django.urls import path
+from django.contrib.auth import views as auth_views
+from django.urls import path, re_path
 
 from console import views
 
@@ -6,4 +7,35 @@ app_name = "console"
 
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
+    path(
+        "login/",
+        auth_views.LoginView.as_view(
+            template_name="console/login.html", redirect_authenticated_user=True
+        ),
+        name="login",
+    ),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("tenants/", views.tenant_list, name="tenant-list"),
+    path("tenants/new/", views.tenant_create, name="tenant-create"),
+    path("tenants/<slug:slug>/", views.tenant_detail, name="tenant-detail"),
+    path("tenants/<slug:slug>/edit/", views.tenant_edit, name="tenant-edit"),
+    path("tenants/<slug:slug>/delete/", views.tenant_delete, name="tenant-delete"),
+    re_path(
+        r"^tenants/(?P<slug>[-\w]+)/(?P<action>suspend|activate)/$",
+        views.tenant_status,
+        name="tenant-status",
+    ),
+    path("tenants/<slug:slug>/keys/new", views.key_create, name="key-create"),
+    path("tenants/<slug:slug>/keys/<int:key_id>/revoke", views.key_revoke, name="key-revoke"),
+    path("tenants/<slug:slug>/budgets/set", views.budget_set, name="budget-set"),
+    path(
+        "tenants/<slug:slug>/budgets/<int:budget_id>/delete",
+        views.budget_delete,
+        name="budget-delete",
+    ),
+    path("tiers/", views.tier_list, name="tier-list"),
+    path("tiers/new/", views.tier_create, name="tier-create"),
+    path("tiers/<str:name>/edit/", views.tier_edit, name="tier-edit"),
+    path("tiers/<str:name>/delete/", views.tier_delete, name="tier-delete"),
+    path("audit/", views.audit_list, name="audit"),
 ]
