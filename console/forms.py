@@ -39,10 +39,10 @@ class TierForm(forms.Form):
     default_model = forms.ChoiceField(required=False)
     fairness_weight = forms.FloatField(min_value=0.01, max_value=1000)
     semantic_cache_threshold = forms.FloatField(min_value=0.5, max_value=1.0)
-    semantic_cache_ttl_seconds = forms.IntegerField(min_value=1)
+    semantic_cache_ttl_seconds = forms.IntegerField(min_value=1, label="Semantic cache TTL (s)")
     allow_model_override = forms.BooleanField(required=False)
-    pii_redaction = forms.BooleanField(required=False)
-    log_bodies = forms.BooleanField(required=False)
+    pii_redaction = forms.BooleanField(required=False, label="PII redaction")
+    log_bodies = forms.BooleanField(required=False, label="Log bodies (redacted)")
     blocklist = forms.CharField(
         required=False,
         widget=forms.Textarea(attrs={"rows": 2}),
