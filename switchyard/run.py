@@ -56,7 +56,7 @@ def _banner(host: str, port: int, seed: dict) -> str:
             f"  curl -s {base}/v1/chat/completions \\",
             f'    -H "Authorization: Bearer $(cat {seed["api_key_file"]})" \\',
             '    -H "Content-Type: application/json" \\',
-            '    -d \'{"model": "smollm2-135m-instruct", "messages": '
+            '    -d \'{"model": "smollm2-135m-instruct", "temperature": 0, "messages": '
             '[{"role": "user", "content": "What is the capital of France?"}]}\'',
             "",
             "Ctrl-C stops everything.",
@@ -76,6 +76,10 @@ def _wait_and_announce(host: str, port: int, seed: dict, stop: threading.Event) 
         except OSError:
             pass
         stop.wait(0.5)
+
+
+def _raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def main() -> int:
@@ -112,10 +116,13 @@ def main() -> int:
         procfile = os.environ.get("SWITCHYARD_PROCFILE", str(ROOT / "Procfile"))
         honcho = [sys.executable, "-m", "honcho", "-f", procfile, "-d", str(ROOT), "start"]
         proc = subprocess.Popen(honcho, cwd=ROOT)
+        # A SIGTERM (service manager, `timeout`) stops everything the way Ctrl-C does.
+        signal.signal(signal.SIGTERM, _raise_interrupt)
         try:
             return proc.wait()
         except KeyboardInterrupt:
-            # honcho got the same SIGINT from the terminal and is stopping its processes.
+            # On Ctrl-C honcho got the terminal's SIGINT too; on SIGTERM it did not.
+            proc.send_signal(signal.SIGINT)
             try:
                 return proc.wait(30)
             except subprocess.TimeoutExpired:

@@ -216,6 +216,10 @@ LOGGING = {
         "httpx2": {"level": "WARNING"},
         # Refusals (4xx) are in the request log; keep the process log for real errors.
         "django.request": {"level": "ERROR"},
+        # The ingest tasks run every 2 s; log their failures, not every success.
+        "celery.app.trace": {"level": "WARNING"},
+        "celery.worker.strategy": {"level": "WARNING"},
+        "celery.beat": {"level": "WARNING"},
     },
 }
 

@@ -54,8 +54,10 @@ def test_viewer_sees_no_edit_controls_and_cannot_post(as_bob, tenant_a):
         ("/tenants/acme/suspend/", {}),
         ("/tenants/acme/delete/", {}),
         ("/tenants/acme/keys/new", {"name": "k"}),
-        ("/tenants/acme/budgets/set", {"period": "daily", "limit_usd": "5",
-                                        "alert_thresholds": "50"}),
+        (
+            "/tenants/acme/budgets/set",
+            {"period": "daily", "limit_usd": "5", "alert_thresholds": "50"},
+        ),
         ("/tiers/new/", {"name": "t"}),
         ("/tiers/standard/delete/", {}),
     ]
@@ -75,10 +77,17 @@ def test_create_tenant_and_duplicate_slug_error(as_alice, tier):
 
 
 def test_tier_form_rejects_negative_limits_and_unknown_models(as_alice):
-    data = {"name": "bad", "requests_per_minute": -1, "tokens_per_minute": 10,
-            "tokens_per_day": 10, "max_concurrent_requests": 1, "fairness_weight": 1,
-            "semantic_cache_threshold": 0.95, "semantic_cache_ttl_seconds": 3600,
-            "allowed_models": ["gpt-9"]}
+    data = {
+        "name": "bad",
+        "requests_per_minute": -1,
+        "tokens_per_minute": 10,
+        "tokens_per_day": 10,
+        "max_concurrent_requests": 1,
+        "fairness_weight": 1,
+        "semantic_cache_threshold": 0.95,
+        "semantic_cache_ttl_seconds": 3600,
+        "allowed_models": ["gpt-9"],
+    }
     r = as_alice.post("/tiers/new/", data)
     body = r.content.decode()
     assert r.status_code == 200
@@ -107,14 +116,18 @@ def test_revoke_key(as_alice, tenant_a):
 
 
 def test_budget_form(as_alice, tenant_a):
-    r = as_alice.post("/tenants/acme/budgets/set", {"period": "monthly", "limit_usd": "12.50",
-                                                     "hard": "on", "alert_thresholds": "80, 50"})
+    r = as_alice.post(
+        "/tenants/acme/budgets/set",
+        {"period": "monthly", "limit_usd": "12.50", "hard": "on", "alert_thresholds": "80, 50"},
+    )
     assert r.status_code == 302
     b = Budget.objects.get(tenant=tenant_a)
     assert (b.limit_micro_usd, b.hard, b.alert_thresholds) == (12_500_000, True, [50, 80])
     assert "$12.50" in as_alice.get("/tenants/acme/").content.decode()
-    r = as_alice.post("/tenants/acme/budgets/set", {"period": "daily", "limit_usd": "-3",
-                                                     "alert_thresholds": "50"})
+    r = as_alice.post(
+        "/tenants/acme/budgets/set",
+        {"period": "daily", "limit_usd": "-3", "alert_thresholds": "50"},
+    )
     assert r.status_code == 400 and Budget.objects.filter(tenant=tenant_a).count() == 1
 
 
