@@ -29,6 +29,19 @@ def loaded():
     return LlamaModel(gguf.config, gguf.weights, device, dtype), ChatTokenizer(gguf.tokenizer)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _end_stray_db_sessions(django_db_setup, django_db_blocker):
+    """Before the test database is dropped, end sessions other processes left behind."""
+    yield
+    from django.db import connection
+
+    with django_db_blocker.unblock(), connection.cursor() as cur:
+        cur.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+
+
 @pytest.fixture
 def tier(db):
     return services.tier_create(

@@ -146,6 +146,7 @@ def parse(body: Any, kind: str, tokenizer, model_name: str, max_model_len: int) 
         logprobs=logprobs,
         top_logprobs=top_logprobs,
         n=_int(body, "n", 1, 16, 1),
+        ignore_eos=bool(body.get("ignore_eos", False)),
     )
     return ParsedRequest(kind, prompt_ids, params, stream, bool(opts.get("include_usage")), model)
 

@@ -21,7 +21,8 @@ INFLIGHT_TTL = 900
 # KEYS: req_window, tok_window, day_window, inflight
 # ARGV: rpm, tpm, tpd, max_conc, tokens, now, request_id, minute_ttl, day_ttl, inflight_ttl
 _RESERVE = """
-local rpm, tpm, tpd, maxc = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local rpm, tpm = tonumber(ARGV[1]), tonumber(ARGV[2])
+local tpd, maxc = tonumber(ARGV[3]), tonumber(ARGV[4])
 local tokens, now = tonumber(ARGV[5]), tonumber(ARGV[6])
 redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - tonumber(ARGV[10]))
 local req = tonumber(redis.call('GET', KEYS[1]) or '0')

@@ -241,9 +241,8 @@ def validate(endpoint: str, body: Any) -> dict[str, Any]:
                 f"Unrecognized request argument supplied: {name}", name, code="unknown_parameter"
             )
         check(name, value)
-    if endpoint == "chat.completions":
-        if body.get("top_logprobs") and not body.get("logprobs"):
-            raise invalid("'top_logprobs' requires 'logprobs' to be true.", "top_logprobs")
+    if endpoint == "chat.completions" and body.get("top_logprobs") and not body.get("logprobs"):
+        raise invalid("'top_logprobs' requires 'logprobs' to be true.", "top_logprobs")
     if body.get("stream_options") is not None and not body.get("stream"):
         raise invalid("'stream_options' is only allowed when 'stream' is true.", "stream_options")
     return body

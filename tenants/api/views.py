@@ -92,7 +92,7 @@ class ApiKeyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
                 {"key": serializers.CharField(), "api_key": ApiKeySerializer()},
             )
         },
-        description="Issue a key. The key itself is in this response only; it is never shown again.",
+        description="Issue a key. The key is in this response only; it is never shown again.",
     )
     def create(self, request):
         data = ApiKeyCreateSerializer(data=request.data)

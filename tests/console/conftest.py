@@ -12,8 +12,10 @@ CHROMIUM = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or "/usr/
 SHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
+    """One Chromium per module: Playwright's sync API keeps an event loop running in this
+    thread while it is open, which must be closed before async tests run."""
     if not Path(CHROMIUM).exists():
         message = f"Chromium not found at {CHROMIUM}: `make test` installs Debian's chromium."
         if os.environ.get("CI"):
