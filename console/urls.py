@@ -38,4 +38,7 @@ urlpatterns = [
     path("tiers/<str:name>/edit/", views.tier_edit, name="tier-edit"),
     path("tiers/<str:name>/delete/", views.tier_delete, name="tier-delete"),
     path("audit/", views.audit_list, name="audit"),
+    path("traffic/", views.traffic, name="traffic"),
+    path("playground/", views.playground, name="playground"),
+    path("tenants/<slug:slug>/requests/", views.tenant_requests, name="tenant-requests"),
 ]

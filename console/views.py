@@ -12,7 +12,9 @@ from django.views.decorators.http import require_POST
 
 from console.decorators import admin_required, operator_required
 from console.forms import ApiKeyForm, BudgetForm, TenantForm, TierForm, apply_errors
-from serving.selectors import traffic_figures
+from serving.catalog import model_names
+from serving.live_usage import limits_and_usage
+from serving.selectors import request_log, traffic_figures
 from tenants import selectors, services
 from tenants.errors import TenantsError
 from tenants.models import ApiKey, AuditEvent, Budget, Tenant, Tier
@@ -76,6 +78,7 @@ def tenant_detail(request, slug: str):
             "key_form": ApiKeyForm(),
             "budget_form": BudgetForm(),
             "events": selectors.audit_list(tenant=tenant)[:10],
+            "usage": limits_and_usage(tenant),
         },
     )
 
@@ -288,3 +291,49 @@ def audit_list(request):
         "console/audit_list.html",
         {"page": page, "events": events, "q": q, "action": action, "actions": sorted(actions)},
     )
+
+
+# ---- traffic -----------------------------------------------------------------------------
+
+
+def _log_filters(request) -> dict:
+    return {
+        "status": request.GET.get("status", ""),
+        "model": request.GET.get("model", ""),
+        "q": request.GET.get("q", "").strip(),
+    }
+
+
+@operator_required
+def traffic(request):
+    """Live feed of gateway requests across tenants (the rows refresh every 2 s with htmx)."""
+    filters = _log_filters(request)
+    rows = request_log(**filters, limit=50)
+    if request.htmx:
+        return render(request, "console/_request_rows.html", {"rows": rows, "show_tenant": True})
+    return render(
+        request,
+        "console/traffic.html",
+        {"rows": rows, "show_tenant": True, "models": model_names(), **filters},
+    )
+
+
+@operator_required
+def tenant_requests(request, slug: str):
+    tenant = get_object_or_404(Tenant, slug=slug)
+    filters = _log_filters(request)
+    rows = request_log(tenant=tenant, **filters, limit=200)
+    if request.htmx:
+        return render(request, "console/_request_rows.html", {"rows": rows})
+    return render(
+        request,
+        "console/tenant_requests.html",
+        {"tenant": tenant, "rows": rows, "models": model_names(), **filters},
+    )
+
+
+@operator_required
+def playground(request):
+    """Stream a chat through the gateway from the browser with a tenant key the operator
+    pastes; the key stays in the page and is never sent to the console."""
+    return render(request, "console/playground.html", {"models": model_names()})

@@ -32,3 +32,23 @@ def traffic_figures(*, hours: int = 24) -> dict[str, float | int | None]:
         "output_tokens": usage["output"] or 0,
         "spend_usd": (usage["spend"] or 0) / 1_000_000,
     }
+
+
+def request_log(
+    *, tenant=None, status: str = "", model: str = "", q: str = "", limit: int = 100
+):
+    """Newest request-log rows, filtered. ``status`` is "ok", "error" or an HTTP code."""
+    qs = RequestLog.objects.select_related("tenant").order_by("-created")
+    if tenant is not None:
+        qs = qs.filter(tenant=tenant)
+    if status == "ok":
+        qs = qs.filter(status_code__lt=400)
+    elif status == "error":
+        qs = qs.filter(status_code__gte=400)
+    elif status.isdigit():
+        qs = qs.filter(status_code=int(status))
+    if model:
+        qs = qs.filter(model=model)
+    if q:
+        qs = qs.filter(Q(request_id__icontains=q) | Q(error_code__icontains=q))
+    return qs[:limit]

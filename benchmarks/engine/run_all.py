@@ -53,6 +53,9 @@ class Req:
 
 
 _runs = iter(range(1, 10**6))
+# llama-server may close an idle keep-alive connection as the next request goes out; a fresh
+# connection per request (for every server alike) keeps the comparison clean.
+NO_KEEPALIVE = httpx.Limits(max_keepalive_connections=0)
 
 
 def workload(n: int, seed: int, prompt_range=(20, 1000), out_range=(16, 256)) -> list[Req]:
@@ -107,7 +110,7 @@ def switchyard_server(max_num_seqs: int) -> Server:
     return Server(
         f"switchyard(max_seqs={max_num_seqs})",
         [sys.executable, "-m", "serving.engine.server", "--model", MODEL, "--port", str(port),
-         "--no-embeddings", "--max-num-seqs", str(max_num_seqs), "--kv-cache-mb", "2048"],
+         "--no-embeddings", "--max-num-seqs", str(max_num_seqs), "--kv-cache-mb", "4096"],
         port,
     )  # fmt: skip
 
@@ -136,7 +139,7 @@ def llamacpp_server() -> Server | None:
     return Server(
         "llama.cpp server",
         [str(binary), "-m", str(gguf), "--port", str(port), "-t", str(THREADS), "-tb",
-         str(THREADS), "-np", "64", "-c", str(64 * 1400), "--cont-batching", "-a", MODEL],
+         str(THREADS), "-np", "64", "-c", str(64 * 1536), "--cont-batching", "-a", MODEL],
         port,
         env={"LD_LIBRARY_PATH": f"{libdir}:{binary.parent}"},
     )  # fmt: skip
@@ -193,7 +196,7 @@ async def one(client: httpx.AsyncClient, url: str, req: Req, tenant: str = "benc
 async def run_concurrent(url: str, reqs: list[Req], concurrency: int) -> Result:
     sem = asyncio.Semaphore(concurrency)
     out: list[tuple[int, float, float]] = []
-    async with httpx.AsyncClient(timeout=None) as client:
+    async with httpx.AsyncClient(timeout=None, limits=NO_KEEPALIVE) as client:
 
         async def task(r: Req):
             async with sem:
@@ -209,7 +212,7 @@ async def run_concurrent(url: str, reqs: list[Req], concurrency: int) -> Result:
 
 async def run_static(url: str, reqs: list[Req], batch: int) -> Result:
     out: list[tuple[int, float, float]] = []
-    async with httpx.AsyncClient(timeout=None) as client:
+    async with httpx.AsyncClient(timeout=None, limits=NO_KEEPALIVE) as client:
         start = time.perf_counter()
         for i in range(0, len(reqs), batch):
             out += await asyncio.gather(*(one(client, url, r) for r in reqs[i : i + batch]))
@@ -269,7 +272,7 @@ def main() -> None:
         cold, warm = [], []
 
         async def prefix_probe():
-            async with httpx.AsyncClient(timeout=None) as client:
+            async with httpx.AsyncClient(timeout=None, limits=NO_KEEPALIVE) as client:
                 for i in range(3):
                     sys_i = f"Session {i}. " + system  # a new prefix each time: cold
                     cold.append((await one(client, srv.url, Req("Say hi.", 4), system=sys_i))[1])
@@ -280,7 +283,7 @@ def main() -> None:
 
         # 3. fairness: B alone, then B beside A at 10x the load
         async def fairness():
-            async with httpx.AsyncClient(timeout=None) as client:
+            async with httpx.AsyncClient(timeout=None, limits=NO_KEEPALIVE) as client:
                 b_reqs = workload(6, 99, (50, 200), (32, 32))
                 solo = []
                 for r in b_reqs:
@@ -356,7 +359,7 @@ def main() -> None:
             "",
             f"Memory: KV cache {kv_bytes} bytes per token (float32, 30 layers x 3 KV heads x 64 "
             f"x K and V); worker peak RSS {peak_rss:.0f} MiB after the 64-stream run "
-            "(2 GiB KV pool preallocated).",
+            "(4 GiB KV pool preallocated).",
             "",
         ]
     )

@@ -157,3 +157,18 @@ def test_htmx_search_returns_rows_only(as_alice, tenant_b):
     r = as_alice.get("/tenants/?q=brav", HTTP_HX_REQUEST="true")
     body = r.content.decode()
     assert "<tr>" in body and "Bravo" in body and "Acme" not in body and "<html" not in body
+
+
+def test_traffic_and_request_log_pages(as_alice, tenant_a):
+    from serving.models import RequestLog
+
+    RequestLog.objects.create(request_id="req_x", tenant=tenant_a, endpoint="chat.completions",
+                              model="smollm2-135m-instruct", status_code=429,
+                              error_code="rate_limit_exceeded")
+    body = as_alice.get("/traffic/").content.decode()
+    assert "req_x" in body and "rate_limit_exceeded" in body
+    rows = as_alice.get("/traffic/?status=ok", HTTP_HX_REQUEST="true").content.decode()
+    assert "req_x" not in rows
+    assert "req_x" in as_alice.get("/tenants/acme/requests/?status=error").content.decode()
+    assert "Requests this minute" in as_alice.get("/tenants/acme/").content.decode()
+    assert as_alice.get("/playground/").status_code == 200
