@@ -59,7 +59,7 @@ def test_admin_creates_tenant_issues_and_revokes_key(page, live_server, shot, ca
     page.fill("#budget-form #id_limit_usd", "25")
     page.check("#budget-form #id_hard")
     page.click("button:has-text('Set budget')")
-    assert page.locator("text=$25.00").is_visible()
+    assert page.locator("text=$25.00").first.is_visible()
     shot("tenant-detail")
 
     page.once("dialog", lambda d: d.accept())
