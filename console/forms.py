@@ -89,11 +89,18 @@ class ApiKeyForm(forms.Form):
 
 
 class BudgetForm(forms.Form):
-    period = forms.ChoiceField(choices=Budget.Period.choices)
+    period = forms.ChoiceField(
+        choices=Budget.Period.choices, help_text="A period that has a budget gets it replaced."
+    )
     limit_usd = forms.DecimalField(
         min_value=Decimal("0"), max_digits=18, decimal_places=6, label="Limit (USD)"
     )
-    hard = forms.BooleanField(required=False, help_text="Refuse requests once the limit is met.")
+    hard = forms.TypedChoiceField(
+        label="Kind",
+        choices=[("soft", "Soft: alert only"), ("hard", "Hard: refuse requests at the limit")],
+        coerce=lambda value: value == "hard",
+        initial="soft",
+    )
     alert_thresholds = forms.CharField(
         initial="50, 80, 100", help_text="Percentages of the limit, comma-separated."
     )

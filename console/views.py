@@ -46,7 +46,8 @@ def tenant_list(request):
         "tiers": Tier.objects.order_by("name"),
         "statuses": Tenant.Status.choices,
     }
-    if request.htmx:
+    # Live search swaps the rows only; a history restore (back button) wants the whole page.
+    if request.htmx and not request.htmx.history_restore_request:
         return render(request, "console/_tenant_rows.html", ctx)
     return render(request, "console/tenant_list.html", ctx)
 
@@ -65,9 +66,8 @@ def tenant_create(request):
     return render(request, "console/tenant_form.html", {"form": form, "creating": True})
 
 
-@operator_required
-def tenant_detail(request, slug: str):
-    tenant = get_object_or_404(Tenant.objects.select_related("tier"), slug=slug)
+def _tenant_page(request, tenant: Tenant, *, key_form=None, budget_form=None, status=200):
+    """The tenant page; a refused key or budget form comes back on it with its errors."""
     return render(
         request,
         "console/tenant_detail.html",
@@ -75,12 +75,19 @@ def tenant_detail(request, slug: str):
             "tenant": tenant,
             "keys": selectors.api_key_list(tenant=tenant),
             "budgets": selectors.budget_list(tenant=tenant),
-            "key_form": ApiKeyForm(),
-            "budget_form": BudgetForm(),
+            "key_form": key_form or ApiKeyForm(),
+            "budget_form": budget_form or BudgetForm(),
             "events": selectors.audit_list(tenant=tenant)[:10],
             "usage": limits_and_usage(tenant),
         },
+        status=status,
     )
+
+
+@operator_required
+def tenant_detail(request, slug: str):
+    tenant = get_object_or_404(Tenant.objects.select_related("tier"), slug=slug)
+    return _tenant_page(request, tenant)
 
 
 @admin_required
@@ -153,9 +160,7 @@ def key_create(request, slug: str):
             )
             resp["Cache-Control"] = "no-store"
             return resp
-    for field, errors in form.errors.items():
-        messages.error(request, f"Key not created: {field}: {' '.join(errors)}")
-    return redirect("console:tenant-detail", slug=slug)
+    return _tenant_page(request, tenant, key_form=form, status=400)
 
 
 @require_POST
@@ -191,15 +196,7 @@ def budget_set(request, slug: str):
         else:
             messages.success(request, f"{d['period'].title()} budget saved.")
             return redirect("console:tenant-detail", slug=slug)
-    tenant_page = {
-        "tenant": tenant,
-        "keys": selectors.api_key_list(tenant=tenant),
-        "budgets": selectors.budget_list(tenant=tenant),
-        "key_form": ApiKeyForm(),
-        "budget_form": form,
-        "events": selectors.audit_list(tenant=tenant)[:10],
-    }
-    return render(request, "console/tenant_detail.html", tenant_page, status=400)
+    return _tenant_page(request, tenant, budget_form=form, status=400)
 
 
 @require_POST

@@ -18,8 +18,8 @@ def browser():
     thread while it is open, which must be closed before async tests run."""
     if not Path(CHROMIUM).exists():
         message = f"Chromium not found at {CHROMIUM}: `make test` installs Debian's chromium."
-        if os.environ.get("CI"):
-            pytest.fail(message)
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(message, pytrace=False)
         pytest.skip(message)
     # Playwright's sync API runs an event loop in this thread; Django's ORM calls from the
     # tests are still plain synchronous calls.
@@ -39,7 +39,11 @@ def browser():
 
 @pytest.fixture
 def page(browser):
-    context = browser.new_context(viewport={"width": 1280, "height": 860})
+    # Clipboard permissions let the tests press the key page's Copy button for real.
+    context = browser.new_context(
+        viewport={"width": 1280, "height": 860},
+        permissions=["clipboard-read", "clipboard-write"],
+    )
     pg = context.new_page()
     pg.set_default_timeout(15_000)
     yield pg

@@ -1,13 +1,14 @@
-"""The console in a real browser: log in, create a tenant, issue and revoke a key, and a
-viewer who cannot change anything. A screenshot of every page lands in
-test-artifacts/screenshots/."""
+"""The console in a real browser (Debian's Chromium through Playwright): log in, create a
+tenant, issue a key and copy it, revoke it, set a budget, manage tiers, and a viewer who cannot
+change anything. Every page is photographed into test-artifacts/screenshots/."""
 
 import re
 
 import pytest
 
+from billing.models import UsageRecord
 from tenants import auth, services
-from tenants.models import Tenant
+from tenants.models import Budget, Tenant, Tier
 from tests.console.conftest import login
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -15,54 +16,90 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 @pytest.fixture
 def cast(tier):
+    """The cast of tests/conftest.py, made inside this transactional test's database."""
     admin = services.operator_set(username="alice", role="admin", password="alice-pass-123")
     viewer = services.operator_set(username="bob", role="viewer", password="bob-pass-123")
     return admin, viewer
 
 
+def accept_next_dialog(page, expected: str) -> None:
+    """Accept the next confirm() and check that it says what it is about to do."""
+
+    def on_dialog(dialog):
+        assert expected in dialog.message, dialog.message
+        dialog.accept()
+
+    page.once("dialog", on_dialog)
+
+
 def test_login_page_and_bad_password(page, live_server, shot, cast):
-    page.goto(f"{live_server.url}/")
-    assert "/login/" in page.url
+    page.goto(f"{live_server.url}/tenants/")
+    assert "/login/?next=/tenants/" in page.url
     shot("login")
     page.fill("#id_username", "alice")
     page.fill("#id_password", "wrong")
     page.click("button[type=submit]")
     assert page.locator(".errorlist").is_visible()
+    shot("login-error")
+    page.fill("#id_password", "alice-pass-123")
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{live_server.url}/tenants/")
+    page.click("text=Log out")
+    page.wait_for_url(re.compile(r".*/login/$"))
 
 
-def test_admin_creates_tenant_issues_and_revokes_key(page, live_server, shot, cast):
+def test_admin_creates_tenant_issues_copies_and_revokes_key(page, live_server, shot, cast):
     login(page, live_server, "alice", "alice-pass-123")
+    assert page.locator('[data-figure="tenants_total"]').text_content() == "0"
     shot("dashboard")
-    page.click("text=Tenants")
+
+    page.click("header >> text=Tenants")
     page.click("text=New tenant")
     page.fill("#id_name", "Acme Browser")
     page.fill("#id_slug", "acme-browser")
     page.select_option("#id_tier", "standard")
+    page.fill("#id_contact_email", "not-an-email")
+    page.click("button:has-text('Create tenant')")
+    assert page.locator(".errors", has_text="Enter a valid email address.").is_visible()
+    assert not Tenant.objects.filter(slug="acme-browser").exists()
+    shot("tenant-form-errors")
     page.fill("#id_contact_email", "ops@acme.test")
-    shot("tenant-form")
     page.click("button:has-text('Create tenant')")
     page.wait_for_url(re.compile(r".*/tenants/acme-browser/$"))
-    assert Tenant.objects.filter(slug="acme-browser").exists()
+    assert page.locator(".messages", has_text="Tenant acme-browser created.").is_visible()
 
+    # Issue a key: shown once, selectable, with a working copy button.
     page.fill("#key-form #id_name", "production")
     page.click("button:has-text('Issue key')")
-    key_input = page.locator("#new-key")
-    raw = key_input.input_value()
+    raw = page.locator("#new-key").input_value()
     assert raw.startswith("sy-")
-    assert page.locator("#copy-key").is_visible()
+    assert page.locator("#new-key").get_attribute("readonly") is not None
+    assert page.locator(".warning", has_text="shown only once").is_visible()
+    page.click("#copy-key")
+    page.wait_for_selector("#copy-key:has-text('Copied')")
+    assert page.evaluate("navigator.clipboard.readText()") == raw
     shot("key-created")
     auth.clear_cache()
     assert auth.authenticate_key(raw).tenant.slug == "acme-browser"
 
     page.click("text=Done")
+    page.wait_for_url(re.compile(r".*/tenants/acme-browser/$"))
     assert raw not in page.content()
-    page.fill("#budget-form #id_limit_usd", "25")
-    page.check("#budget-form #id_hard")
+    assert page.locator("td.mono", has_text=raw[:9]).is_visible()  # the prefix, not the key
+
+    # A budget in dollars; a negative one is refused on the form.
+    page.fill("#budget-form #id_limit_usd", "-5")
     page.click("button:has-text('Set budget')")
-    assert page.locator("text=$25.00").first.is_visible()
+    assert page.locator("#budget-form .errors", has_text="greater than or equal to 0").is_visible()
+    page.fill("#budget-form #id_limit_usd", "25")
+    page.select_option("#budget-form #id_hard", "hard")
+    page.click("button:has-text('Set budget')")
+    assert page.locator(".messages", has_text="Daily budget saved.").is_visible()
+    assert Budget.objects.get().limit_micro_usd == 25_000_000
+    assert page.locator("td", has_text="$25.00").first.is_visible()
     shot("tenant-detail")
 
-    page.once("dialog", lambda d: d.accept())
+    accept_next_dialog(page, "Revoke")
     page.click("button:has-text('Revoke')")
     page.wait_for_selector(".badge.revoked")
     auth.clear_cache()
@@ -70,28 +107,123 @@ def test_admin_creates_tenant_issues_and_revokes_key(page, live_server, shot, ca
         auth.authenticate_key(raw)
     assert err.value.reason == "revoked"
 
-    page.click("text=Tenants")
-    page.fill("#q", "browser")
-    page.wait_for_selector("#tenant-rows >> text=Acme Browser")
-    shot("tenant-list")
-    page.click("text=Tiers")
-    shot("tier-list")
-    page.click("text=New tier")
-    shot("tier-form")
-    page.click("text=Audit log")
+    accept_next_dialog(page, "Suspend acme-browser?")
+    page.click("button:has-text('Suspend')")
+    page.wait_for_selector("h1 .badge.suspended")
+    assert not Tenant.objects.get(slug="acme-browser").is_active
+    accept_next_dialog(page, "Activate acme-browser?")
+    page.click("button:has-text('Activate')")
+    page.wait_for_selector("h1 .badge.active")
+
+    # Deleting a tenant with usage is refused with the reason.
+    UsageRecord.objects.create(
+        request_id="req-browser-1", tenant=Tenant.objects.get(slug="acme-browser"),
+        model="smollm2-135m-instruct", input_tokens=3, output_tokens=5,
+    )  # fmt: skip
+    accept_next_dialog(page, "Delete acme-browser")
+    page.click("button:has-text('Delete')")
+    assert page.locator(
+        ".messages .error", has_text="cannot be deleted; suspend it instead"
+    ).is_visible()
+    assert Tenant.objects.filter(slug="acme-browser").exists()
+    shot("tenant-delete-refused")
+
+    page.click("text=Edit")
+    page.fill("#id_name", "Acme Browser Ltd")
+    shot("tenant-edit")
+    page.click("button:has-text('Save')")
+    page.wait_for_selector("h1:has-text('Acme Browser Ltd')")
+
+    page.click("header >> text=Audit log")
     assert page.locator("td.mono", has_text="api_key.revoke").first.is_visible()
+    assert page.locator(".diff ins", has_text="Acme Browser Ltd").is_visible()
     shot("audit-log")
 
 
-def test_viewer_sees_everything_and_can_change_nothing(page, live_server, shot, cast, tenant_a):
+def test_tenant_list_live_search_and_filters(page, live_server, shot, cast, tier):
+    services.tenant_create(name="Acme", slug="acme", tier=tier, contact_email="ops@acme.test")
+    bravo = services.tenant_create(name="Bravo", slug="bravo", tier=tier)
+    services.tenant_suspend(tenant=bravo)
+    login(page, live_server, "alice", "alice-pass-123")
+    page.goto(f"{live_server.url}/tenants/")
+    assert page.locator("#tenant-rows tr").count() == 2
+    page.fill("#q", "acme")  # htmx swaps the rows as you type; no submit
+    page.wait_for_function("document.querySelectorAll('#tenant-rows tr').length === 1")
+    assert page.locator("#tenant-rows").text_content().count("Acme") == 1
+    assert "q=acme" in page.url  # the filtered list has a URL of its own
+    page.fill("#q", "")
+    page.select_option("#status", "suspended")
+    page.wait_for_selector("#tenant-rows >> text=Bravo")
+    page.wait_for_function("document.querySelectorAll('#tenant-rows tr').length === 1")
+    shot("tenant-list")
+
+
+def test_admin_manages_tiers(page, live_server, shot, cast, tier):
+    services.tenant_create(name="Acme", slug="acme", tier=tier)
+    login(page, live_server, "alice", "alice-pass-123")
+    page.click("header >> text=Tiers")
+    page.click("text=New tier")
+    page.fill("#id_name", "pro")
+    page.fill("#id_requests_per_minute", "-1")
+    page.click("button:has-text('Create tier')")
+    assert page.locator(".errors", has_text="greater than or equal to 0").is_visible()
+    shot("tier-form-errors")
+    page.fill("#id_requests_per_minute", "600")
+    page.check("input[name=allowed_models][value='smollm2-135m-instruct']")
+    page.select_option("#id_default_model", "smollm2-135m-instruct")
+    page.fill("#id_fairness_weight", "2.5")
+    page.fill("#id_semantic_cache_threshold", "0.9")
+    page.fill("#id_semantic_cache_ttl_seconds", "900")
+    page.uncheck("#id_allow_model_override")
+    shot("tier-form")
+    page.click("button:has-text('Create tier')")
+    page.wait_for_url(re.compile(r".*/tiers/$"))
+    pro = Tier.objects.get(name="pro")
+    assert (pro.requests_per_minute, pro.allowed_models, pro.fairness_weight) == (
+        600, ["smollm2-135m-instruct"], 2.5)  # fmt: skip
+    assert (pro.semantic_cache_ttl_seconds, pro.allow_model_override) == (900, False)
+
+    page.click("a[href='/tiers/pro/edit/']")
+    page.fill("#id_tokens_per_day", "5000000")
+    shot("tier-edit")
+    page.click("button:has-text('Save')")
+    page.wait_for_url(re.compile(r".*/tiers/$"))
+    assert Tier.objects.get(name="pro").tokens_per_day == 5_000_000
+
+    accept_next_dialog(page, "Delete tier standard?")
+    page.locator("tr", has_text="standard").locator("button:has-text('Delete')").click()
+    assert page.locator(".messages .error", has_text="used by 1 tenant(s)").is_visible()
+    shot("tier-list")
+    accept_next_dialog(page, "Delete tier pro?")
+    page.locator("tr", has_text="pro").locator("button:has-text('Delete')").click()
+    assert page.locator(".messages", has_text="Tier pro deleted.").is_visible()
+    assert not Tier.objects.filter(name="pro").exists()
+
+
+def test_viewer_sees_everything_and_can_change_nothing(page, live_server, shot, cast, tier):
+    acme = services.tenant_create(name="Acme", slug="acme", tier=tier)
+    services.api_key_create(tenant=acme, name="production")
+    services.budget_set(tenant=acme, period="monthly", limit_micro_usd=100_000_000, hard=True)
     login(page, live_server, "bob", "bob-pass-123")
+    assert page.locator("header .who", has_text="bob · viewer").is_visible()
     page.goto(f"{live_server.url}/tenants/acme/")
-    assert page.locator("text=API keys").is_visible()
-    assert page.locator("button:has-text('Issue key')").count() == 0
-    assert page.locator("button:has-text('Suspend')").count() == 0
+    assert page.locator("h2", has_text="API keys").is_visible()
+    assert page.locator("td", has_text="$100.00").first.is_visible()
+    assert page.locator("main form[method=post]").count() == 0
+    for label in ("Edit", "Suspend", "Delete", "Revoke", "Issue key", "Set budget", "Remove"):
+        assert (
+            page.locator(f"main button:has-text('{label}'), main a:has-text('{label}')").count()
+            == 0
+        )
+    shot("viewer-tenant-detail")
     page.goto(f"{live_server.url}/tenants/")
     assert page.locator("text=New tenant").count() == 0
     shot("viewer-tenants")
+    page.goto(f"{live_server.url}/tiers/")
+    assert (
+        page.locator("main button, main a:has-text('Edit'), main a:has-text('New tier')").count()
+        == 0
+    )
     # A forged POST with a valid CSRF token from the page is still refused.
     status = page.evaluate(
         """async () => {
@@ -102,5 +234,14 @@ def test_viewer_sees_everything_and_can_change_nothing(page, live_server, shot, 
         }"""
     )
     assert status == 403
-    tenant_a.refresh_from_db()
-    assert tenant_a.is_active
+    assert Tenant.objects.get(slug="acme").is_active
+    page.goto(f"{live_server.url}/tenants/new/")
+    assert page.locator("h1", has_text="Not allowed").is_visible()
+
+
+def test_non_operator_gets_a_clear_refusal(page, live_server, shot, charlie):
+    login(page, live_server, "charlie", "charlie-pass-123")
+    assert page.locator("h1", has_text="Not allowed").is_visible()
+    assert page.locator("text=Your account has no operator role.").is_visible()
+    assert page.locator("header nav").count() == 0
+    shot("forbidden")
