@@ -36,17 +36,28 @@ def limits_and_usage(tenant: Tenant) -> dict:
             "%Y%m%d" if b.period == Budget.Period.DAILY else "%Y%m"
         )
         live = r.get(f"{BUDGET_PREFIX}:{tenant.pk}:{b.period}:{key_suffix}")
-        spent = int(live) if live is not None else spend_in_db(tenant.pk, period_start(b.period, today))
+        if live is not None:
+            spent = int(live)
+        else:
+            spent = spend_in_db(tenant.pk, period_start(b.period, today))
         budgets.append({"budget": b, "spent_micro_usd": spent})
     return {
         "limits": [
-            {"label": label, "used": used, "limit": limit,
-             "percent": min(100, round(100 * used / limit)) if limit else 100}
+            {
+                "label": label,
+                "used": used,
+                "limit": limit,
+                "percent": min(100, round(100 * used / limit)) if limit else 100,
+            }
             for label, used, limit in rows
         ],
         "budgets": [
-            {**item, "percent": min(100, round(100 * item["spent_micro_usd"] / b.limit_micro_usd))
-             if (b := item["budget"]).limit_micro_usd else 100}
+            {
+                **item,
+                "percent": min(100, round(100 * item["spent_micro_usd"] / b.limit_micro_usd))
+                if (b := item["budget"]).limit_micro_usd
+                else 100,
+            }
             for item in budgets
         ],
     }

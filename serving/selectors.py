@@ -34,9 +34,7 @@ def traffic_figures(*, hours: int = 24) -> dict[str, float | int | None]:
     }
 
 
-def request_log(
-    *, tenant=None, status: str = "", model: str = "", q: str = "", limit: int = 100
-):
+def request_log(*, tenant=None, status: str = "", model: str = "", q: str = "", limit: int = 100):
     """Newest request-log rows, filtered. ``status`` is "ok", "error" or an HTTP code."""
     qs = RequestLog.objects.select_related("tenant").order_by("-created")
     if tenant is not None:

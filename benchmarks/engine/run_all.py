@@ -35,7 +35,38 @@ BENCH_DIR = ROOT / ".switchyard" / "bench"
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 MODEL = "smollm2-135m-instruct"
 THREADS = os.cpu_count() or 2
-WORDS = ["the", "quick", "brown", "fox", "jumps", "over", "a", "lazy", "dog", "while", "river", "stones", "glitter", "under", "autumn", "light", "and", "distant", "bells", "ring", "across", "quiet", "valleys", "where", "farmers", "gather", "apples", "into", "wooden", "carts"]
+WORDS = [
+    "the",
+    "quick",
+    "brown",
+    "fox",
+    "jumps",
+    "over",
+    "a",
+    "lazy",
+    "dog",
+    "while",
+    "river",
+    "stones",
+    "glitter",
+    "under",
+    "autumn",
+    "light",
+    "and",
+    "distant",
+    "bells",
+    "ring",
+    "across",
+    "quiet",
+    "valleys",
+    "where",
+    "farmers",
+    "gather",
+    "apples",
+    "into",
+    "wooden",
+    "carts",
+]
 
 
 def free_port() -> int:

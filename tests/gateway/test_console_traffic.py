@@ -12,7 +12,9 @@ from tests.console.conftest import browser, page, shot  # noqa: F401 - fixtures
 pytestmark = pytest.mark.browser
 
 
-def test_playground_streams_through_the_gateway_and_traffic_shows_it(make_caller, gateway, page, shot):
+def test_playground_streams_through_the_gateway_and_traffic_shows_it(
+    make_caller, gateway, page, shot
+):
     caller = make_caller(slug="playco")
     services.operator_set(username="alice", role="admin", password="alice-pass-123")
     page.goto(f"{gateway.url}/login/")
