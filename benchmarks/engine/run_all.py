@@ -277,7 +277,10 @@ def main() -> None:
     results: dict[tuple[str, int], Result] = {}
 
     def wl(conc: int) -> list[Req]:
-        return workload(max(8, conc), seed=conc, prompt_range=prompt_range, out_range=out_range)
+        # Two waves per level, so static batching (waits for a whole wave) and continuous
+        # batching (admits as sequences finish) see different things.
+        n = 8 if conc == 1 else max(8, 2 * conc)
+        return workload(n, seed=conc, prompt_range=prompt_range, out_range=out_range)
 
     if not a.skip_llamacpp:
         srv = llamacpp_server()
@@ -374,7 +377,7 @@ def main() -> None:
             f"{' --skip-llamacpp' if a.skip_llamacpp else ''} --write` "
             f"({THREADS} CPU threads, CPU float32, SmolLM2-135M-Instruct Q4_1 GGUF; "
             f"prompts {prompt_range[0]}-{prompt_range[1]} words, outputs {out_range[0]}-{out_range[1]} "
-            "tokens, greedy, ignore_eos; requests = max(8, streams)). Run on "
+            "tokens, greedy, ignore_eos; 8 requests at 1 stream, else max(8, 2 x streams)). Run on "
             f"{time.strftime('%Y-%m-%d')}.",
             "",
             *lines,

@@ -19,6 +19,8 @@ import torch.nn.functional as F
 
 from serving.engine.gguf_loader import LlamaConfig
 
+MAX_DECODE_GROUPS = 4
+
 
 @dataclass
 class PrefillChunk:
@@ -31,11 +33,18 @@ class PrefillChunk:
 
 
 @dataclass
+class DecodeGroup:
+    """Decode tokens of sequences with similar context lengths, attended in one padded call."""
+
+    rows: torch.Tensor  # (Bd,) rows of these decode tokens in the flat batch
+    slots: torch.Tensor  # (Bd, Lmax) KV slots to read, padded
+    mask: torch.Tensor  # (Bd, 1, 1, Lmax) True where a slot is real
+
+
+@dataclass
 class AttentionMetadata:
     slot_mapping: torch.Tensor  # (T,) where each token's K/V is written
-    decode_rows: torch.Tensor | None = None  # (Bd,) rows of decode tokens in the flat batch
-    decode_slots: torch.Tensor | None = None  # (Bd, Lmax) KV slots to read, padded
-    decode_mask: torch.Tensor | None = None  # (Bd, 1, 1, Lmax) True where a slot is real
+    decode_groups: list[DecodeGroup] = field(default_factory=list)
     prefills: list[PrefillChunk] = field(default_factory=list)
 
 
@@ -118,15 +127,14 @@ class LlamaModel:
         cfg = self.cfg
         out = torch.empty_like(q)  # (T, Hq, hd)
         k_pool, v_pool = kv.k[layer], kv.v[layer]
-        if meta.decode_rows is not None:
-            rows = meta.decode_rows
-            qd = q[rows].unsqueeze(2)  # (Bd, Hq, 1, hd)
-            kd = k_pool[meta.decode_slots].transpose(1, 2)  # (Bd, Hkv, L, hd)
-            vd = v_pool[meta.decode_slots].transpose(1, 2)
+        for group in meta.decode_groups:
+            qd = q[group.rows].unsqueeze(2)  # (Bd, Hq, 1, hd)
+            kd = k_pool[group.slots].transpose(1, 2)  # (Bd, Hkv, L, hd)
+            vd = v_pool[group.slots].transpose(1, 2)
             od = F.scaled_dot_product_attention(
-                qd, kd, vd, attn_mask=meta.decode_mask, scale=self.scale, enable_gqa=True
+                qd, kd, vd, attn_mask=group.mask, scale=self.scale, enable_gqa=True
             )
-            out[rows] = od.squeeze(2)
+            out[group.rows] = od.squeeze(2)
         for chunk in meta.prefills:
             qp = q[chunk.start : chunk.end].transpose(0, 1).unsqueeze(0)  # (1, Hq, Tq, hd)
             kp = k_pool[chunk.ctx_slots].transpose(0, 1).unsqueeze(0)  # (1, Hkv, L, hd)

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import torch
 
-from serving.engine.model import AttentionMetadata, KVCache, LlamaModel, PrefillChunk
+from serving.engine.model import (
+    MAX_DECODE_GROUPS,
+    AttentionMetadata,
+    DecodeGroup,
+    KVCache,
+    LlamaModel,
+    PrefillChunk,
+)
 from serving.engine.scheduler import ScheduledSeq
 
 
@@ -19,6 +26,24 @@ class ModelRunner:
     def _slots(self, block_table: list[int], start: int, end: int) -> list[int]:
         bs = self.block_size
         return [block_table[p // bs] * bs + p % bs for p in range(start, end)]
+
+    def _decode_group(self, decode: list[ScheduledSeq], members: list[int]) -> DecodeGroup:
+        dev = self.device
+        items = [decode[i] for i in members]
+        bd = len(items)
+        ctx = torch.tensor([it.seq.num_computed + 1 for it in items], device=dev)
+        max_blocks = max(len(it.seq.block_table) for it in items)
+        table = torch.zeros(bd, max_blocks, dtype=torch.long, device=dev)
+        for i, it in enumerate(items):
+            table[i, : len(it.seq.block_table)] = torch.tensor(it.seq.block_table)
+        lmax = int(ctx.max())
+        flat = (table.unsqueeze(-1) * self.block_size + self._block_offsets).view(bd, -1)
+        valid = torch.arange(lmax, device=dev).unsqueeze(0) < ctx.unsqueeze(1)
+        return DecodeGroup(
+            rows=torch.tensor(members, device=dev),
+            slots=flat[:, :lmax].masked_fill(~valid, 0),
+            mask=valid.view(bd, 1, 1, lmax),
+        )
 
     def run(self, batch: list[ScheduledSeq]) -> torch.Tensor:
         """Logits (N, vocab) for the items of ``batch`` that sample, in batch order."""
@@ -37,19 +62,14 @@ class ModelRunner:
             slots.extend(self._slots(s.block_table, a, b))
         meta = AttentionMetadata(slot_mapping=torch.tensor(slots, device=dev))
         if decode:
-            bd = len(decode)
-            ctx = torch.tensor([it.seq.num_computed + 1 for it in decode], device=dev)
-            max_blocks = max(len(it.seq.block_table) for it in decode)
-            table = torch.zeros(bd, max_blocks, dtype=torch.long, device=dev)
-            for i, it in enumerate(decode):
-                table[i, : len(it.seq.block_table)] = torch.tensor(it.seq.block_table)
-            lmax = int(ctx.max())
-            flat = (table.unsqueeze(-1) * self.block_size + self._block_offsets).view(bd, -1)
-            meta.decode_slots = flat[:, :lmax]
-            valid = torch.arange(lmax, device=dev).unsqueeze(0) < ctx.unsqueeze(1)
-            meta.decode_slots = meta.decode_slots.masked_fill(~valid, 0)
-            meta.decode_mask = valid.view(bd, 1, 1, lmax)
-            meta.decode_rows = torch.arange(bd, device=dev)
+            # Padding every decode sequence to the longest context wastes gather bandwidth when
+            # lengths differ; sort by length and pad within a few groups instead.
+            by_len = sorted(range(len(decode)), key=lambda i: decode[i].seq.num_computed)
+            n_groups = min(MAX_DECODE_GROUPS, max(1, len(decode) // 8))
+            size = -(-len(by_len) // n_groups)
+            for g in range(0, len(by_len), size):
+                members = by_len[g : g + size]
+                meta.decode_groups.append(self._decode_group(decode, members))
         row = len(decode)
         for it in prefill:
             s = it.seq
