@@ -162,6 +162,14 @@ async def not_found(request, rest: str):
 
 
 def prometheus_metrics(request):
+    """Prometheus text. Labels name tenants, so only scrapers on an allowed address
+    (``METRICS_ALLOWED_IPS``, loopback by default) and logged-in operators may read it."""
+    from tenants.roles import is_operator
+
+    if request.META.get("REMOTE_ADDR") not in settings.METRICS_ALLOWED_IPS and not is_operator(
+        request.user
+    ):
+        return HttpResponse("Forbidden: metrics are for operators and scrapers.", status=403)
     started = time.perf_counter()
     body = generate_latest(metrics.REGISTRY)
     resp = HttpResponse(body, content_type=CONTENT_TYPE_LATEST)

@@ -198,6 +198,8 @@ SWITCHYARD_MODELS = env.list(
 )
 # How long gateway processes cache tenant-side tables (deployments, prices, budgets), seconds.
 SWITCHYARD_TABLE_CACHE_SECONDS = env.float("SWITCHYARD_TABLE_CACHE_SECONDS", default=2.0)
+# Who may scrape the gateway's /metrics without an operator login (its labels name tenants).
+METRICS_ALLOWED_IPS = env.list("METRICS_ALLOWED_IPS", default=["127.0.0.1", "::1"])
 SWITCHYARD_MAX_BODY_BYTES = env.int("SWITCHYARD_MAX_BODY_BYTES", default=1_048_576)
 # Django refuses larger bodies itself; keep its limit above ours so we answer the 413.
 DATA_UPLOAD_MAX_MEMORY_SIZE = SWITCHYARD_MAX_BODY_BYTES * 4

@@ -19,3 +19,8 @@ def test_prometheus_metrics_count_requests_tokens_and_rejections(make_caller, ga
     assert 'switchyard_gateway_rejections_total{reason="auth"}' in text
     assert 'switchyard_gateway_tokens_total{kind="output",model="smollm2-135m-instruct"' in text
     assert "switchyard_gateway_request_latency_seconds_bucket" in text
+
+
+def test_metrics_are_refused_to_other_addresses(client, db, settings):
+    settings.METRICS_ALLOWED_IPS = ["10.9.9.9"]
+    assert client.get("/metrics").status_code == 403
