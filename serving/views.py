@@ -140,6 +140,7 @@ def _model_card(name: str) -> dict:
     return {"id": name, "object": "model", "created": 0, "owned_by": "switchyard"}
 
 
+@csrf_exempt
 async def models(request, model: str | None = None):
     if request.method != "GET":
         return _method_not_allowed("GET")
@@ -154,6 +155,13 @@ async def models(request, model: str | None = None):
             return _error(model_not_found(model))
         return JsonResponse(_model_card(model))
     return JsonResponse({"object": "list", "data": [_model_card(m) for m in names]})
+
+
+def openapi(request):
+    """The tenant API's OpenAPI 3.1 document (public: it holds no tenant data)."""
+    from serving.openapi import openapi_document
+
+    return JsonResponse(openapi_document())
 
 
 @csrf_exempt

@@ -1,7 +1,9 @@
 """Request validation against the OpenAI schema: a 400 that names the parameter.
 
 Each endpoint has a table of known parameters and a checker per parameter; anything not in
-the table is refused as OpenAI does ("Unrecognized request argument supplied").
+the table is refused as OpenAI does ("Unrecognized request argument supplied"). Every checker
+carries the JSON-schema fragment it enforces (``check.schema``), so the published OpenAPI
+document (serving/openapi.py) and the validation are one source of truth.
 """
 
 from __future__ import annotations
@@ -10,6 +12,10 @@ from collections.abc import Callable
 from typing import Any
 
 from serving.gateway.errors import GatewayError, invalid
+
+# A checker raises a 400 for a bad value; it may return a normalized value (an integral
+# float such as 1.0 for an integer parameter becomes 1), or None to keep the value.
+Check = Callable[[str, Any], Any]
 
 MAX_N = 8
 MAX_STOP = 4
@@ -21,7 +27,22 @@ def _type_name(v: Any) -> str:
             dict: "object", type(None): "null"}.get(type(v), type(v).__name__)  # fmt: skip
 
 
-def _number(lo: float, hi: float) -> Callable[[str, Any], None]:
+def _schema(schema: dict[str, Any]) -> Callable[[Check], Check]:
+    """Attach the JSON-schema fragment a checker enforces."""
+
+    def attach(check: Check) -> Check:
+        check.schema = schema  # type: ignore[attr-defined]
+        return check
+
+    return attach
+
+
+def schema_of(check: Check) -> dict[str, Any]:
+    return check.schema  # type: ignore[attr-defined]
+
+
+def _number(lo: float, hi: float) -> Check:
+    @_schema({"type": "number", "minimum": lo, "maximum": hi})
     def check(name: str, v: Any) -> None:
         if isinstance(v, bool) or not isinstance(v, int | float):
             raise invalid(
@@ -33,28 +54,43 @@ def _number(lo: float, hi: float) -> Callable[[str, Any], None]:
     return check
 
 
-def _integer(lo: int, hi: int) -> Callable[[str, Any], None]:
-    def check(name: str, v: Any) -> None:
+def _integer(lo: int, hi: int) -> Check:
+    @_schema({"type": "integer", "minimum": lo, "maximum": hi})
+    def check(name: str, v: Any) -> int:
+        if isinstance(v, float) and v.is_integer():
+            v = int(v)  # JSON has one number type: 1.0 is the integer 1
         if isinstance(v, bool) or not isinstance(v, int):
             raise invalid(
                 f"Invalid type for '{name}': expected an integer, got {_type_name(v)}.", name
             )
         if not lo <= v <= hi:
             raise invalid(f"'{name}' must be between {lo} and {hi}, got {v}.", name)
+        return v
 
     return check
 
 
+@_schema({"type": "boolean"})
 def _boolean(name: str, v: Any) -> None:
     if not isinstance(v, bool):
         raise invalid(f"Invalid type for '{name}': expected a boolean, got {_type_name(v)}.", name)
 
 
+@_schema({"type": "string"})
 def _string(name: str, v: Any) -> None:
     if not isinstance(v, str):
         raise invalid(f"Invalid type for '{name}': expected a string, got {_type_name(v)}.", name)
 
 
+@_schema(
+    {
+        "anyOf": [
+            {"type": "string"},
+            {"type": "array", "items": {"type": "string"}, "maxItems": MAX_STOP},
+            {"type": "null"},
+        ]
+    }
+)
 def _stop(name: str, v: Any) -> None:
     if v is None or isinstance(v, str):
         return
@@ -64,11 +100,19 @@ def _stop(name: str, v: Any) -> None:
         raise invalid(f"'{name}' may hold at most {MAX_STOP} sequences.", name)
 
 
+@_schema({"type": "object"})
 def _object(name: str, v: Any) -> None:
     if not isinstance(v, dict):
         raise invalid(f"Invalid type for '{name}': expected an object, got {_type_name(v)}.", name)
 
 
+@_schema(
+    {
+        "type": ["object", "null"],
+        "properties": {"include_usage": {"type": "boolean"}},
+        "additionalProperties": False,
+    }
+)
 def _stream_options(name: str, v: Any) -> None:
     if v is None:
         return
@@ -79,6 +123,13 @@ def _stream_options(name: str, v: Any) -> None:
         _boolean(f"{name}.include_usage", val)
 
 
+@_schema(
+    {
+        "type": "object",
+        "properties": {"type": {"enum": ["text", "json_object", "json_schema"]}},
+        "required": ["type"],
+    }
+)
 def _response_format(name: str, v: Any) -> None:
     _object(name, v)
     kind = v.get("type")
@@ -89,14 +140,50 @@ def _response_format(name: str, v: Any) -> None:
         )
 
 
-def _nullable(check: Callable[[str, Any], None]) -> Callable[[str, Any], None]:
-    def wrapped(name: str, v: Any) -> None:
-        if v is not None:
-            check(name, v)
+def _nullable(check: Check) -> Check:
+    @_schema({"anyOf": [schema_of(check), {"type": "null"}]})
+    def wrapped(name: str, v: Any) -> Any:
+        return None if v is None else check(name, v)
 
     return wrapped
 
 
+_TEXT_PARTS = {
+    "type": "array",
+    "items": {
+        "type": "object",
+        "properties": {"type": {"const": "text"}, "text": {"type": "string"}},
+        "required": ["type", "text"],
+    },
+}
+
+
+@_schema(
+    {
+        "type": "array",
+        "minItems": 1,
+        "items": {
+            "oneOf": [
+                {
+                    "type": "object",
+                    "properties": {
+                        "role": {"enum": ["system", "developer", "user", "tool"]},
+                        "content": {"anyOf": [{"type": "string"}, _TEXT_PARTS]},
+                    },
+                    "required": ["role", "content"],
+                },
+                {
+                    "type": "object",
+                    "properties": {
+                        "role": {"const": "assistant"},
+                        "content": {"anyOf": [{"type": "string"}, _TEXT_PARTS, {"type": "null"}]},
+                    },
+                    "required": ["role"],
+                },
+            ]
+        },
+    }
+)
 def _messages(name: str, v: Any) -> None:
     if not isinstance(v, list) or not v:
         raise invalid(f"'{name}' must be a non-empty array of messages.", name)
@@ -127,6 +214,15 @@ def _messages(name: str, v: Any) -> None:
         )
 
 
+@_schema(
+    {
+        "anyOf": [
+            {"type": "string"},
+            {"type": "array", "minItems": 1, "items": {"type": "string"}},
+            {"type": "array", "minItems": 1, "items": {"type": "integer"}},
+        ]
+    }
+)
 def _prompt(name: str, v: Any) -> None:
     if isinstance(v, str):
         return
@@ -142,6 +238,26 @@ def _prompt(name: str, v: Any) -> None:
     raise invalid(f"'{name}' must be a string, an array of strings or an array of token ids.", name)
 
 
+@_schema(
+    {
+        "anyOf": [
+            {"type": "string", "minLength": 1},
+            {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": 2048,
+                "items": {"type": "string", "minLength": 1},
+            },
+            {"type": "array", "minItems": 1, "maxItems": 2048, "items": {"type": "integer"}},
+            {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": 2048,
+                "items": {"type": "array", "items": {"type": "integer"}},
+            },
+        ]
+    }
+)
 def _embedding_input(name: str, v: Any) -> None:
     if isinstance(v, str):
         if not v:
@@ -159,6 +275,12 @@ def _embedding_input(name: str, v: Any) -> None:
         "or token arrays.",
         name,
     )
+
+
+@_schema({"enum": ["float", "base64"]})
+def _encoding_format(name: str, v: Any) -> None:
+    if v not in ("float", "base64"):
+        raise invalid(f"'{name}' must be 'float' or 'base64'.", name)
 
 
 _SAMPLING = {
@@ -179,7 +301,7 @@ _SAMPLING = {
     "logit_bias": _nullable(_object),
 }
 
-CHAT_PARAMS: dict[str, Callable[[str, Any], None]] = {
+CHAT_PARAMS: dict[str, Check] = {
     **_SAMPLING,
     "messages": _messages,
     "max_completion_tokens": _nullable(_integer(1, MAX_TOKENS_LIMIT)),
@@ -190,7 +312,7 @@ CHAT_PARAMS: dict[str, Callable[[str, Any], None]] = {
     "parallel_tool_calls": _nullable(_boolean),
 }
 
-COMPLETION_PARAMS: dict[str, Callable[[str, Any], None]] = {
+COMPLETION_PARAMS: dict[str, Check] = {
     **_SAMPLING,
     "prompt": _prompt,
     "logprobs": _nullable(_integer(0, 5)),
@@ -199,14 +321,10 @@ COMPLETION_PARAMS: dict[str, Callable[[str, Any], None]] = {
     "suffix": _nullable(_string),
 }
 
-EMBEDDING_PARAMS: dict[str, Callable[[str, Any], None]] = {
+EMBEDDING_PARAMS: dict[str, Check] = {
     "model": _string,
     "input": _embedding_input,
-    "encoding_format": lambda n, v: (
-        None
-        if v in ("float", "base64")
-        else (_ for _ in ()).throw(invalid(f"'{n}' must be 'float' or 'base64'.", n))
-    ),
+    "encoding_format": _encoding_format,
     "dimensions": _nullable(_integer(1, 4096)),
     "user": _nullable(_string),
 }
@@ -240,7 +358,9 @@ def validate(endpoint: str, body: Any) -> dict[str, Any]:
             raise invalid(
                 f"Unrecognized request argument supplied: {name}", name, code="unknown_parameter"
             )
-        check(name, value)
+        normalized = check(name, value)
+        if normalized is not None and normalized is not value:
+            body[name] = normalized
     if endpoint == "chat.completions" and body.get("top_logprobs") and not body.get("logprobs"):
         raise invalid("'top_logprobs' requires 'logprobs' to be true.", "top_logprobs")
     if body.get("stream_options") is not None and not body.get("stream"):

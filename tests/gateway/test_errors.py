@@ -43,6 +43,7 @@ def test_unknown_model_is_404_model_not_found(make_caller):
         ({"model": MODEL, "messages": MSG, "temperature": 3}, "temperature"),
         ({"model": MODEL, "messages": MSG, "temperature": "hot"}, "temperature"),
         ({"model": MODEL, "messages": MSG, "max_tokens": 0}, "max_tokens"),
+        ({"model": MODEL, "messages": MSG, "max_tokens": 2.5}, "max_tokens"),
         ({"model": MODEL, "messages": MSG, "n": 99}, "n"),
         ({"model": MODEL, "messages": MSG, "stop": ["a", "b", "c", "d", "e"]}, "stop"),
         ({"model": MODEL, "messages": MSG, "frobnicate": True}, "frobnicate"),
@@ -61,6 +62,23 @@ def test_invalid_parameters_are_400_naming_the_parameter(make_caller, body, para
     assert r.status_code == 400
     assert _error(r)["param"] == param
     assert _error(r)["type"] == "invalid_request_error"
+
+
+def test_integral_float_is_an_integer(make_caller):
+    # JSON has one number type: 3.0 is the integer 3 (as JSON Schema says), sent on as 3.
+    r = make_caller().post(
+        "/chat/completions", json={"model": MODEL, "messages": MSG, "max_tokens": 3.0}
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["usage"]["completion_tokens"] <= 3
+
+
+def test_newline_in_a_model_name_is_a_json_404(make_caller):
+    caller = make_caller()
+    r = httpx.get(
+        f"{caller.base_url}/v1/models/a%0Ab", headers={"Authorization": f"Bearer {caller.key}"}
+    )
+    assert r.status_code == 404 and _error(r)["code"] == "model_not_found"
 
 
 def test_malformed_json_is_400(make_caller):

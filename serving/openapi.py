@@ -1,0 +1,234 @@
+"""The OpenAPI 3.1 document of the tenant API (``GET /v1/openapi.json``).
+
+Request bodies are built from the validation tables (serving/gateway/validation.py), so the
+published schema and what the gateway accepts cannot drift apart. Schemathesis runs against
+this document in the test suite (tests/gateway/test_schemathesis.py).
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from serving.gateway.validation import REQUIRED, TABLES, schema_of
+
+# Rules that span fields, which JSON Schema here does not express; a schema-valid body may
+# still get a 400 naming one of these (parameter or error code).
+CROSS_FIELD_PARAMS = frozenset(
+    {"context_length_exceeded", "stream_options", "top_logprobs", "messages", "prompt"}
+)
+
+ERROR = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["message", "type"],
+            "properties": {
+                "message": {"type": "string"},
+                "type": {"type": "string"},
+                "param": {"type": ["string", "null"]},
+                "code": {"type": ["string", "null"]},
+            },
+        }
+    },
+}
+
+_USAGE = {
+    "type": "object",
+    "properties": {
+        "prompt_tokens": {"type": "integer"},
+        "completion_tokens": {"type": "integer"},
+        "total_tokens": {"type": "integer"},
+    },
+}
+
+RESPONSES: dict[str, dict[str, Any]] = {
+    "chat.completions": {
+        "type": "object",
+        "required": ["id", "object", "created", "model", "choices"],
+        "properties": {
+            "id": {"type": "string"},
+            "object": {"const": "chat.completion"},
+            "created": {"type": "integer"},
+            "model": {"type": "string"},
+            "choices": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["index", "message", "finish_reason"],
+                    "properties": {
+                        "index": {"type": "integer"},
+                        "message": {"type": "object"},
+                        "finish_reason": {"type": ["string", "null"]},
+                    },
+                },
+            },
+            "usage": _USAGE,
+        },
+    },
+    "completions": {
+        "type": "object",
+        "required": ["id", "object", "created", "model", "choices"],
+        "properties": {
+            "id": {"type": "string"},
+            "object": {"const": "text_completion"},
+            "created": {"type": "integer"},
+            "model": {"type": "string"},
+            "choices": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["index", "text"],
+                    "properties": {"index": {"type": "integer"}, "text": {"type": "string"}},
+                },
+            },
+            "usage": _USAGE,
+        },
+    },
+    "embeddings": {
+        "type": "object",
+        "required": ["object", "data", "model"],
+        "properties": {
+            "object": {"const": "list"},
+            "model": {"type": "string"},
+            "data": {"type": "array", "items": {"type": "object"}},
+            "usage": _USAGE,
+        },
+    },
+}
+
+_MODEL = {
+    "type": "object",
+    "required": ["id", "object"],
+    "properties": {"id": {"type": "string"}, "object": {"const": "model"}},
+}
+
+
+def _json(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"application/json": {"schema": schema}}
+
+
+_ERROR_RESPONSES = {
+    str(code): {
+        "description": text,
+        "content": _json({"$ref": "#/components/schemas/Error"}),
+    }
+    for code, text in (
+        (400, "Invalid request: the message names the parameter."),
+        (401, "Missing or invalid API key."),
+        (403, "The tenant is suspended."),
+        (404, "Unknown model."),
+        (413, "Body larger than the limit."),
+        (429, "Rate limit reached or budget exhausted (code insufficient_quota)."),
+        (502, "The upstream failed."),
+        (503, "No deployment is serving the model right now."),
+        (504, "The upstream timed out."),
+    )
+}
+
+_OPERATIONS = {
+    "chat.completions": ("/v1/chat/completions", "createChatCompletion", "Chat completion"),
+    "completions": ("/v1/completions", "createCompletion", "Text completion"),
+    "embeddings": ("/v1/embeddings", "createEmbedding", "Embeddings"),
+}
+
+
+def request_schema(endpoint: str) -> dict[str, Any]:
+    """The JSON schema of ``endpoint``'s request body, from its validation table."""
+    return {
+        "type": "object",
+        "properties": {name: schema_of(check) for name, check in TABLES[endpoint].items()},
+        "required": list(REQUIRED[endpoint]),
+        "additionalProperties": False,
+    }
+
+
+@cache
+def openapi_document() -> dict[str, Any]:
+    paths: dict[str, Any] = {}
+    schemas: dict[str, Any] = {"Error": ERROR, "Model": _MODEL}
+    for endpoint, (path, op_id, summary) in _OPERATIONS.items():
+        req_name = op_id[6:] + "Request"
+        resp_name = op_id[6:] + "Response"
+        schemas[req_name] = request_schema(endpoint)
+        schemas[resp_name] = RESPONSES[endpoint]
+        ref = {"$ref": f"#/components/schemas/{resp_name}"}
+        ok: dict[str, Any] = {"application/json": {"schema": ref}}
+        if endpoint != "embeddings":
+            ok["text/event-stream"] = {"schema": {"type": "string"}}
+        paths[path] = {
+            "post": {
+                "operationId": op_id,
+                "summary": summary,
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {"schema": {"$ref": f"#/components/schemas/{req_name}"}}
+                    },
+                },
+                "responses": {"200": {"description": "OK", "content": ok}, **_ERROR_RESPONSES},
+            }
+        }
+    model_list = {
+        "type": "object",
+        "required": ["object", "data"],
+        "properties": {
+            "object": {"const": "list"},
+            "data": {"type": "array", "items": {"$ref": "#/components/schemas/Model"}},
+        },
+    }
+    paths["/v1/models"] = {
+        "get": {
+            "operationId": "listModels",
+            "summary": "The models the caller's tier may use",
+            "responses": {
+                "200": {
+                    "description": "OK",
+                    "content": {"application/json": {"schema": model_list}},
+                },  # fmt: skip
+                "401": _ERROR_RESPONSES["401"],
+                "403": _ERROR_RESPONSES["403"],
+            },
+        }
+    }
+    paths["/v1/models/{model}"] = {
+        "get": {
+            "operationId": "retrieveModel",
+            "summary": "One model, if the caller's tier may use it",
+            "parameters": [
+                {"name": "model", "in": "path", "required": True, "schema": {"type": "string"}}
+            ],
+            "responses": {
+                "200": {
+                    "description": "OK",
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/Model"}}
+                    },
+                },  # fmt: skip
+                "401": _ERROR_RESPONSES["401"],
+                "403": _ERROR_RESPONSES["403"],
+                "404": _ERROR_RESPONSES["404"],
+            },
+        }
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Switchyard tenant API",
+            "version": "1",
+            "description": "OpenAI-compatible endpoints. Authenticate with "
+            "'Authorization: Bearer sy-…'. Errors use OpenAI's error shape. Rules across "
+            "fields: the prompt plus max_tokens must fit the model's context "
+            "(context_length_exceeded); stream_options needs stream=true; top_logprobs needs "
+            "logprobs=true.",
+        },
+        "servers": [{"url": "/"}],
+        "security": [{"bearer": []}],
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }
