@@ -1,4 +1,12 @@
-"""ASGI entry point: HTTP through Django, WebSocket through Channels."""
+"""ASGI entry point: the tenant API, the rest of Django over HTTP, WebSocket through Channels.
+
+The tenant API (``/v1/…``) authenticates by API key and needs none of the console's
+middleware (sessions, CSRF, messages, cookie auth). Django's built-in middleware are sync
+classes, and in an async stack each adds thread hops to every request, serialised on one
+thread; measured, that capped one gateway process far below its event loop's capacity
+(benchmarks/RESULTS.md, "Gateway"). So ``/v1/`` has a Django handler of its own with no
+middleware: same URLconf, same views, async end to end.
+"""
 
 import os
 
@@ -8,12 +16,46 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "switchyard.settings")
 django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from django.core.handlers.asgi import ASGIHandler  # noqa: E402
+from django.core.handlers.exception import convert_exception_to_response  # noqa: E402
 
 from serving.routing import websocket_urlpatterns  # noqa: E402
 
+API_PREFIX = "/v1/"
+
+
+class TenantApiHandler(ASGIHandler):
+    """Django's ASGI handler without the middleware stack, for the tenant API.
+
+    Django wraps each request in a ``ThreadSensitiveContext``, which starts (and joins) a new
+    thread for the request's first thread-sensitive sync call (its own request_started and
+    request_finished receivers are such calls). The tenant API's views are async and run
+    their few database reads with ``thread_sensitive=False``; without the per-request context
+    those receivers run on asgiref's one long-lived sync thread instead of a new thread per
+    request.
+    """
+
+    async def __call__(self, scope, receive, send) -> None:
+        await self.handle(scope, receive, send)
+
+    def load_middleware(self, is_async: bool = False) -> None:
+        self._view_middleware = []
+        self._template_response_middleware = []
+        self._exception_middleware = []
+        self._middleware_chain = convert_exception_to_response(self._get_response_async)
+
+
+tenant_api_app = TenantApiHandler()
+
+
+async def http_app(scope, receive, send) -> None:
+    app = tenant_api_app if scope["path"].startswith(API_PREFIX) else django_asgi_app
+    await app(scope, receive, send)
+
+
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        "http": http_app,
         "websocket": URLRouter(websocket_urlpatterns),
     }
 )

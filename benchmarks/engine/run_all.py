@@ -30,9 +30,10 @@ from pathlib import Path
 
 import httpx
 
+from benchmarks.results import write_section
+
 ROOT = Path(__file__).resolve().parents[2]
 BENCH_DIR = ROOT / ".switchyard" / "bench"
-RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 MODEL = "smollm2-135m-instruct"
 THREADS = os.cpu_count() or 2
 WORDS = [
@@ -399,16 +400,7 @@ def main() -> None:
     )
     print(text)
     if a.write:
-        write_section(text)
-
-
-def write_section(text: str) -> None:
-    existing = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\n"
-    start = existing.find("## Engine\n")
-    if start >= 0:
-        end = existing.find("\n## ", start + 1)
-        existing = existing[:start] + existing[end + 1 if end >= 0 else len(existing) :]
-    RESULTS.write_text(existing.rstrip() + "\n\n" + text)
+        write_section("Engine", text)
 
 
 if __name__ == "__main__":

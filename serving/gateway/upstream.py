@@ -12,7 +12,9 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import httpx
+from httpx_aiohttp import AiohttpTransport
 
 from serving.deployments import Target
 from serving.gateway.errors import GatewayError, upstream_error
@@ -24,12 +26,27 @@ def client() -> httpx.AsyncClient:
     loop = asyncio.get_running_loop()
     c = _clients.get(id(loop))
     if c is None or c.is_closed:
+        # httpx's own pool (httpcore) scans every pooled connection on each request, so its
+        # CPU per request grows with concurrency; aiohttp's pool under the same httpx API
+        # does not (benchmarks/RESULTS.md, "Gateway").
+        limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
         c = httpx.AsyncClient(
-            limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200),
+            transport=AiohttpTransport(limits=limits),
+            limits=limits,
             timeout=httpx.Timeout(120.0, connect=5.0),
         )
         _clients[id(loop)] = c
     return c
+
+
+def _timed_out(exc: httpx.HTTPError) -> bool:
+    """Whether a transport error was a timeout. The aiohttp transport maps every aiohttp
+    connection error (refused, reset, closed mid-stream) to ``httpx.ConnectTimeout``, so the
+    original error decides."""
+    cause = exc.__cause__
+    if isinstance(cause, aiohttp.ClientError | OSError):
+        return isinstance(cause, aiohttp.ServerTimeoutError | TimeoutError)
+    return isinstance(exc, httpx.TimeoutException)
 
 
 def _headers(target: Target, request_id: str, tenant: str, weight: float) -> dict[str, str]:
@@ -71,9 +88,9 @@ async def post_json(
             headers=_headers(target, request_id, tenant, weight),
             timeout=target.timeout_seconds,
         )
-    except httpx.TimeoutException as exc:
-        raise upstream_error(f"Deployment {target.name} timed out.", 504) from exc
     except httpx.HTTPError as exc:
+        if _timed_out(exc):
+            raise upstream_error(f"Deployment {target.name} timed out.", 504) from exc
         raise upstream_error(f"Deployment {target.name} is unreachable.", 502) from exc
     if resp.status_code != 200:
         raise _error_from(resp.status_code, resp.content, target)
@@ -93,9 +110,9 @@ async def stream_chunks(
     )
     try:
         resp = await client().send(req, stream=True)
-    except httpx.TimeoutException as exc:
-        raise upstream_error(f"Deployment {target.name} timed out.", 504) from exc
     except httpx.HTTPError as exc:
+        if _timed_out(exc):
+            raise upstream_error(f"Deployment {target.name} timed out.", 504) from exc
         raise upstream_error(f"Deployment {target.name} is unreachable.", 502) from exc
     try:
         if resp.status_code != 200:
@@ -113,9 +130,9 @@ async def stream_chunks(
             if "error" in chunk and "choices" not in chunk:
                 raise _error_from(502, data.encode(), target)
             yield chunk
-    except httpx.TimeoutException as exc:
-        raise upstream_error(f"Deployment {target.name} timed out mid-stream.", 504) from exc
     except httpx.HTTPError as exc:
+        if _timed_out(exc):
+            raise upstream_error(f"Deployment {target.name} timed out mid-stream.", 504) from exc
         raise upstream_error(f"Deployment {target.name} failed mid-stream.", 502) from exc
     finally:
         await resp.aclose()

@@ -147,6 +147,20 @@ def test_upstream_failure_is_502_in_openai_shape(make_caller, upstream_url):
     assert "sy-" not in str(err.value.body)
 
 
+def test_unreachable_deployment_is_502_not_a_timeout(make_caller):
+    from serving.deployments import deployment_set
+    from switchyard.embedded import free_port
+
+    caller = make_caller()
+    deployment_set(name="instant", model=MODEL, base_url=f"http://127.0.0.1:{free_port()}/v1")
+    for stream in (False, True):
+        r = caller.post(
+            "/chat/completions", json={"model": MODEL, "messages": MSG, "stream": stream}
+        )
+        assert r.status_code == 502, r.text
+        assert "unreachable" in _error(r)["message"]
+
+
 def test_no_deployment_is_503(make_caller):
     from serving.models import Deployment
 
