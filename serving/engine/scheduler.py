@@ -11,11 +11,18 @@ served divided by its weight (input tokens count 1, output tokens 2), and the te
 smallest counter goes next. A tenant that arrives idle is lifted to the smallest counter of
 the busy tenants, so idleness does not bank credit. Within a tenant, higher ``priority``
 first, then arrival order.
+
+The prefill part of each step is shared by the same counter: unfinished prefills of running
+sequences and admissions from the waiting queue compete for the budget in order of their
+tenant's counter (charged as the step is built), so a flooding tenant's long prompts do not
+hold back a light tenant's new request for several steps. On a tie a newcomer goes before
+running prefills, and the tenant with fewer running sequences first.
 """
 
 from __future__ import annotations
 
 import heapq
+from collections import Counter
 from dataclasses import dataclass
 
 from serving.engine.block_manager import BlockManager
@@ -125,32 +132,59 @@ class Scheduler:
             if self._reserve(seq, seq.num_tokens, scheduled):
                 scheduled.append(ScheduledSeq(seq, 1))
                 budget -= 1
-        # 2. Unfinished prefills of running sequences.
-        for seq in sorted(self.running, key=lambda s: s.arrival):
-            remaining = seq.num_tokens - seq.num_computed
-            if seq not in self.running or remaining <= 1 or budget <= 0:
-                continue
-            n = min(remaining, budget)
-            if self._reserve(seq, seq.num_computed + n, scheduled):
-                scheduled.append(ScheduledSeq(seq, n))
-                budget -= n
-        # 3. Admit waiting sequences, fairest tenant first.
-        while budget > 0 and len(self.running) < self.max_num_seqs:
-            tenant = self._next_tenant()
-            if tenant is None:
+        # 2. Prefill chunks, least-served tenant first: unfinished prefills of running
+        #    sequences and admissions from the waiting queue compete for what is left.
+        served: dict[str, float] = {}  # this step's prefill so far, weighted, by tenant
+
+        def level(tenant: str) -> float:
+            return self.counters.get(tenant, 0.0) + served.get(tenant, 0.0)
+
+        pending = sorted(
+            (s for s in self.running if s.num_tokens - s.num_computed > 1),
+            key=lambda s: s.arrival,
+        )
+        while budget > 0:
+            pending = [s for s in pending if s in self.running]
+            running_next = min(pending, key=lambda s: (level(s.tenant), s.arrival), default=None)
+            waiting_next = None
+            if len(self.running) < self.max_num_seqs:
+                candidates = [t for t, q in self.waiting.items() if q]
+                in_service = Counter(s.tenant for s in self.running)
+                waiting_next = min(
+                    candidates, key=lambda t: (level(t), in_service[t], t), default=None
+                )
+            if running_next is None and waiting_next is None:
                 break
-            seq = self.waiting[tenant][0][3]
-            self.bm.match_prefix(seq)
-            seq.was_admitted = True
-            n = min(seq.num_tokens - seq.num_computed, budget)
-            if not self.bm.allocate(seq, seq.num_computed + n):
-                self.bm.free_sequence(seq)
-                break
-            heapq.heappop(self.waiting[tenant])
-            seq.status = SeqStatus.RUNNING
-            self.running.append(seq)
+            if running_next is not None and (
+                waiting_next is None or level(running_next.tenant) < level(waiting_next)
+            ):
+                seq = running_next
+                pending.remove(seq)
+                n = min(seq.num_tokens - seq.num_computed, budget)
+                if not self._reserve(seq, seq.num_computed + n, scheduled):
+                    continue
+            else:
+                seq = self.waiting[waiting_next][0][3]
+                self.bm.match_prefix(seq)
+                seq.was_admitted = True
+                n = min(seq.num_tokens - seq.num_computed, budget)
+                if not self.bm.allocate(seq, seq.num_computed + n):
+                    self.bm.free_sequence(seq)
+                    if running_next is None:
+                        break
+                    # No room for a newcomer: keep serving the running prefills.
+                    seq = running_next
+                    pending.remove(seq)
+                    n = min(seq.num_tokens - seq.num_computed, budget)
+                    if not self._reserve(seq, seq.num_computed + n, scheduled):
+                        continue
+                else:
+                    heapq.heappop(self.waiting[waiting_next])
+                    seq.status = SeqStatus.RUNNING
+                    self.running.append(seq)
             scheduled.append(ScheduledSeq(seq, n))
             budget -= n
+            served[seq.tenant] = served.get(seq.tenant, 0.0) + n * INPUT_COST / seq.weight
         for item in scheduled:
             prompt_left = max(0, item.seq.num_prompt_tokens - item.seq.num_computed)
             self.charge(item.seq, input_tokens=min(item.num_tokens, prompt_left))
