@@ -6,6 +6,7 @@ import json
 import time
 from collections.abc import AsyncIterator
 
+import orjson
 from django.conf import settings
 from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
@@ -55,9 +56,14 @@ def _method_not_allowed(allowed: str) -> JsonResponse:
     return resp
 
 
+def sse_event(chunk: dict) -> bytes:
+    """One SSE event (orjson: the stream path serialises a chunk per token)."""
+    return b"data: " + orjson.dumps(chunk) + b"\n\n"
+
+
 async def _sse(gw, call: Call) -> AsyncIterator[bytes]:
     async for chunk in gw.stream(call):
-        yield b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n"
+        yield sse_event(chunk)
     yield b"data: [DONE]\n\n"
 
 
@@ -100,9 +106,9 @@ async def _handle(request, endpoint: str):
         async def body_iter() -> AsyncIterator[bytes]:
             try:
                 if first is not None:
-                    yield b"data: " + json.dumps(first, separators=(",", ":")).encode() + b"\n\n"
+                    yield sse_event(first)
                 async for chunk in chunks:
-                    yield b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n"
+                    yield sse_event(chunk)
                 yield b"data: [DONE]\n\n"
             finally:
                 await chunks.aclose()

@@ -223,11 +223,17 @@ def cpu_seconds(pid: int | None) -> float:
         return 0.0
 
 
+MAX_TOKENS = 16
+
+
 def payload(stream: bool) -> dict:
+    # The instant upstream echoes the prompt, one word a token, up to max_tokens. Words of
+    # letters, like most model output (digits and "@" make the PII filter look closer).
+    words = " ".join("abcdefghij"[i % 10] * (1 + i % 3) for i in range(MAX_TOKENS))
     body = {
         "model": MODEL,
-        "messages": [{"role": "user", "content": "Say hello to the benchmark in a few words."}],
-        "max_tokens": 16,
+        "messages": [{"role": "user", "content": f"Say hello to the benchmark: {words}"}],
+        "max_tokens": MAX_TOKENS,
     }
     if stream:
         body["stream"] = True
@@ -269,8 +275,11 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--proxy-cpus", default="1", help="taskset list for the proxies ('' = all)")
     ap.add_argument("--client-cpus", default="0", help="taskset list for upstream and client")
+    ap.add_argument("--max-tokens", type=int, default=16, help="tokens per response")
     ap.add_argument("--write", action="store_true", help="write the table to RESULTS.md")
     a = ap.parse_args()
+    global MAX_TOKENS
+    MAX_TOKENS = a.max_tokens
     levels = [int(x) for x in a.levels.split(",")]
     modes = a.modes.split(",")
     targets = [t for t in TARGETS if t in a.targets.split(",")]

@@ -47,7 +47,14 @@ def luhn_ok(digits: str) -> bool:
     return total % 10 == 0
 
 
+# Every pattern above needs a digit or an "@": text with neither has no PII (most model
+# output), and is not scanned further.
+_MAYBE_PII = re.compile(r"[\d@]")
+
+
 def _matches(text: str) -> list[tuple[int, int, str]]:
+    if not _MAYBE_PII.search(text):
+        return []
     found: list[tuple[int, int, str]] = []
     for m in _EMAIL.finditer(text):
         found.append((m.start(), m.end(), "email"))
@@ -77,8 +84,12 @@ def find_pii(text: str) -> list[str]:
 
 def redact(text: str) -> str:
     """``text`` with every e-mail, phone, card (Luhn-valid) and national ID replaced."""
+    return _replace(text, _matches(text))
+
+
+def _replace(text: str, matches: list[tuple[int, int, str]]) -> str:
     out, pos = [], 0
-    for start, stop, kind in _matches(text):
+    for start, stop, kind in matches:
         out.append(text[pos:start])
         out.append(REPLACEMENTS[kind])
         pos = stop
@@ -98,12 +109,14 @@ class StreamRedactor:
         cut = len(self._pending) - MAX_MATCH
         if cut <= 0:
             return ""
-        for start, stop, _ in _matches(self._pending):
+        matches = _matches(self._pending)
+        for start, stop, _ in matches:
             if start < cut < stop or (start < cut and stop >= len(self._pending)):
                 cut = start
                 break
         released, self._pending = self._pending[:cut], self._pending[cut:]
-        return redact(released)
+        # Matches wholly inside the released text are final: redact with them, no rescan.
+        return _replace(released, [m for m in matches if m[1] <= cut])
 
     def flush(self) -> str:
         released, self._pending = self._pending, ""

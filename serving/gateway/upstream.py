@@ -14,6 +14,7 @@ from typing import Any
 
 import aiohttp
 import httpx
+import orjson
 from httpx_aiohttp import AiohttpTransport
 
 from serving.deployments import Target
@@ -124,9 +125,12 @@ async def stream_chunks(
             if data == "[DONE]":
                 return
             try:
-                chunk = json.loads(data)
-            except ValueError:
-                continue
+                chunk = orjson.loads(data)
+            except orjson.JSONDecodeError:
+                try:  # orjson refuses NaN/Infinity, which some servers write
+                    chunk = json.loads(data)
+                except ValueError:
+                    continue
             if "error" in chunk and "choices" not in chunk:
                 raise _error_from(502, data.encode(), target)
             yield chunk
