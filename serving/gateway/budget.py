@@ -19,9 +19,13 @@ from tenants.models import Budget
 
 CACHE_SECONDS = settings.SWITCHYARD_TABLE_CACHE_SECONDS
 
-# KEYS: one spend counter per budget; ARGV: cost, then (limit, hard) per key
+# KEYS: one spend counter per budget; ARGV: cost, then (limit, hard) per key. A counter not
+# yet in Redis answers {-1, i}: the caller seeds it from the database and tries again.
 _RESERVE = """
 local cost = tonumber(ARGV[1])
+for i, key in ipairs(KEYS) do
+  if redis.call('EXISTS', key) == 0 then return {-1, i, 0} end
+end
 for i, key in ipairs(KEYS) do
   local limit = tonumber(ARGV[2 * i])
   local hard = ARGV[2 * i + 1] == '1'
@@ -69,6 +73,14 @@ class BudgetReservation:
 _budget_cache: dict[int, tuple[float, list[Budget]]] = {}
 
 
+def _fresh_budgets(tenant_id: int) -> list[Budget] | None:
+    """The cached budgets of the tenant if fresh (no I/O: safe on the event loop)."""
+    hit = _budget_cache.get(tenant_id)
+    if hit is not None and time.monotonic() - hit[0] <= CACHE_SECONDS:
+        return hit[1]
+    return None
+
+
 def _tenant_budgets(tenant_id: int) -> list[Budget]:
     now = time.monotonic()
     hit = _budget_cache.get(tenant_id)
@@ -108,17 +120,26 @@ class BudgetLedger:
     async def reserve(self, *, tenant_id: int, cost: int) -> BudgetReservation:
         """Reserve ``cost`` micro-dollars on each of the tenant's budgets, or raise
         :class:`BudgetExhausted` for the first hard budget it would exceed."""
-        budgets = await sync_to_async(_tenant_budgets, thread_sensitive=False)(tenant_id)
+        budgets = _fresh_budgets(tenant_id)
+        if budgets is None:
+            budgets = await sync_to_async(_tenant_budgets, thread_sensitive=False)(tenant_id)
         if not budgets:
             return BudgetReservation([], cost)
         now = dt.datetime.now(dt.UTC)
         keys = [self.key(tenant_id, b.period, now) for b in budgets]
-        for key, b in zip(keys, budgets, strict=True):
-            await self._ensure_counter(key, tenant_id, b.period, now)
         args: list = [cost]
         for b in budgets:
             args += [b.limit_micro_usd, "1" if b.hard else "0"]
+        # One round trip when the counters exist (every request but a period's first).
         ok, index, spent = await self._reserve(keys=keys, args=args)
+        for _ in range(3):
+            if ok != -1:
+                break
+            for key, b in zip(keys, budgets, strict=True):
+                await self._ensure_counter(key, tenant_id, b.period, now)
+            ok, index, spent = await self._reserve(keys=keys, args=args)
+        else:
+            raise RuntimeError("budget counters keep disappearing from Redis")
         if not ok:
             raise BudgetExhausted(budgets[int(index) - 1], int(spent))
         return BudgetReservation(keys, cost)

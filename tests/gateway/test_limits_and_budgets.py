@@ -88,11 +88,13 @@ def test_concurrency_limit_exact_across_two_processes(
 def test_hard_budget_never_overshoots_across_two_processes(
     make_caller, price, gateway, second_gateway
 ):
-    # Worst case per request: prompt estimate (~8 tokens) at 0.1 $/M + 100 tokens at 0.4 $/M,
-    # so ~41 µ$ reserved each; a 400 µ$ hard budget admits at most 9 at once.
+    # The instant upstream echoes the 60 words back (60 output tokens): each request really
+    # costs ~31 µ$ (64 prompt tokens at 0.1 $/M, 60 output at 0.4 $/M) and reserves ~35 µ$,
+    # so a 400 µ$ hard budget runs out within the 30 requests however they overlap.
     caller = make_caller(requests_per_minute=1000, max_concurrent_requests=100)
     services.budget_set(tenant=caller.tenant, period="daily", limit_micro_usd=400, hard=True)
-    body = {"model": MODEL, "messages": MSG, "max_tokens": 100}
+    words = [{"role": "user", "content": " ".join(["word"] * 60)}]
+    body = {"model": MODEL, "messages": words, "max_tokens": 60}
     responses = asyncio.run(_burst([gateway.url, second_gateway.url], caller.key, 30, body))
     ok = [r for r in responses if r.status_code == 200]
     refused = [r for r in responses if r.status_code == 429]
