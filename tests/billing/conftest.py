@@ -59,3 +59,60 @@ def _fresh_price_cache():
     pricing.clear_cache()
     yield
     pricing.clear_cache()
+
+
+class WebhookReceiver:
+    """A real HTTP server on loopback that records what is POSTed to it and answers with
+    ``status`` (changeable mid-test)."""
+
+    def __init__(self) -> None:
+        import json
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        receiver = self
+        self.bodies: list[dict] = []
+        self.status = 200
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - http.server's name
+                length = int(self.headers.get("Content-Length") or 0)
+                receiver.bodies.append(json.loads(self.rfile.read(length)))
+                self.send_response(receiver.status)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def webhook():
+    receiver = WebhookReceiver()
+    yield receiver
+    receiver.close()
+
+
+@pytest.fixture
+def no_budget_counters():
+    """No gateway budget counters in Redis: the spend figure starts from the records."""
+    from switchyard.redis_client import get_redis
+
+    r = get_redis()
+
+    def wipe():
+        keys = list(r.scan_iter("sy:budget:*"))
+        if keys:
+            r.delete(*keys)
+
+    wipe()
+    yield r
+    wipe()
