@@ -11,6 +11,7 @@ import datetime as dt
 
 from asgiref.sync import sync_to_async
 from django.http import JsonResponse
+from django.views.decorators.csrf import csrf_exempt
 
 from billing import selectors
 from serving.gateway.errors import GatewayError, invalid
@@ -88,6 +89,7 @@ def usage_report(*, tenant_id: int, first: dt.date, last: dt.date) -> dict:
     }
 
 
+@csrf_exempt  # key-authenticated API: no cookies, no CSRF
 async def usage(request) -> JsonResponse:
     if request.method != "GET":
         resp = GatewayError(405, "Method not allowed; use GET.", code="method_not_allowed")
