@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
-W, H, PAD_L, PAD_B, PAD_T, PAD_R = 640, 220, 70, 28, 12, 12
+W, H, PAD_L, PAD_B, PAD_T, PAD_R = 640, 300, 96, 34, 14, 14
 
 
 def _nice_max(value: float) -> float:
@@ -56,7 +56,7 @@ def bar_chart(
             f'<rect x="{x:.1f}" y="{H - PAD_B - h:.1f}" width="{slot * 0.7:.1f}" height="{h:.1f}"'
             f' class="bar"><title>{escape(label)}: {escape(fmt(value))}</title></rect>'
         )
-        if n <= 16 or i % max(1, n // 8) == 0:
+        if n <= 8 or i % max(1, -(-n // 6)) == 0:
             parts.append(
                 f'<text x="{x + slot * 0.35:.1f}" y="{H - 8}" text-anchor="middle">'
                 f"{escape(label[-5:])}</text>"

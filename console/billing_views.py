@@ -57,6 +57,8 @@ def usage(request):
             title="Tokens per day (input + output)", fmt=_compact, name="tokens",
         ),
     }  # fmt: skip
+    if not request.GET:  # show the default range in the inputs
+        form = UsageRangeForm(initial={"start": data["start"], "end": data["end"]})
     return render(
         request,
         "console/billing/usage.html",
