@@ -23,7 +23,7 @@ from django.utils import timezone
 
 from billing.models import Alert, BillingProfile
 from billing.money import usd_cents
-from billing.spend import budget_spend
+from billing.spend import budget_spends
 from serving.gateway.budget import period_start
 from tenants.models import Budget, Tenant
 
@@ -58,11 +58,15 @@ def check_budgets(now: dt.datetime | None = None) -> list[Alert]:
     """Record an alert for every threshold newly reached in the current period."""
     now = now or dt.datetime.now(dt.UTC)
     created = []
-    for budget in Budget.objects.select_related("tenant").order_by("pk"):
+    budgets = [
+        b
+        for b in Budget.objects.select_related("tenant").order_by("pk")
+        if b.limit_micro_usd and b.alert_thresholds
+    ]
+    spends = budget_spends(budgets, now)
+    for budget in budgets:
         limit = budget.limit_micro_usd
-        if not limit or not budget.alert_thresholds:
-            continue
-        spent = budget_spend(budget, now)
+        spent = spends[budget.pk]
         start = period_start(budget.period, now)
         for threshold in sorted(set(budget.alert_thresholds)):
             if spent * 100 < threshold * limit:

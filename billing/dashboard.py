@@ -8,7 +8,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 
 from billing import selectors
-from billing.spend import budget_spend
+from billing.spend import budget_spends
 from tenants.models import Budget, Tenant
 
 
@@ -50,10 +50,11 @@ def budget_status(tenant_id: int | None = None) -> list[dict]:
     qs = Budget.objects.select_related("tenant").order_by("tenant__slug", "period")
     if tenant_id is not None:
         qs = qs.filter(tenant_id=tenant_id)
-    now = dt.datetime.now(dt.UTC)
+    budgets = list(qs)
+    spends = budget_spends(budgets)
     out = []
-    for b in qs:
-        spent = budget_spend(b, now)
+    for b in budgets:
+        spent = spends[b.pk]
         percent = round(100 * spent / b.limit_micro_usd) if b.limit_micro_usd else 100
         out.append(
             {

@@ -74,5 +74,5 @@ def _rows(events: list[dict[str, str]]) -> list[UsageRecord]:
 
 
 usage_ingestor = StreamIngestor(
-    stream=USAGE_STREAM, group="usage-ingest", model=UsageRecord, build=_rows
+    stream=USAGE_STREAM, group="usage-ingest", model=UsageRecord, build=_rows, copy=True
 )
