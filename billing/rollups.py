@@ -60,6 +60,10 @@ def rollup_usage() -> RollupRun:
         low = state.last_record_id
         if high <= low:
             return RollupRun(0, 0, 0, low)
+        if low == 0:
+            run = _rollup_everything(cur, high)
+            RollupState.objects.filter(pk=1).update(last_record_id=high, updated=timezone.now())
+            return run
         cur.execute(
             """CREATE TEMP TABLE _dirty ON COMMIT DROP AS
                SELECT tenant_id, date_trunc('hour', created, 'UTC') AS hour, count(*) AS n
@@ -108,6 +112,35 @@ def rollup_usage() -> RollupRun:
         cur.execute("DROP TABLE _dirty, _dirty_days")
         RollupState.objects.filter(pk=1).update(last_record_id=high, updated=timezone.now())
         return RollupRun(int(records), int(hours), int(days), high)
+
+
+def _rollup_everything(cur, high: int) -> RollupRun:
+    """The first run (or a rebuild): one pass over the table, hashed by bucket and key, instead
+    of bucket-by-bucket index lookups."""
+    key = ", ".join(c.strip() for c in _KEY.split(","))
+    cur.execute("DELETE FROM billing_usagerollup")
+    cur.execute(
+        f"""INSERT INTO billing_usagerollup ({_COLUMNS})
+            SELECT 'hour', date_trunc('hour', created, 'UTC'), {key}, {_SUMS}
+            FROM billing_usagerecord WHERE id <= %s
+            GROUP BY date_trunc('hour', created, 'UTC'), {key}""",
+        [high],
+    )
+    cur.execute(
+        f"""INSERT INTO billing_usagerollup ({_COLUMNS})
+            SELECT 'day', date_trunc('day', bucket, 'UTC'), {key}, sum(requests),
+                   sum(input_tokens), sum(output_tokens), sum(cached_tokens), sum(cost_micro_usd)
+            FROM billing_usagerollup WHERE granularity = 'hour'
+            GROUP BY date_trunc('day', bucket, 'UTC'), {key}"""
+    )
+    cur.execute(
+        """SELECT coalesce(sum(requests) FILTER (WHERE granularity = 'hour'), 0),
+                  count(DISTINCT (tenant_id, bucket)) FILTER (WHERE granularity = 'hour'),
+                  count(DISTINCT (tenant_id, bucket)) FILTER (WHERE granularity = 'day')
+           FROM billing_usagerollup"""
+    )
+    records, hours, days = cur.fetchone()
+    return RollupRun(int(records), int(hours), int(days), high)
 
 
 def rollup_rebuild() -> RollupRun:

@@ -187,11 +187,13 @@ class UsageConsumer:
 
 
 @pytest.mark.timeout(300)
-def test_ten_thousand_requests_metered_exactly_through_kills_and_a_price_change(make_caller, price):
+def test_ten_thousand_requests_metered_exactly_through_kills_and_a_price_change(
+    make_caller, price, settings
+):
     """10,000 answered requests; the web process and the usage consumer are each SIGKILLed
     mid-run and restarted; the price changes mid-run. Every answered request has exactly one
-    record whose cost is its tokens x the price in force when it started, and the rollups,
-    /v1/usage and the invoice add up to the same micro-dollars."""
+    record whose cost is its tokens x the price in force when it started; the rollups,
+    /v1/usage and the invoice add up to the same micro-dollars; budget alerts fire once each."""
     import datetime as dt
     import time
 
@@ -230,6 +232,23 @@ def test_ten_thousand_requests_metered_exactly_through_kills_and_a_price_change(
 
             await asyncio.gather(*(worker() for _ in range(concurrency)))
 
+    # A soft monthly budget of 2 cents with alerts at 25, 50 and 100%: the run spends ~3 cents.
+    from django.core import mail
+
+    from billing.alerts import check_budgets, deliver_pending
+    from billing.models import Alert
+    from tenants import services
+
+    settings.SWITCHYARD_ALERT_EMAILS = ["billing-ops@switchyard.test"]
+    services.budget_set(
+        tenant=caller.tenant, period="monthly", limit_micro_usd=20_000,
+        alert_thresholds=[25, 50, 100],
+    )  # fmt: skip
+
+    def alerts_run():
+        check_budgets()
+        deliver_pending()
+
     consumer = UsageConsumer()
     # Gateways cache prices and deployments for a second here (two seconds by default), so a
     # price change is scheduled two seconds ahead, as an operator would.
@@ -243,6 +262,7 @@ def test_ten_thousand_requests_metered_exactly_through_kills_and_a_price_change(
 
     # 1. The web process dies by SIGKILL with requests in flight.
     asyncio.run(send(web.url, 3_000, kill=kill_web, kill_after=2_000))
+    alerts_run()
     web.kill()
     assert 2_000 <= len(answered) < 3_000
     web = GatewayProcess(SWITCHYARD_TABLE_CACHE_SECONDS="1")
@@ -254,6 +274,7 @@ def test_ten_thousand_requests_metered_exactly_through_kills_and_a_price_change(
                 consumer.kill()
 
         asyncio.run(send(web.url, 3_000, kill=kill_consumer, kill_after=1_000))
+        alerts_run()
         consumer = UsageConsumer()
         # 3. The price changes: requests that start from now on pay the new one.
         pricing.clear_cache()
@@ -264,9 +285,18 @@ def test_ten_thousand_requests_metered_exactly_through_kills_and_a_price_change(
         )  # fmt: skip
         while len(answered) < target:
             asyncio.run(send(web.url, target - len(answered)))
+            alerts_run()
     finally:
         web.stop()
     assert killed == ["web", "consumer"]
+    alerts_run()
+    alerts_run()
+    # Every threshold fired exactly once, by e-mail too, however often the check ran.
+    fired = sorted(
+        a.details["threshold_percent"] for a in Alert.objects.filter(tenant=caller.tenant)
+    )
+    assert fired == [25, 50, 100]
+    assert len([m for m in mail.outbox if caller.tenant.slug in m.subject]) == 3
 
     records: dict = {}
     deadline = time.monotonic() + 60
