@@ -1,26 +1,40 @@
-"""Prices in force and the cost of a request, in integer micro-dollars."""
+"""Prices in force and the cost of a request, in integer micro-dollars.
+
+Resolution for a request that started at ``at`` on ``deployment`` for ``tenant``:
+
+1. the newest ``ModelPrice`` row for (model, deployment) with ``effective_from <= at``, else the
+   newest such row of the model's own list (deployment empty), else free;
+2. the tenant's newest ``TenantPriceOverride`` in force at ``at`` (a row for the model wins over
+   an all-models row): committed-use rates replace list rates, then the discount applies to
+   each rate (rounded half up to a whole micro-dollar per million tokens).
+
+Tables are cached per process for ``SWITCHYARD_TABLE_CACHE_SECONDS``.
+"""
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from django.conf import settings
 from django.utils import timezone
 
-from billing.models import ModelPrice
+from billing.models import ModelPrice, TenantPriceOverride
 
 CACHE_SECONDS = settings.SWITCHYARD_TABLE_CACHE_SECONDS
 
 
 @dataclass(frozen=True)
 class Price:
+    """Unit prices in micro-dollars per million tokens."""
+
     model: str
     input_per_mtok: int
     output_per_mtok: int
     cached_input_per_mtok: int
     price_id: int | None
+    override_id: int | None = None
 
     def cost(self, input_tokens: int, output_tokens: int, cached_tokens: int = 0) -> int:
         """Cost in micro-dollars, rounded half up once per request. Cached input tokens are
@@ -35,34 +49,102 @@ class Price:
 
 
 FREE = Price("", 0, 0, 0, None)
-_cache: dict[str, tuple[float, list[ModelPrice]]] = {}
+_price_cache: dict[str, tuple[float, list[ModelPrice]]] = {}
+_override_cache: dict[int, tuple[float, list[TenantPriceOverride]]] = {}
 
 
 def _rows(model: str) -> list[ModelPrice]:
     now = time.monotonic()
-    hit = _cache.get(model)
+    hit = _price_cache.get(model)
     if hit is None or now - hit[0] > CACHE_SECONDS:
-        rows = list(ModelPrice.objects.filter(model=model).order_by("-effective_from")[:20])
+        rows = list(ModelPrice.objects.filter(model=model).order_by("-effective_from")[:500])
         hit = (now, rows)
-        _cache[model] = hit
+        _price_cache[model] = hit
     return hit[1]
 
 
-def price_at(model: str, at: datetime | None = None) -> Price:
-    """The price list of ``model`` in force at ``at`` (now by default); free if none."""
+def _overrides(tenant_id: int) -> list[TenantPriceOverride]:
+    now = time.monotonic()
+    hit = _override_cache.get(tenant_id)
+    if hit is None or now - hit[0] > CACHE_SECONDS:
+        rows = list(
+            TenantPriceOverride.objects.filter(tenant_id=tenant_id).order_by("-effective_from")
+        )
+        hit = (now, rows)
+        _override_cache[tenant_id] = hit
+    return hit[1]
+
+
+def _list_price(model: str, at: datetime, deployment: str | None) -> Price:
+    rows = [r for r in _rows(model) if r.effective_from <= at]
+    chosen = None
+    if deployment:
+        chosen = next((r for r in rows if r.deployment == deployment), None)
+    if chosen is None:
+        chosen = next((r for r in rows if r.deployment == ""), None)
+    if chosen is None:
+        return Price(model, 0, 0, 0, None)
+    cached = chosen.cached_input_micro_usd_per_mtok
+    return Price(
+        model,
+        chosen.input_micro_usd_per_mtok,
+        chosen.output_micro_usd_per_mtok,
+        chosen.input_micro_usd_per_mtok if cached is None else cached,
+        chosen.pk,
+    )
+
+
+def _discounted(rate: int, discount_bp: int) -> int:
+    return (rate * (10_000 - discount_bp) + 5_000) // 10_000
+
+
+def apply_override(price: Price, override: TenantPriceOverride | None) -> Price:
+    """``price`` under the tenant's terms (see the module docstring)."""
+    if override is None:
+        return price
+    inp = override.input_micro_usd_per_mtok
+    out = override.output_micro_usd_per_mtok
+    cached = override.cached_input_micro_usd_per_mtok
+    inp = price.input_per_mtok if inp is None else inp
+    out = price.output_per_mtok if out is None else out
+    if cached is None:
+        # A committed input rate with no cached rate of its own keeps the list's ratio closed:
+        # cached input is never dearer than fresh input.
+        cached = min(price.cached_input_per_mtok, inp)
+    d = override.discount_bp
+    return replace(
+        price,
+        input_per_mtok=_discounted(inp, d),
+        output_per_mtok=_discounted(out, d),
+        cached_input_per_mtok=_discounted(cached, d),
+        override_id=override.pk,
+    )
+
+
+def override_at(tenant_id: int, model: str, at: datetime) -> TenantPriceOverride | None:
+    rows = [r for r in _overrides(tenant_id) if r.effective_from <= at]
+    return next((r for r in rows if r.model == model), None) or next(
+        (r for r in rows if r.model == ""), None
+    )
+
+
+def price_at(
+    model: str,
+    at: datetime | None = None,
+    *,
+    deployment: str | None = None,
+    tenant_id: int | None = None,
+) -> Price:
+    """The unit prices for ``model`` in force at ``at`` (now by default): the deployment's list
+    if it has one, else the model's; with ``tenant_id``, under that tenant's override. Free if
+    no list is in force."""
     at = at or timezone.now()
-    for row in _rows(model):
-        if row.effective_from <= at:
-            cached = row.cached_input_micro_usd_per_mtok
-            return Price(
-                model,
-                row.input_micro_usd_per_mtok,
-                row.output_micro_usd_per_mtok,
-                row.input_micro_usd_per_mtok if cached is None else cached,
-                row.pk,
-            )
-    return Price(model, 0, 0, 0, None)
+    price = _list_price(model, at, deployment)
+    if tenant_id is not None:
+        price = apply_override(price, override_at(tenant_id, model, at))
+    return price
 
 
 def clear_cache() -> None:
-    _cache.clear()
+    _price_cache.clear()
+    _override_cache.clear()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 
 from billing.models import UsageRecord
+from billing.pricing import Price
 from switchyard.streams import StreamIngestor
 
 USAGE_STREAM = "sy:usage"
@@ -26,8 +27,18 @@ def usage_event(
     cached_tokens: int,
     cost_micro_usd: int,
     created: dt.datetime,
+    price: Price | None = None,
 ) -> dict[str, str]:
+    """One stream entry; ``price`` (the unit prices charged) travels with it to the record."""
+    prices = {}
+    if price is not None:
+        prices = {
+            "input_price": str(price.input_per_mtok),
+            "output_price": str(price.output_per_mtok),
+            "cached_input_price": str(price.cached_input_per_mtok),
+        }
     return {
+        **prices,
         "request_id": request_id,
         "tenant_id": str(tenant_id),
         "api_key_id": "" if api_key_id is None else str(api_key_id),
@@ -53,6 +64,9 @@ def _rows(events: list[dict[str, str]]) -> list[UsageRecord]:
             output_tokens=int(e["output_tokens"]),
             cached_tokens=int(e.get("cached_tokens") or 0),
             cost_micro_usd=int(e["cost_micro_usd"]),
+            input_price=int(e.get("input_price") or 0),
+            output_price=int(e.get("output_price") or 0),
+            cached_input_price=int(e.get("cached_input_price") or 0),
             created=dt.datetime.fromisoformat(e["created"]),
         )
         for e in events
@@ -60,5 +74,5 @@ def _rows(events: list[dict[str, str]]) -> list[UsageRecord]:
 
 
 usage_ingestor = StreamIngestor(
-    stream=USAGE_STREAM, group="usage-ingest", model=UsageRecord, build=_rows
+    stream=USAGE_STREAM, group="usage-ingest", model=UsageRecord, build=_rows, copy=True
 )

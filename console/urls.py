@@ -1,7 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path, re_path
 
-from console import views
+from console import billing_views, views
 
 app_name = "console"
 
@@ -41,4 +41,17 @@ urlpatterns = [
     path("traffic/", views.traffic, name="traffic"),
     path("playground/", views.playground, name="playground"),
     path("tenants/<slug:slug>/requests/", views.tenant_requests, name="tenant-requests"),
+    path("billing/", billing_views.usage, name="billing-usage"),
+    path("billing/export.csv", billing_views.usage_export, name="billing-export"),
+    path("billing/alerts/", billing_views.alerts, name="billing-alerts"),
+    path("billing/invoices/", billing_views.invoices, name="billing-invoices"),
+    path(
+        "billing/invoices/<slug:slug>/<str:month>/", billing_views.invoice, name="billing-invoice"
+    ),
+    path(
+        "billing/invoices/<slug:slug>/<str:month>.csv",
+        billing_views.invoice_download,
+        name="billing-invoice-csv",
+    ),
+    path("billing/calculator/", billing_views.calculator, name="billing-calculator"),
 ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 
-from serving.gateway.budget import period_start, spend_in_db
+from billing.spend import budget_spend
 from switchyard.redis_client import get_redis
 from tenants.models import Budget, Tenant
 
@@ -32,15 +32,7 @@ def limits_and_usage(tenant: Tenant) -> dict:
     budgets = []
     today = dt.datetime.now(dt.UTC)
     for b in Budget.objects.filter(tenant=tenant):
-        key_suffix = period_start(b.period, today).strftime(
-            "%Y%m%d" if b.period == Budget.Period.DAILY else "%Y%m"
-        )
-        live = r.get(f"{BUDGET_PREFIX}:{tenant.pk}:{b.period}:{key_suffix}")
-        if live is not None:
-            spent = int(live)
-        else:
-            spent = spend_in_db(tenant.pk, period_start(b.period, today))
-        budgets.append({"budget": b, "spent_micro_usd": spent})
+        budgets.append({"budget": b, "spent_micro_usd": budget_spend(b, today, client=r)})
     return {
         "limits": [
             {

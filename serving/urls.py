@@ -1,5 +1,6 @@
 from django.urls import path, re_path
 
+from billing import usage_api
 from serving import views
 
 # `(?s:…)` lets a name or path hold any character, newlines included, so every /v1 URL gets
@@ -10,6 +11,7 @@ urlpatterns = [
     path("embeddings", views.embeddings, name="v1-embeddings"),
     path("models", views.models, name="v1-models"),
     re_path(r"^models/(?P<model>(?s:.+))\Z", views.models, name="v1-model"),
+    path("usage", usage_api.usage, name="v1-usage"),
     path("openapi.json", views.openapi, name="v1-openapi"),
     re_path(r"^(?P<rest>(?s:.*))\Z", views.not_found),
 ]

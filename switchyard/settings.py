@@ -205,6 +205,12 @@ SWITCHYARD_MAX_BODY_BYTES = env.int("SWITCHYARD_MAX_BODY_BYTES", default=1_048_5
 DATA_UPLOAD_MAX_MEMORY_SIZE = SWITCHYARD_MAX_BODY_BYTES * 4
 SWITCHYARD_MODEL_WORKER_URL = env.str("SWITCHYARD_MODEL_WORKER_URL", default="")
 
+# Billing alerts (billing.alerts, billing.anomalies): operators' recipients and the anomaly rule.
+SWITCHYARD_ALERT_EMAILS = env.list("SWITCHYARD_ALERT_EMAILS", default=[])
+SWITCHYARD_ALERT_WEBHOOK_URL = env.str("SWITCHYARD_ALERT_WEBHOOK_URL", default="")
+SWITCHYARD_ANOMALY_Z = env.float("SWITCHYARD_ANOMALY_Z", default=6.0)
+SWITCHYARD_ANOMALY_BASELINE_HOURS = env.int("SWITCHYARD_ANOMALY_BASELINE_HOURS", default=168)
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis
-from django.db import IntegrityError, models, transaction
+from django.db import IntegrityError, connection, models, transaction
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +29,9 @@ class StreamIngestor:
     build: Callable[[list[dict[str, str]]], list[models.Model]]
     batch: int = 5000
     claim_idle_ms: int = 60_000
+    # COPY the batch into a temporary table, then INSERT … SELECT … ON CONFLICT DO NOTHING:
+    # several times faster than a multi-row INSERT built by the ORM (plain columns only).
+    copy: bool = False
 
     @property
     def consumer(self) -> str:
@@ -49,7 +52,10 @@ class StreamIngestor:
         rows = self.build(fields)
         try:
             with transaction.atomic():
-                self.model.objects.bulk_create(rows, ignore_conflicts=True, batch_size=1000)
+                if self.copy:
+                    self._copy_insert(rows)
+                else:
+                    self.model.objects.bulk_create(rows, ignore_conflicts=True, batch_size=1000)
         except IntegrityError:
             # One bad row (e.g. its tenant is gone) must not block the rest: insert one by
             # one and park the failures on a dead-letter stream with the reason.
@@ -63,6 +69,27 @@ class StreamIngestor:
         r.xack(self.stream, self.group, *ids)
         r.xdel(self.stream, *ids)
         return len(ids)
+
+    def _copy_insert(self, rows: list[models.Model]) -> None:
+        meta = self.model._meta
+        fields = [f for f in meta.concrete_fields if not f.primary_key]
+        cols = ", ".join(connection.ops.quote_name(f.column) for f in fields)
+        table = connection.ops.quote_name(meta.db_table)
+        stage = connection.ops.quote_name(f"_copy_{meta.db_table}")
+        conn = transaction.get_connection()  # the wrapper itself, not the per-call proxy
+        prep = [(f.attname, f.get_db_prep_save) for f in fields]
+        with conn.cursor() as cur:
+            cur.execute(
+                f"CREATE TEMP TABLE IF NOT EXISTS {stage} AS "
+                f"SELECT {cols} FROM {table} WITH NO DATA"
+            )
+            cur.execute(f"TRUNCATE {stage}")
+            with cur.cursor.copy(f"COPY {stage} ({cols}) FROM STDIN") as copy:
+                for obj in rows:
+                    copy.write_row([save(getattr(obj, name), conn) for name, save in prep])
+            cur.execute(
+                f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {stage} ON CONFLICT DO NOTHING"
+            )
 
     def drain(self, r: redis.Redis, *, max_batches: int = 20) -> int:
         """Move what is queued into the table; returns how many entries were handled."""

@@ -272,7 +272,10 @@ class Gateway:
                 exc.headers,
             ) from None
         call.price = await sync_to_async(price_at, thread_sensitive=False)(
-            call.route.model, call.created
+            call.route.model,
+            call.created,
+            deployment=call.route.target.name,
+            tenant_id=call.auth.tenant.pk,
         )
         worst = call.price.cost(call.prompt_estimate, call.max_output)
         try:
@@ -497,6 +500,7 @@ class Gateway:
                     cached_tokens=call.cached_tokens,
                     cost_micro_usd=cost,
                     created=call.created,
+                    price=call.price,
                 ),
             )
         pipe.xadd(REQUEST_LOG_STREAM, self._log_entry(call, cost))

@@ -75,7 +75,7 @@ def test_database_url() -> str:
 class GatewayProcess:
     """A uvicorn process serving switchyard.asgi on a free port."""
 
-    def __init__(self) -> None:
+    def __init__(self, **env_overrides: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = dict(os.environ)
@@ -85,6 +85,7 @@ class GatewayProcess:
             SWITCHYARD_TESTING="1",
             PYTHONUNBUFFERED="1",
         )
+        env.update(env_overrides)
         self.proc = subprocess.Popen(
             [
                 sys.executable,

@@ -163,3 +163,181 @@ def test_sigkill_of_the_web_process_loses_no_record_and_counts_none_twice(make_c
     )
     assert len(ids) == len(set(ids))
     assert set(ok_ids) <= set(ids), "a request answered 200 has no usage record"
+
+
+class UsageConsumer:
+    """tests/gateway/usage_consumer.py in its own process (the part Celery runs in production)."""
+
+    def __init__(self) -> None:
+        import os
+        import subprocess
+        import sys
+
+        from tests.gateway.conftest import ROOT, test_database_url
+
+        env = {**os.environ, "DATABASE_URL": test_database_url(), "SWITCHYARD_TESTING": "1"}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.gateway.usage_consumer"],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert "ready" in self.proc.stdout.readline()
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+
+@pytest.mark.timeout(300)
+def test_ten_thousand_requests_metered_exactly_through_kills_and_a_price_change(
+    make_caller, price, settings
+):
+    """10,000 answered requests; the web process and the usage consumer are each SIGKILLed
+    mid-run and restarted; the price changes mid-run. Every answered request has exactly one
+    record whose cost is its tokens x the price in force when it started; the rollups,
+    /v1/usage and the invoice add up to the same micro-dollars; budget alerts fire once each."""
+    import datetime as dt
+    import time
+
+    from billing import pricing
+    from billing.invoices import invoice_for
+    from billing.models import ModelPrice
+    from billing.rollups import rollup_usage
+
+    target = 10_000
+    caller = make_caller(
+        requests_per_minute=1_000_000, tokens_per_minute=10**9, tokens_per_day=10**10,
+        max_concurrent_requests=512,
+    )  # fmt: skip
+    answered: dict[str, dict] = {}  # request id -> usage in the response body
+
+    async def send(url: str, n: int, *, kill=None, kill_after: int = 0, concurrency: int = 24):
+        """Send ``n`` requests to ``url``; call ``kill`` once ``kill_after`` more are answered."""
+        start_count = len(answered)
+        queue = iter(range(n))
+        async with httpx.AsyncClient(timeout=10) as client:
+
+            async def worker():
+                for i in queue:
+                    try:
+                        r = await client.post(
+                            f"{url}/v1/chat/completions",
+                            json={"model": MODEL, "messages": MSG, "max_tokens": 1 + i % 7},
+                            headers={"Authorization": f"Bearer {caller.key}"},
+                        )
+                    except httpx.HTTPError:
+                        continue
+                    if r.status_code == 200:
+                        answered[r.headers["x-request-id"]] = r.json()["usage"]
+                    if kill and len(answered) - start_count >= kill_after:
+                        kill()
+
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+    # A soft monthly budget of 2 cents with alerts at 25, 50 and 100%: the run spends ~3 cents.
+    from django.core import mail
+
+    from billing.alerts import check_budgets, deliver_pending
+    from billing.models import Alert
+    from tenants import services
+
+    settings.SWITCHYARD_ALERT_EMAILS = ["billing-ops@switchyard.test"]
+    services.budget_set(
+        tenant=caller.tenant, period="monthly", limit_micro_usd=20_000,
+        alert_thresholds=[25, 50, 100],
+    )  # fmt: skip
+
+    def alerts_run():
+        check_budgets()
+        deliver_pending()
+
+    consumer = UsageConsumer()
+    # Gateways cache prices and deployments for a second here (two seconds by default), so a
+    # price change is scheduled two seconds ahead, as an operator would.
+    web = GatewayProcess(SWITCHYARD_TABLE_CACHE_SECONDS="1")
+    killed = []
+
+    def kill_web():
+        if not killed:
+            killed.append("web")
+            web.proc.send_signal(signal.SIGKILL)
+
+    # 1. The web process dies by SIGKILL with requests in flight.
+    asyncio.run(send(web.url, 3_000, kill=kill_web, kill_after=2_000))
+    alerts_run()
+    web.kill()
+    assert 2_000 <= len(answered) < 3_000
+    web = GatewayProcess(SWITCHYARD_TABLE_CACHE_SECONDS="1")
+    try:
+        # 2. The usage consumer dies by SIGKILL mid-run; a new one picks up its entries.
+        def kill_consumer():
+            if len(killed) == 1:
+                killed.append("consumer")
+                consumer.kill()
+
+        asyncio.run(send(web.url, 3_000, kill=kill_consumer, kill_after=1_000))
+        alerts_run()
+        consumer = UsageConsumer()
+        # 3. The price changes: requests that start from now on pay the new one.
+        pricing.clear_cache()
+        change = ModelPrice.objects.create(
+            model=MODEL, input_micro_usd_per_mtok=130_000, output_micro_usd_per_mtok=510_000,
+            cached_input_micro_usd_per_mtok=65_000,
+            effective_from=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=2),
+        )  # fmt: skip
+        while len(answered) < target:
+            asyncio.run(send(web.url, target - len(answered)))
+            alerts_run()
+    finally:
+        web.stop()
+    assert killed == ["web", "consumer"]
+    alerts_run()
+    alerts_run()
+    # Every threshold fired exactly once, by e-mail too, however often the check ran.
+    fired = sorted(
+        a.details["threshold_percent"] for a in Alert.objects.filter(tenant=caller.tenant)
+    )
+    assert fired == [25, 50, 100]
+    assert len([m for m in mail.outbox if caller.tenant.slug in m.subject]) == 3
+
+    records: dict = {}
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        records = {r.request_id: r for r in UsageRecord.objects.filter(tenant=caller.tenant)}
+        if set(answered) <= set(records):
+            break
+        time.sleep(0.2)
+    consumer.kill()
+    drain()  # anything the consumer had left unacknowledged
+    records = {r.request_id: r for r in UsageRecord.objects.filter(tenant=caller.tenant)}
+    ids = list(
+        UsageRecord.objects.filter(tenant=caller.tenant).values_list("request_id", flat=True)
+    )
+    assert len(ids) == len(set(ids)), "a request was metered twice"
+    missing = set(answered) - set(records)
+    assert not missing, f"{len(missing)} answered requests have no usage record"
+
+    old = (100_000, 400_000)
+    new = (130_000, 510_000)
+    seen = {old: 0, new: 0}
+    for rid, usage in answered.items():
+        rec = records[rid]
+        assert (rec.input_tokens, rec.output_tokens) == (
+            usage["prompt_tokens"], usage["completion_tokens"],
+        )  # fmt: skip
+        unit = new if rec.created >= change.effective_from else old
+        seen[unit] += 1
+        assert (rec.input_price, rec.output_price) == unit, rid
+        exact = (rec.input_tokens * unit[0] + rec.output_tokens * unit[1] + 500_000) // 1_000_000
+        assert rec.cost_micro_usd == exact, rid
+    assert seen[old] >= 6_000 - 1_000 and seen[new] >= 1_000
+
+    total = sum(r.cost_micro_usd for r in records.values())
+    rollup_usage()
+    today = dt.datetime.now(dt.UTC).date()
+    body = httpx.get(
+        f"{caller.base_url}/v1/usage", params={"start": str(today), "end": str(today)},
+        headers={"Authorization": f"Bearer {caller.key}"}, timeout=30,
+    ).json()  # fmt: skip
+    assert body["total"]["cost_micro_usd"] == total
+    assert body["total"]["requests"] == len(records)
+    assert invoice_for(tenant=caller.tenant, month=today.replace(day=1)).total_micro_usd == total

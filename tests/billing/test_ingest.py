@@ -1,0 +1,56 @@
+"""The usage consumer's COPY path: a batch is stored once however often it is delivered, and a
+bad entry (its tenant is gone) is parked on the dead-letter stream without blocking the rest."""
+
+import datetime as dt
+
+import pytest
+
+from billing.models import UsageRecord
+from billing.pricing import Price
+from billing.usage import USAGE_STREAM, usage_event, usage_ingestor
+from switchyard.redis_client import get_redis
+
+pytestmark = pytest.mark.django_db(transaction=True)
+PRICE = Price("m", 100_000, 400_000, 50_000, None)
+
+
+def event(rid: str, tenant_id: int, tokens: int = 100) -> dict:
+    return usage_event(
+        request_id=rid, tenant_id=tenant_id, api_key_id=None, model="m", deployment="d",
+        input_tokens=tokens, output_tokens=10, cached_tokens=20,
+        cost_micro_usd=PRICE.cost(tokens, 10, 20), created=dt.datetime.now(dt.UTC), price=PRICE,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def stream():
+    r = get_redis()
+    r.delete(USAGE_STREAM, f"{USAGE_STREAM}:dead")
+    yield r
+    r.delete(USAGE_STREAM, f"{USAGE_STREAM}:dead")
+
+
+def test_copy_ingest_is_exact_and_idempotent(tenant_a, stream):
+    for i in range(300):
+        stream.xadd(USAGE_STREAM, event(f"req_copy_{i}", tenant_a.pk, tokens=100 + i))
+    for i in range(50):  # the same requests delivered again
+        stream.xadd(USAGE_STREAM, event(f"req_copy_{i}", tenant_a.pk, tokens=100 + i))
+    assert usage_ingestor.drain(stream) == 350
+    rows = UsageRecord.objects.filter(tenant=tenant_a)
+    assert rows.count() == 300
+    rec = rows.get(request_id="req_copy_7")
+    assert (rec.input_tokens, rec.cached_tokens, rec.input_price, rec.cached_input_price) == (
+        107, 20, 100_000, 50_000,
+    )  # fmt: skip
+    assert rec.cost_micro_usd == PRICE.cost(107, 10, 20)
+    assert stream.xlen(USAGE_STREAM) == 0
+
+
+def test_bad_entry_goes_to_the_dead_letter_stream_and_the_rest_is_stored(tenant_a, stream):
+    stream.xadd(USAGE_STREAM, event("req_ok_1", tenant_a.pk))
+    stream.xadd(USAGE_STREAM, event("req_orphan", 987_654))
+    stream.xadd(USAGE_STREAM, event("req_ok_2", tenant_a.pk))
+    usage_ingestor.drain(stream)
+    assert set(UsageRecord.objects.values_list("request_id", flat=True)) == {"req_ok_1", "req_ok_2"}
+    ((_, dead),) = stream.xrange(f"{USAGE_STREAM}:dead")
+    assert dead[b"request_id"] == b"req_orphan" and b"error" in dead
