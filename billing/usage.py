@@ -26,6 +26,8 @@ def usage_event(
     cached_tokens: int,
     cost_micro_usd: int,
     created: dt.datetime,
+    cache: str = "miss",
+    saved_micro_usd: int = 0,
 ) -> dict[str, str]:
     return {
         "request_id": request_id,
@@ -38,6 +40,8 @@ def usage_event(
         "cached_tokens": str(cached_tokens),
         "cost_micro_usd": str(cost_micro_usd),
         "created": created.isoformat(),
+        "cache": cache,
+        "saved_micro_usd": str(saved_micro_usd),
     }
 
 
@@ -53,6 +57,8 @@ def _rows(events: list[dict[str, str]]) -> list[UsageRecord]:
             output_tokens=int(e["output_tokens"]),
             cached_tokens=int(e.get("cached_tokens") or 0),
             cost_micro_usd=int(e["cost_micro_usd"]),
+            cache=e.get("cache") or "miss",
+            saved_micro_usd=int(e.get("saved_micro_usd") or 0),
             created=dt.datetime.fromisoformat(e["created"]),
         )
         for e in events

@@ -1,0 +1,149 @@
+"""The second check a semantic candidate must pass before it is served.
+
+MiniLM's cosine similarity cannot tell "convert 5 km to miles" from "convert 5 miles to km"
+(0.99) or "capital of France" from "capital of Spain", while it scores many true paraphrases
+only 0.90-0.95. So a candidate above the threshold is served only if the two prompts also
+agree on what usually carries the meaning of a short request:
+
+- numbers, in order ("5 km" is not "6 km", "5 to 10" is not "10 to 5");
+- names (capitalised words inside a sentence, acronyms), as a set;
+- content words: after dropping function words and phrasing words ("please", "how do I",
+  "tell me"), light stemming and a few common synonyms, the two sets must be equal;
+- direction: content words on either side of "to", "from", "into", "than", "vs" must not be
+  swapped.
+
+It is deliberately strict: a false hit serves a wrong answer, a false miss only costs a call.
+benchmarks/cache/ measures what it gives up in recall.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_WORD = re.compile(r"[A-Za-z][A-Za-z'’\-]*|\d+(?:[.,]\d+)*")
+_NUMBER_WORDS = {
+    "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6",
+    "seven": "7", "eight": "8", "nine": "9", "ten": "10", "eleven": "11", "twelve": "12",
+    "twenty": "20", "hundred": "100", "thousand": "1000", "dozen": "12",
+}  # fmt: skip
+_STOPWORDS = """a an the of in on at for to from by with about into onto than as and or
+    but if then so
+    is are was were be been being am do does did done doing have has had having will would
+    shall should can could may might must i me my mine we our ours you your yours he him his
+    she her hers it its they them their theirs this that these those there here what which who
+    whom whose when where why how whats what's how's hows whats i'm im it's please tell
+    explain describe show give let know want need like just kindly quick quickly briefly simple
+    simply some any way ways mean meaning definition define does doesn't isn't don't
+    help really actually exactly also very much many lot lots get got thing things something
+    anything someone anyone one ones word words someone say said question answer example
+    examples list name exist exists possible way step steps"""
+_STOP = frozenset(_STOPWORDS.split())
+# Words whose swap flips the relation between the words around them.
+_DIRECTIONAL = frozenset({"to", "from", "into", "than", "vs", "versus", "over", "before", "after"})
+_SYNONYMS = {
+    "automobile": "car", "cars": "car", "vehicle": "car", "film": "movie", "picture": "photo",
+    "large": "big", "huge": "big", "small": "little", "tiny": "little", "begin": "start",
+    "commence": "start", "finish": "end", "purchase": "buy", "acquire": "buy",
+    "couch": "sofa", "physician": "doctor", "kid": "child", "children": "child",
+    "kids": "child", "fix": "repair", "mend": "repair", "quick": "fast", "rapid": "fast",
+    "speedy": "fast", "calculate": "compute", "determine": "compute", "work": "job",
+    "occupation": "job", "employment": "job", "happy": "glad", "sad": "unhappy",
+    "create": "make", "build": "make", "construct": "make", "programme": "program",
+    "america": "usa", "u.s.": "usa",
+    "conversion": "convert", "transform": "convert",
+    "recover": "reset", "restore": "reset", "delete": "remove",
+    "erase": "remove", "eliminate": "remove", "cancel": "stop", "halt": "stop",
+    "cost": "price", "costs": "price", "priced": "price", "expensive": "price",
+    "rise": "increase", "grow": "increase", "boost": "increase", "improve": "increase",
+    "method": "approach", "technique": "approach", "means": "meaning",
+    "author": "writer", "wrote": "write", "written": "write",
+    "writes": "write", "writing": "write", "invented": "invent", "inventor": "invent",
+    "discovered": "discover", "discoverer": "discover", "km": "kilometer",
+    "kilometre": "kilometer", "kilometres": "kilometer", "kilometers": "kilometer",
+    "mi": "mile", "lbs": "pound", "lb": "pound", "kg": "kilogram", "kgs": "kilogram",
+    "kilo": "kilogram", "kilos": "kilogram", "f": "fahrenheit", "c": "celsius",
+    "centigrade": "celsius", "cm": "centimeter", "m": "meter", "metre": "meter",
+    "metres": "meter", "ft": "foot", "feet": "foot", "inches": "inch", "in.": "inch",
+    "hrs": "hour", "hr": "hour", "mins": "minute", "min": "minute", "secs": "second",
+    "sec": "second",
+}  # fmt: skip
+
+
+_SUFFIXES = (("ies", "y"), ("ing", ""), ("ed", ""), ("es", ""), ("s", ""))
+
+
+@dataclass(frozen=True)
+class Signature:
+    numbers: tuple[str, ...]
+    names: frozenset[str]
+    content: frozenset[str]
+    directed: frozenset[tuple[str, str]]
+
+
+def _stem(word: str) -> str:
+    w = word.lower().replace("’", "'")
+    if w.endswith("'s"):
+        w = w[:-2]
+    w = w.strip("'-")
+    if w in _SYNONYMS:
+        return _SYNONYMS[w]
+    for suffix, repl in _SUFFIXES:
+        if w.endswith(suffix) and len(w) - len(suffix) >= 3 and not w.endswith("ss"):
+            w = w[: -len(suffix)] + repl
+            break
+    return _SYNONYMS.get(w, w)
+
+
+def _number(token: str) -> str | None:
+    if token[0].isdigit():
+        return token.replace(",", "")
+    return _NUMBER_WORDS.get(token.lower())
+
+
+def signature(text: str) -> Signature:
+    """What :func:`prompts_agree` compares, for one prompt."""
+    numbers: list[str] = []
+    names: set[str] = set()
+    content: list[str] = []
+    directed: set[tuple[str, str]] = set()
+    sentence_start = True
+    last_content: str | None = None
+    pending_direction = False
+    for match in _WORD.finditer(text):
+        token = match.group(0)
+        lower = token.lower()
+        # A sentence starts again after . ? ! or a newline before this token.
+        before = text[max(0, match.start() - 2) : match.start()]
+        if any(c in before for c in ".?!\n:"):
+            sentence_start = True
+        num = _number(token)
+        if num is not None:
+            numbers.append(num)
+            sentence_start = False
+            continue
+        if (token[0].isupper() and not sentence_start and lower not in _STOP) or (
+            len(token) >= 2 and token.isupper()
+        ):
+            names.add(lower.replace("’", "'").removesuffix("'s"))
+        sentence_start = False
+        if lower in _DIRECTIONAL:
+            pending_direction = last_content is not None
+            continue
+        if lower in _STOP:
+            continue
+        stem = _stem(token)
+        content.append(stem)
+        if pending_direction and last_content is not None and last_content != stem:
+            directed.add((last_content, stem))
+        pending_direction = False
+        last_content = stem
+    return Signature(tuple(numbers), frozenset(names), frozenset(content), frozenset(directed))
+
+
+def prompts_agree(a: str, b: str) -> bool:
+    """True when ``a`` and ``b`` pass every check above (symmetric)."""
+    sa, sb = signature(a), signature(b)
+    if sa.numbers != sb.numbers or sa.names != sb.names or sa.content != sb.content:
+        return False
+    return not any((y, x) in sb.directed for (x, y) in sa.directed)
