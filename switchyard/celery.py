@@ -14,4 +14,6 @@ app.conf.beat_schedule = {
     "celery-heartbeat": {"task": "switchyard.tasks.heartbeat", "schedule": 15.0},
     "ingest-usage": {"task": "billing.tasks.ingest_usage", "schedule": 2.0},
     "ingest-request-logs": {"task": "serving.tasks.ingest_request_logs", "schedule": 2.0},
+    "expire-cache-entries": {"task": "serving.cache.tasks.expire_cache_entries", "schedule": 60.0},
+    "enforce-cache-caps": {"task": "serving.cache.tasks.enforce_cache_caps", "schedule": 300.0},
 }

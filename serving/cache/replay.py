@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-_PIECE = re.compile(r"\s*\S+(?:\s+\S+){0,3}")  # up to four words a chunk, spacing kept
+_PIECE = re.compile(r"\s*\S+|\s+")  # a word a chunk, its leading space kept
 
 
 def fresh_response(
