@@ -10,6 +10,7 @@ index and sorts exactly instead. Both plans are measured in benchmarks/RESULTS.m
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -62,7 +63,12 @@ def search(
             [vec, scope, model, context_hash, vec, limit],
         )
         rows = cur.fetchall()
-    found = [Candidate(r[0], r[1], r[2], r[3], r[4], 1.0 - float(r[5])) for r in rows]
+    # Django has psycopg hand jsonb back as text (JSONField decodes it); so do we.
+    found = [
+        Candidate(r[0], r[1], json.loads(r[2]) if isinstance(r[2], str) else r[2], r[3], r[4],
+                  1.0 - float(r[5]))
+        for r in rows
+    ]  # fmt: skip
     # relaxed_order may return rows slightly out of order.
     return sorted(found, key=lambda c: -c.similarity)
 
