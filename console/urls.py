@@ -1,7 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path, re_path
 
-from console import views
+from console import cache_views, views
 
 app_name = "console"
 
@@ -41,4 +41,13 @@ urlpatterns = [
     path("traffic/", views.traffic, name="traffic"),
     path("playground/", views.playground, name="playground"),
     path("tenants/<slug:slug>/requests/", views.tenant_requests, name="tenant-requests"),
+    path("cache/", cache_views.cache_overview, name="cache-overview"),
+    path("tenants/<slug:slug>/cache/", cache_views.tenant_cache, name="cache-detail"),
+    path("tenants/<slug:slug>/cache/purge/", cache_views.tenant_cache_purge, name="cache-purge"),
+    path("tenants/<slug:slug>/cache/pool/", cache_views.tenant_cache_pool, name="cache-pool"),
+    path(
+        "tenants/<slug:slug>/cache/entries/<int:entry_id>/delete/",
+        cache_views.tenant_cache_entry_delete,
+        name="cache-entry-delete",
+    ),
 ]

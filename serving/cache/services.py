@@ -98,3 +98,20 @@ def cache_enforce_caps() -> dict[int, int]:
         if n:
             dropped[tenant_id] = dropped.get(tenant_id, 0) + n
     return dropped
+
+
+def cache_entry_delete(*, tenant: Tenant, entry_id: int, actor=None) -> bool:
+    """Delete one of the tenant's semantic entries; False when it has no such entry (another
+    tenant's id included)."""
+    with transaction.atomic():
+        deleted, _ = SemanticCacheEntry.objects.filter(tenant=tenant, pk=entry_id).delete()
+        if deleted:
+            audit(
+                actor=actor,
+                action="cache.entry_delete",
+                obj=tenant,
+                before={"entry": entry_id},
+                after=None,
+                tenant=tenant,
+            )
+    return bool(deleted)
