@@ -7,10 +7,10 @@ agree on what usually carries the meaning of a short request:
 
 - numbers, in order ("5 km" is not "6 km", "5 to 10" is not "10 to 5");
 - names (capitalised words inside a sentence, acronyms), as a set;
-- content words: after dropping function words and phrasing words ("please", "how do I",
-  "tell me"), light stemming and a few common synonyms, the two sets must be equal;
-- direction: content words on either side of "to", "from", "into", "than", "vs" must not be
-  swapped.
+- content words, in order: after dropping function words and phrasing words ("please",
+  "how do I", "tell me"), light stemming, a few common synonyms and turning "France's
+  capital" into "capital of France", the two sequences must be equal, so "5 km to miles" is
+  not "5 miles to km" and "dog bigger than cat" is not "cat bigger than dog".
 
 It is deliberately strict: a false hit serves a wrong answer, a false miss only costs a call.
 benchmarks/cache/ measures what it gives up in recall.
@@ -39,8 +39,6 @@ _STOPWORDS = """a an the of in on at for to from by with about into onto than as
     anything someone anyone one ones word words someone say said question answer example
     examples list name exist exists possible way step steps"""
 _STOP = frozenset(_STOPWORDS.split())
-# Words whose swap flips the relation between the words around them.
-_DIRECTIONAL = frozenset({"to", "from", "into", "than", "vs", "versus", "over", "before", "after"})
 _SYNONYMS = {
     "automobile": "car", "cars": "car", "vehicle": "car", "film": "movie", "picture": "photo",
     "large": "big", "huge": "big", "small": "little", "tiny": "little", "begin": "start",
@@ -57,7 +55,7 @@ _SYNONYMS = {
     "cost": "price", "costs": "price", "priced": "price", "expensive": "price",
     "rise": "increase", "grow": "increase", "boost": "increase", "improve": "increase",
     "method": "approach", "technique": "approach", "means": "meaning",
-    "author": "writer", "wrote": "write", "written": "write",
+    "author": "write", "writer": "write", "wrote": "write", "written": "write",
     "writes": "write", "writing": "write", "invented": "invent", "inventor": "invent",
     "discovered": "discover", "discoverer": "discover", "km": "kilometer",
     "kilometre": "kilometer", "kilometres": "kilometer", "kilometers": "kilometer",
@@ -70,15 +68,34 @@ _SYNONYMS = {
 }  # fmt: skip
 
 
-_SUFFIXES = (("ies", "y"), ("ing", ""), ("ed", ""), ("es", ""), ("s", ""))
-
-
 @dataclass(frozen=True)
 class Signature:
     numbers: tuple[str, ...]
     names: frozenset[str]
-    content: frozenset[str]
-    directed: frozenset[tuple[str, str]]
+    content: tuple[str, ...]  # in order of first appearance
+
+
+_CONTRACTION = re.compile(r"\b([A-Za-z]+)['’]s\b")
+_POSSESSIVE = re.compile(r"\b([A-Za-z][\w-]*)['’]s\s+([A-Za-z][\w-]*)")
+
+
+def _unpossess(text: str) -> str:
+    """ "France's capital" → "capital of France", so word order compares like with like."""
+
+    def swap(m: re.Match[str]) -> str:
+        owner, owned = m.group(1), m.group(2)
+        if owned.lower() in _STOP:
+            return m.group(0)
+        return f"{owned} of {owner}"
+
+    # "what's", "it's", "let's": contractions, not possessives.
+    text = _CONTRACTION.sub(
+        lambda m: (
+            m.group(1) + (" is" if m.group(1).lower() in _STOP else m.group(0)[len(m.group(1)) :])
+        ),
+        text,
+    )
+    return _POSSESSIVE.sub(swap, text)
 
 
 def _stem(word: str) -> str:
@@ -88,10 +105,14 @@ def _stem(word: str) -> str:
     w = w.strip("'-")
     if w in _SYNONYMS:
         return _SYNONYMS[w]
-    for suffix, repl in _SUFFIXES:
-        if w.endswith(suffix) and len(w) - len(suffix) >= 3 and not w.endswith("ss"):
-            w = w[: -len(suffix)] + repl
-            break
+    if len(w) > 4 and w.endswith("ies"):
+        w = w[:-3] + "y"
+    elif len(w) > 5 and w.endswith(("ing", "ed")):
+        w = w[: -3 if w.endswith("ing") else -2]
+    elif len(w) > 4 and w.endswith(("ses", "xes", "zes", "ches", "shes")):
+        w = w[:-2]
+    elif len(w) > 3 and w.endswith("s") and not w.endswith(("ss", "us", "is")):
+        w = w[:-1]
     return _SYNONYMS.get(w, w)
 
 
@@ -103,17 +124,15 @@ def _number(token: str) -> str | None:
 
 def signature(text: str) -> Signature:
     """What :func:`prompts_agree` compares, for one prompt."""
+    text = _unpossess(text)
     numbers: list[str] = []
     names: set[str] = set()
-    content: list[str] = []
-    directed: set[tuple[str, str]] = set()
+    content: dict[str, None] = {}
     sentence_start = True
-    last_content: str | None = None
-    pending_direction = False
     for match in _WORD.finditer(text):
         token = match.group(0)
         lower = token.lower()
-        # A sentence starts again after . ? ! or a newline before this token.
+        # A sentence starts again after . ? ! : or a newline before this token.
         before = text[max(0, match.start() - 2) : match.start()]
         if any(c in before for c in ".?!\n:"):
             sentence_start = True
@@ -127,23 +146,12 @@ def signature(text: str) -> Signature:
         ):
             names.add(lower.replace("’", "'").removesuffix("'s"))
         sentence_start = False
-        if lower in _DIRECTIONAL:
-            pending_direction = last_content is not None
-            continue
-        if lower in _STOP:
-            continue
-        stem = _stem(token)
-        content.append(stem)
-        if pending_direction and last_content is not None and last_content != stem:
-            directed.add((last_content, stem))
-        pending_direction = False
-        last_content = stem
-    return Signature(tuple(numbers), frozenset(names), frozenset(content), frozenset(directed))
+        if lower not in _STOP:
+            content.setdefault(_stem(token), None)
+    return Signature(tuple(numbers), frozenset(names), tuple(content))
 
 
 def prompts_agree(a: str, b: str) -> bool:
     """True when ``a`` and ``b`` pass every check above (symmetric)."""
     sa, sb = signature(a), signature(b)
-    if sa.numbers != sb.numbers or sa.names != sb.names or sa.content != sb.content:
-        return False
-    return not any((y, x) in sb.directed for (x, y) in sa.directed)
+    return sa.numbers == sb.numbers and sa.names == sb.names and sa.content == sb.content
