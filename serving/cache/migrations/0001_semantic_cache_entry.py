@@ -12,7 +12,7 @@ class Migration(migrations.Migration):
     initial = True
 
     dependencies = [
-        ('tenants', '0004_tier_cache_switches_price_cap_tenant_shared_pool'),
+        ('tenants', '0003_tier_blocklist_tier_log_bodies_tier_pii_redaction'),
     ]
 
     operations = [
