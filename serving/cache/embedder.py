@@ -12,7 +12,7 @@ import threading
 
 from serving.engine.embeddings import DynamicBatcher, MiniLMEmbedder
 
-MAX_WAIT_MS = 2.0
+MAX_WAIT_MS = 0.2  # on the request path: take what is queued, hardly wait for more
 
 _lock = threading.Lock()
 _embedder: MiniLMEmbedder | None = None
@@ -26,7 +26,9 @@ def load_embedder() -> MiniLMEmbedder:
         if _embedder is None:
             import torch
 
-            torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+            # One short sentence gains nothing from more threads, and a gateway's threads
+            # compete with its event loop and other processes on the host.
+            torch.set_num_threads(1)
             _embedder = MiniLMEmbedder()
         return _embedder
 

@@ -48,12 +48,16 @@ def search(
     embedding: Sequence[float],
     limit: int = CANDIDATES,
     ef_search: int = EF_SEARCH,
+    iterative_scan: str = "relaxed_order",
 ) -> list[Candidate]:
     """The live entries nearest to ``embedding`` in one scope, model and context, nearest first
-    (similarity = 1 - cosine distance)."""
+    (similarity = 1 - cosine distance). ``iterative_scan`` is pgvector's setting ("off" only to
+    measure what it buys, in benchmarks/cache)."""
+    if iterative_scan not in ("relaxed_order", "strict_order", "off"):
+        raise ValueError(f"unknown iterative_scan {iterative_scan!r}")
     vec = vector_literal(embedding)
     with transaction.atomic(), connection.cursor() as cur:
-        cur.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+        cur.execute(f"SET LOCAL hnsw.iterative_scan = {iterative_scan}")
         cur.execute(f"SET LOCAL hnsw.ef_search = {int(ef_search)}")
         cur.execute(
             f"SELECT id, prompt, response, input_tokens, output_tokens, "
