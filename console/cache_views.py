@@ -28,8 +28,10 @@ def cache_overview(request):
 @operator_required
 def tenant_cache(request, slug: str):
     tenant = get_object_or_404(Tenant.objects.select_related("tier"), slug=slug)
+    # Prompts are request bodies: shown (and searchable) only where the tier keeps bodies.
+    show_bodies = tenant.tier.log_bodies
     search = EntrySearchForm(request.GET or None)
-    q = search.cleaned_data["q"].strip() if search.is_valid() else ""
+    q = search.cleaned_data["q"].strip() if show_bodies and search.is_valid() else ""
     page = Paginator(cache_entries(tenant=tenant, q=q), 25).get_page(request.GET.get("page"))
     ctx = {
         "tenant": tenant,
@@ -38,6 +40,7 @@ def tenant_cache(request, slug: str):
         "days": STATS_DAYS,
         "search": search,
         "q": q,
+        "show_bodies": show_bodies,
         "page": page,
         "pool_form": SharedPoolForm(initial={"cache_shared_pool": tenant.cache_shared_pool}),
     }

@@ -18,6 +18,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 def cached_tenant(tier):
     services.operator_set(username="alice", role="admin", password="alice-pass-123")
     services.operator_set(username="bob", role="viewer", password="bob-pass-123")
+    services.tier_update(tier=tier, log_bodies=True)
     acme = services.tenant_create(name="Acme", slug="acme", tier=tier)
     bravo = services.tenant_create(name="Bravo", slug="bravo", tier=tier)
     add_traffic(acme, [("miss", 500_000, 0), ("hit-exact", 0, 2_000_000),

@@ -4,6 +4,7 @@ shared-pool switch; viewers look, admins change, tenant B's entries are out of A
 import pytest
 
 from serving.cache.models import SemanticCacheEntry
+from tenants import services
 from tenants.models import AuditEvent, Tier
 from tests.console.cache_data import add_entry, add_traffic
 
@@ -22,6 +23,7 @@ def test_cache_pages_render_for_admin_and_viewer_only(client, alice, bob, charli
 
 
 def test_tenant_page_shows_hit_rates_savings_and_entries(client, alice, tenant_a, tenant_b):
+    services.tier_update(tier=tenant_a.tier, log_bodies=True)
     add_traffic(tenant_a, [("miss", 900_000, 0), ("hit-exact", 0, 900_000),
                            ("hit-semantic", 0, 1_100_000), ("hit-semantic", 0, 1_000_005)])  # fmt: skip
     add_entry(tenant_a, "What is the capital of France?")
@@ -39,11 +41,20 @@ def test_tenant_page_shows_hit_rates_savings_and_entries(client, alice, tenant_a
 
 
 def test_search_filters_entries(client, alice, tenant_a):
+    services.tier_update(tier=tenant_a.tier, log_bodies=True)
     add_entry(tenant_a, "What is the capital of France?")
     add_entry(tenant_a, "How tall is Everest?", seed=2)
     client.force_login(alice)
     html = client.get("/tenants/acme/cache/?q=everest").content.decode()
     assert "Everest" in html and "France" not in html
+
+
+def test_prompts_are_hidden_where_the_tier_keeps_no_bodies(client, alice, tenant_a):
+    add_entry(tenant_a, "What is my secret diagnosis?")
+    client.force_login(alice)
+    html = client.get("/tenants/acme/cache/?q=secret").content.decode()
+    assert "secret diagnosis" not in html and 'id="bodies-hidden"' in html
+    assert 'data-entry="' in html  # the entry is still listed, and can be deleted
 
 
 def test_admin_purges_a_tenants_entries_only(client, alice, tenant_a, tenant_b):
