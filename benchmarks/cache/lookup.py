@@ -41,17 +41,20 @@ def _unit(rng: np.random.Generator, n: int) -> np.ndarray:
     return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
-def setup_services() -> None:
-    if os.environ.get("DATABASE_URL"):
-        return
-    from switchyard.embedded import data_dir, ensure_services
+def setup_services():
+    """Embedded servers for this run (fresh data), or none when DATABASE_URL is set; the
+    caller stops what is returned."""
+    from switchyard.embedded import EmbeddedServices, data_dir, ensure_services
 
+    if os.environ.get("DATABASE_URL"):
+        return EmbeddedServices()
     shutil.rmtree(data_dir() / "bench-cache", ignore_errors=True)
-    ensure_services(scope="bench-cache", persistent=False)
+    services = ensure_services(scope="bench-cache", persistent=False)
     # Our own server: run it (and the backends it forks) at low priority on a shared machine.
     pid_file = data_dir() / "bench-cache" / "postgres" / "postmaster.pid"
     if pid_file.exists():
         os.setpriority(os.PRIO_PROCESS, int(pid_file.read_text().split()[0]), 10)
+    return services
 
 
 def load(total: int, tenant_rows: int, seed: int) -> tuple[int, int, dict[int, np.ndarray]]:
@@ -177,7 +180,14 @@ def main() -> None:
     ap.add_argument("--noise", type=float, default=0.02, help="per-dimension query noise")
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()
-    setup_services()
+    services = setup_services()
+    try:
+        run(args)
+    finally:
+        services.stop()
+
+
+def run(args: argparse.Namespace) -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "switchyard.settings")
     import django
 

@@ -200,3 +200,16 @@ def test_sse_hit_over_plain_http(make_caller):
     assert lines[-1] == "data: [DONE]"
     first = json.loads(lines[0][6:])
     assert first["object"] == "chat.completion.chunk" and first["model"] == MODEL
+
+
+def test_cap_drops_the_oldest_exact_entries(make_caller):
+    from serving.cache.services import cache_enforce_caps
+
+    caller = make_caller(cache_max_entries=2, **EXACT_ONLY)
+    client = caller.client()
+    for n, tokens in enumerate((3, 4, 5), start=1):
+        _ask(client, max_tokens=tokens)
+        wait_exact_entries(caller.tenant, n)
+    assert cache_enforce_caps()[caller.tenant.pk] == 1
+    assert _ask(client, max_tokens=3)[0]["x-switchyard-cache"] == "miss"
+    assert _ask(client, max_tokens=5)[0]["x-switchyard-cache"] == "hit-exact"
