@@ -72,7 +72,7 @@ _RELATIONAL = frozenset(
 _STOP = frozenset(_STOPWORDS.split())
 _SYNONYMS = {
     "automobile": "car", "cars": "car", "vehicle": "car", "film": "movie", "picture": "photo",
-    "large": "big", "huge": "big", "small": "little", "tiny": "little", "begin": "start",
+    "large": "size", "huge": "size", "small": "little", "tiny": "little", "begin": "start",
     "commence": "start", "finish": "end", "purchase": "buy", "acquire": "buy",
     "couch": "sofa", "physician": "doctor", "kid": "child", "children": "child",
     "kids": "child", "fix": "repair", "mend": "repair", "quick": "fast", "rapid": "fast",
