@@ -96,17 +96,23 @@ def insert(
     output_tokens: int,
     ttl_seconds: int,
 ) -> SemanticCacheEntry:
+    """Store an answer; it replaces an entry for the same prompt in the same scope, model and
+    context (a refresh after ``Cache-Control: no-cache``, or two misses racing)."""
     now = timezone.now()
-    return SemanticCacheEntry.objects.create(
-        tenant_id=tenant_id,
-        scope=scope,
-        model=model,
-        context_hash=context_hash,
-        embedding=list(embedding),
-        prompt=prompt,
-        response=response,
-        input_tokens=input_tokens,
-        output_tokens=output_tokens,
-        created=now,
-        expires=now + dt.timedelta(seconds=ttl_seconds),
-    )
+    with transaction.atomic():
+        SemanticCacheEntry.objects.filter(
+            scope=scope, model=model, context_hash=context_hash, prompt=prompt
+        ).delete()
+        return SemanticCacheEntry.objects.create(
+            tenant_id=tenant_id,
+            scope=scope,
+            model=model,
+            context_hash=context_hash,
+            embedding=list(embedding),
+            prompt=prompt,
+            response=response,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            created=now,
+            expires=now + dt.timedelta(seconds=ttl_seconds),
+        )

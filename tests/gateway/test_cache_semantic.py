@@ -97,13 +97,29 @@ def test_expired_entries_are_not_served_and_are_deleted(make_caller):
     _seed(caller, FRANCE)
     entry = SemanticCacheEntry.objects.get(tenant=caller.tenant)
     assert entry.expires - entry.created == dt.timedelta(seconds=3600)  # the tier's TTL
-    SemanticCacheEntry.objects.filter(pk=entry.pk).update(
-        expires=timezone.now() - dt.timedelta(seconds=1)
-    )
+    past = timezone.now() - dt.timedelta(seconds=1)
+    SemanticCacheEntry.objects.filter(pk=entry.pk).update(expires=past)
     assert _ask(caller, FRANCE)[0] == "miss"
-    wait_semantic_entries(caller.tenant, 2)  # the miss stored a fresh entry
+    # The miss's fresh answer replaces the expired entry...
+    wait_for(lambda: not SemanticCacheEntry.objects.filter(pk=entry.pk).exists())
+    assert SemanticCacheEntry.objects.filter(tenant=caller.tenant).count() == 1
+    assert _ask(caller, FRANCE)[0] == "hit-semantic"
+    # ...and the expiry task deletes what expires without being asked again.
+    SemanticCacheEntry.objects.filter(tenant=caller.tenant).update(expires=past)
     assert cache_expire() == 1
-    assert list(SemanticCacheEntry.objects.filter(tenant=caller.tenant)) != [entry]
+    assert not SemanticCacheEntry.objects.filter(tenant=caller.tenant).exists()
+
+
+def test_no_cache_refreshes_the_entry_instead_of_adding_one(make_caller):
+    caller = make_caller(**SEMANTIC)
+    _seed(caller, FRANCE)
+    first = SemanticCacheEntry.objects.get(tenant=caller.tenant)
+    raw = caller.client().chat.completions.with_raw_response.create(
+        model=MODEL, messages=[{"role": "user", "content": FRANCE}],
+        extra_headers={"Cache-Control": "no-cache"},
+    )  # fmt: skip
+    assert raw.headers["x-switchyard-cache"] == "miss"
+    wait_for(lambda: not SemanticCacheEntry.objects.filter(pk=first.pk).exists())
     assert SemanticCacheEntry.objects.filter(tenant=caller.tenant).count() == 1
 
 
