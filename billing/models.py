@@ -29,6 +29,10 @@ class UsageRecord(models.Model):
     input_price = models.BigIntegerField(default=0)
     output_price = models.BigIntegerField(default=0)
     cached_input_price = models.BigIntegerField(default=0)
+    cache = models.CharField(
+        max_length=16, default="miss", help_text="hit-exact, hit-semantic or miss"
+    )
+    saved_micro_usd = models.BigIntegerField(default=0, help_text="What a cache hit did not cost.")
     created = models.DateTimeField(default=timezone.now)
 
     class Meta:

@@ -28,6 +28,8 @@ def usage_event(
     cost_micro_usd: int,
     created: dt.datetime,
     price: Price | None = None,
+    cache: str = "miss",
+    saved_micro_usd: int = 0,
 ) -> dict[str, str]:
     """One stream entry; ``price`` (the unit prices charged) travels with it to the record."""
     prices = {}
@@ -49,6 +51,8 @@ def usage_event(
         "cached_tokens": str(cached_tokens),
         "cost_micro_usd": str(cost_micro_usd),
         "created": created.isoformat(),
+        "cache": cache,
+        "saved_micro_usd": str(saved_micro_usd),
     }
 
 
@@ -67,6 +71,8 @@ def _rows(events: list[dict[str, str]]) -> list[UsageRecord]:
             input_price=int(e.get("input_price") or 0),
             output_price=int(e.get("output_price") or 0),
             cached_input_price=int(e.get("cached_input_price") or 0),
+            cache=e.get("cache") or "miss",
+            saved_micro_usd=int(e.get("saved_micro_usd") or 0),
             created=dt.datetime.fromisoformat(e["created"]),
         )
         for e in events

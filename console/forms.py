@@ -39,7 +39,15 @@ class TierForm(forms.Form):
     default_model = forms.ChoiceField(required=False)
     fairness_weight = forms.FloatField(min_value=0.01, max_value=1000)
     semantic_cache_threshold = forms.FloatField(min_value=0.5, max_value=1.0)
-    semantic_cache_ttl_seconds = forms.IntegerField(min_value=1, label="Semantic cache TTL (s)")
+    semantic_cache_ttl_seconds = forms.IntegerField(min_value=1, label="Cache TTL (s)")
+    exact_cache_enabled = forms.BooleanField(required=False, label="Exact cache")
+    semantic_cache_enabled = forms.BooleanField(required=False, label="Semantic cache")
+    cache_hit_price_percent = forms.IntegerField(
+        required=False, min_value=0, max_value=100, label="Cache hit price (% of the call)"
+    )
+    cache_max_entries = forms.IntegerField(
+        required=False, min_value=1, label="Cache entries per tenant (cap)"
+    )
     allow_model_override = forms.BooleanField(required=False)
     pii_redaction = forms.BooleanField(required=False, label="PII redaction")
     log_bodies = forms.BooleanField(required=False, label="Log bodies (redacted)")
@@ -66,6 +74,14 @@ class TierForm(forms.Form):
         data = {f: getattr(tier, f) for f in cls.base_fields if hasattr(tier, f)}
         data["blocklist"] = ", ".join(tier.blocklist)
         return data
+
+    def clean_cache_hit_price_percent(self) -> int:
+        value = self.cleaned_data.get("cache_hit_price_percent")
+        return Tier().cache_hit_price_percent if value is None else value
+
+    def clean_cache_max_entries(self) -> int:
+        value = self.cleaned_data.get("cache_max_entries")
+        return Tier().cache_max_entries if value is None else value
 
     def clean_blocklist(self) -> list[str]:
         raw = self.cleaned_data.get("blocklist") or ""

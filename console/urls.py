@@ -1,7 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path, re_path
 
-from console import billing_views, views
+from console import billing_views, cache_views, views
 
 app_name = "console"
 
@@ -54,4 +54,13 @@ urlpatterns = [
         name="billing-invoice-csv",
     ),
     path("billing/calculator/", billing_views.calculator, name="billing-calculator"),
+    path("cache/", cache_views.cache_overview, name="cache-overview"),
+    path("tenants/<slug:slug>/cache/", cache_views.tenant_cache, name="cache-detail"),
+    path("tenants/<slug:slug>/cache/purge/", cache_views.tenant_cache_purge, name="cache-purge"),
+    path("tenants/<slug:slug>/cache/pool/", cache_views.tenant_cache_pool, name="cache-pool"),
+    path(
+        "tenants/<slug:slug>/cache/entries/<int:entry_id>/delete/",
+        cache_views.tenant_cache_entry_delete,
+        name="cache-entry-delete",
+    ),
 ]

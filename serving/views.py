@@ -79,6 +79,7 @@ async def _handle(request, endpoint: str):
     try:
         body = _parse(request)
         call = Call(endpoint=endpoint, body=body, auth=auth)
+        call.cache_control = request.headers.get("Cache-Control", "")
         if request.headers.get("X-Request-Id"):
             call.request_id = f"req_{request.headers['X-Request-Id'][:48]}"
         await gw.aprepare(call)

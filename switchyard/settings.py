@@ -73,6 +73,7 @@ INSTALLED_APPS = [
     "channels",
     "tenants",
     "serving",
+    "serving.cache",
     "billing",
     "console",
 ]

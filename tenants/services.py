@@ -34,12 +34,16 @@ TIER_FIELDS = [
     "fairness_weight",
     "semantic_cache_threshold",
     "semantic_cache_ttl_seconds",
+    "exact_cache_enabled",
+    "semantic_cache_enabled",
+    "cache_hit_price_percent",
+    "cache_max_entries",
     "allow_model_override",
     "pii_redaction",
     "blocklist",
     "log_bodies",
 ]
-TENANT_FIELDS = ["name", "slug", "tier", "status", "contact_email"]
+TENANT_FIELDS = ["name", "slug", "tier", "status", "contact_email", "cache_shared_pool"]
 KEY_FIELDS = ["name", "prefix", "expires", "revoked"]
 BUDGET_FIELDS = ["period", "limit_micro_usd", "hard", "alert_thresholds"]
 
@@ -182,7 +186,7 @@ def tenant_update(*, tenant: Tenant, actor=None, **fields: Any) -> Tenant:
     tenant = Tenant.objects.select_for_update().get(pk=tenant.pk)
     before = snapshot(tenant, TENANT_FIELDS)
     for name, value in fields.items():
-        if name not in ("name", "slug", "tier", "contact_email"):
+        if name not in ("name", "slug", "tier", "contact_email", "cache_shared_pool"):
             raise ValidationError({name: ["This field cannot be changed here."]})
         setattr(tenant, name, value)
     _save(tenant, unique_field_errors={"slug": ("slug", "A tenant with this slug already exists.")})

@@ -40,7 +40,11 @@ class MiniLMEmbedder:
     @torch.inference_mode()
     def embed(self, texts: list[str]) -> list[list[float]]:
         vecs = self.model.encode(
-            texts, batch_size=len(texts) or 1, normalize_embeddings=True, convert_to_numpy=True
+            texts,
+            batch_size=len(texts) or 1,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,  # a server's stderr is no place for progress bars
         )
         return vecs.tolist()
 

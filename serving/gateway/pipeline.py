@@ -29,6 +29,7 @@ from django.conf import settings
 
 from billing.pricing import Price, price_at
 from billing.usage import USAGE_STREAM, usage_event
+from serving.cache.stage import CacheStage, hit_charge
 from serving.deployments import Target, deployment_table, deployment_table_is_fresh
 from serving.gateway import filters, metrics, upstream
 from serving.gateway.budget import BudgetExhausted, BudgetLedger, BudgetReservation
@@ -138,6 +139,8 @@ class Call:
     error_code: str = ""
     ttft: float | None = None
     cache: str = "miss"
+    cache_control: str = ""
+    cache_plan: Any = None
     response_for_log: dict[str, Any] | None = None
     finished: bool = False
 
@@ -166,6 +169,7 @@ class Gateway:
         self.limiter = RateLimiter(self.redis)
         self.ledger = BudgetLedger(self.redis)
         self.router = Router()
+        self.cache = CacheStage(self.redis)
 
     # ---- ingress -----------------------------------------------------------------------
 
@@ -294,6 +298,11 @@ class Gateway:
 
     async def complete(self, call: Call) -> dict[str, Any]:
         """A non-streaming call; returns the OpenAI response body (filtered)."""
+        hit = await self.cache.lookup(call)
+        if hit is not None:
+            call.response_for_log = resp = self.cache.serve(call, hit)
+            await self.finish(call)
+            return resp
         target = call.route.target
         try:
             resp = await upstream.post_json(
@@ -335,6 +344,7 @@ class Gateway:
         await self.finish(call)
         if error:
             raise error
+        self.cache.store(call, resp)
         return resp
 
     def _wants_json(self, call: Call) -> bool:
@@ -358,6 +368,13 @@ class Gateway:
         truncation; whatever was produced is metered. Closing this iterator early (client
         gone, cancel) closes the upstream stream and meters what was produced.
         """
+        hit = await self.cache.lookup(call)
+        if hit is not None:
+            replay = self.cache.serve_stream(call, hit)
+            await asyncio.shield(self.finish(call))
+            for chunk in replay:
+                yield chunk
+            return
         target = call.route.target
         include_usage = bool((call.body.get("stream_options") or {}).get("include_usage"))
         redactors: dict[int, filters.StreamRedactor] = {}
@@ -374,6 +391,7 @@ class Gateway:
                 weight=call.tier.fairness_weight,
             ):
                 chunk["model"] = call.route.model
+                self.cache.observe(call, chunk)
                 usage = chunk.get("usage")
                 if usage:
                     call.input_tokens = int(usage.get("prompt_tokens") or 0)
@@ -421,6 +439,7 @@ class Gateway:
             if not call.output_tokens:
                 call.output_tokens = produced_chunks
             await asyncio.shield(self.finish(call))
+            self.cache.store(call)
             if last is not None:
                 yield last
         except GatewayError as exc:
@@ -480,8 +499,13 @@ class Gateway:
             if (call.price and produced)
             else 0
         )
+        saved = 0
+        if call.cache != "miss":  # a hit costs the tier's cache price and no model tokens
+            cost, saved = hit_charge(cost, call.tier.cache_hit_price_percent)
         if call.limit_reservation:
-            await self.limiter.settle(call.limit_reservation, actual_tokens=produced)
+            await self.limiter.settle(
+                call.limit_reservation, actual_tokens=produced if call.cache == "miss" else 0
+            )
         if call.budget_reservation:
             await self.ledger.settle(call.budget_reservation, actual_cost=cost)
         pipe = self.redis.pipeline(transaction=False)
@@ -501,6 +525,8 @@ class Gateway:
                     cost_micro_usd=cost,
                     created=call.created,
                     price=call.price,
+                    cache=call.cache,
+                    saved_micro_usd=saved,
                 ),
             )
         pipe.xadd(REQUEST_LOG_STREAM, self._log_entry(call, cost))

@@ -299,6 +299,7 @@ _SAMPLING = {
     "user": _nullable(_string),
     "metadata": _nullable(_object),
     "logit_bias": _nullable(_object),
+    "cache": _nullable(_boolean),  # Switchyard: false keeps this request out of the caches
 }
 
 CHAT_PARAMS: dict[str, Check] = {

@@ -25,6 +25,10 @@ class TierSerializer(serializers.ModelSerializer):
             "fairness_weight",
             "semantic_cache_threshold",
             "semantic_cache_ttl_seconds",
+            "exact_cache_enabled",
+            "semantic_cache_enabled",
+            "cache_hit_price_percent",
+            "cache_max_entries",
             "allow_model_override",
             "tenant_count",
             "created",
@@ -40,7 +44,10 @@ class TenantSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Tenant
-        fields = ["id", "name", "slug", "tier", "status", "contact_email", "created", "updated"]
+        fields = [
+            "id", "name", "slug", "tier", "status", "contact_email", "cache_shared_pool", "created",
+            "updated",
+        ]  # fmt: skip
         read_only_fields = ["id", "status", "created", "updated"]
         extra_kwargs = {"slug": {"validators": []}}
 

@@ -1,5 +1,7 @@
+from django.urls import path
 from rest_framework.routers import DefaultRouter
 
+from serving.cache.api import TenantCacheView
 from tenants.api import views
 
 router = DefaultRouter()
@@ -9,4 +11,6 @@ router.register("keys", views.ApiKeyViewSet, basename="apikey")
 router.register("budgets", views.BudgetViewSet, basename="budget")
 router.register("audit", views.AuditEventViewSet, basename="audit")
 
-urlpatterns = router.urls
+urlpatterns = router.urls + [
+    path("tenants/<slug:slug>/cache/", TenantCacheView.as_view(), name="tenant-cache"),
+]

@@ -176,6 +176,10 @@ def make_caller(transactional_db, gateway, upstream_url, clean_redis):
         slug = slug or f"t{n}"
         tier_fields.setdefault("allowed_models", [MODEL, "all-minilm-l6-v2"])
         tier_fields.setdefault("default_model", MODEL)
+        # Caches are on by default for real tiers; tests that want them turn them on, so a
+        # repeated request elsewhere reaches the upstream as the test expects.
+        tier_fields.setdefault("exact_cache_enabled", False)
+        tier_fields.setdefault("semantic_cache_enabled", False)
         tier = services.tier_create(name=f"tier-{slug}", **tier_fields)
         tenant = services.tenant_create(name=slug.title(), slug=slug, tier=tier)
         _, raw = services.api_key_create(tenant=tenant, name="test")

@@ -9,7 +9,7 @@ from tenants.models import AuditEvent, Budget, Tenant, Tier
 
 def test_tier_defaults_match_the_plan(db):
     tier = services.tier_create(name="basic")
-    assert tier.semantic_cache_threshold == 0.95
+    assert tier.semantic_cache_threshold == 0.83
     assert tier.semantic_cache_ttl_seconds == 3600
     assert tier.fairness_weight == 1.0
 

@@ -1,0 +1,168 @@
+"""End-to-end latency of cache hits through the gateway, beside misses, over real HTTP.
+
+Starts its own embedded PostgreSQL and Redis (under .switchyard/bench-gateway/, deleted
+first, unless DATABASE_URL/REDIS_URL are set), the instant upstream and one uvicorn gateway,
+then sends sequential requests with one keep-alive client and reports client-side latency:
+
+- exact hit:        the same deterministic request again (Redis)
+- exact hit, SSE:   the same, streamed (time to the last byte)
+- semantic hit:     a paraphrase of a cached prompt (MiniLM in the gateway + pgvector + check)
+- miss:             a new prompt each time (lookups run, then the instant upstream answers)
+- caches off:       a tier with both caches off (the pipeline without the cache stage)
+
+Run: .venv/bin/python -m benchmarks.cache.gateway [--requests 500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+MODEL = "smollm2-135m-instruct"
+
+
+def _wait(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args} exited with {proc.returncode}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} not up within {timeout}s")
+
+
+def _percentiles(times: list[float]) -> tuple[float, float, float]:
+    times = sorted(times)
+    return (
+        statistics.median(times),
+        times[int(0.95 * (len(times) - 1))],
+        times[int(0.99 * (len(times) - 1))],
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--requests", type=int, default=500)
+    args = ap.parse_args()
+    from switchyard.embedded import data_dir, ensure_services, free_port
+
+    if not os.environ.get("DATABASE_URL"):
+        shutil.rmtree(data_dir() / "bench-gateway", ignore_errors=True)
+    services = ensure_services(scope="bench-gateway", persistent=False)
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "switchyard.settings")
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    from billing.models import ModelPrice
+    from serving.cache.models import SemanticCacheEntry
+    from serving.deployments import deployment_set
+    from tenants import services as ts
+
+    call_command("migrate", verbosity=0)
+    procs: list[subprocess.Popen] = []
+    try:
+        up_port, gw_port = free_port(), free_port()
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "serving.instant_upstream", "--port", str(up_port)], cwd=ROOT
+        ))  # fmt: skip
+        _wait(f"http://127.0.0.1:{up_port}/health", procs[-1])
+        deployment_set(name="instant", model=MODEL, base_url=f"http://127.0.0.1:{up_port}/v1",
+                       context_window=4096)  # fmt: skip
+        ModelPrice.objects.create(
+            model=MODEL, input_micro_usd_per_mtok=100_000, output_micro_usd_per_mtok=400_000
+        )
+        keys = {}
+        for name, on in (("cached", True), ("uncached", False)):
+            tier = ts.tier_create(
+                name=name, requests_per_minute=1_000_000, tokens_per_minute=100_000_000,
+                tokens_per_day=1_000_000_000, max_concurrent_requests=64,
+                allowed_models=[MODEL], default_model=MODEL,
+                exact_cache_enabled=on, semantic_cache_enabled=on,
+            )  # fmt: skip
+            tenant = ts.tenant_create(name=name, slug=name, tier=tier)
+            keys[name] = ts.api_key_create(tenant=tenant, name="bench")[1]
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "switchyard.asgi:application", "--host",
+             "127.0.0.1", "--port", str(gw_port), "--no-access-log", "--log-level", "warning"],
+            cwd=ROOT, env=env,
+        ))  # fmt: skip
+        base = f"http://127.0.0.1:{gw_port}"
+        _wait(f"{base}/healthz", procs[-1])
+        client = httpx.Client(base_url=f"{base}/v1", timeout=60)
+
+        def post(key: str, body: dict, stream: bool = False) -> tuple[float, str]:
+            headers = {"Authorization": f"Bearer {keys[key]}"}
+            t0 = time.perf_counter()
+            if stream:
+                with client.stream("POST", "/chat/completions", json=body, headers=headers) as r:
+                    for _ in r.iter_bytes():
+                        pass
+            else:
+                r = client.post("/chat/completions", json=body, headers=headers)
+            took = (time.perf_counter() - t0) * 1000
+            assert r.status_code == 200, r.text
+            return took, r.headers["x-switchyard-cache"]
+
+        def chat(text: str, **kw) -> dict:
+            return {"model": MODEL, "messages": [{"role": "user", "content": text}], **kw}
+
+        exact = chat("list three colours of the rainbow", temperature=0)
+        seed = chat("What is the capital of France?")
+        paraphrase = chat("Tell me the capital of France.")
+        post("cached", exact)
+        post("cached", seed)
+        deadline = time.monotonic() + 30
+        while SemanticCacheEntry.objects.count() < 2:  # both stored in the background
+            assert time.monotonic() < deadline, "cache entries were not stored"
+            time.sleep(0.05)
+        n = args.requests
+        cases = [
+            ("exact hit", lambda i: post("cached", exact), "hit-exact"),
+            ("exact hit, SSE", lambda i: post("cached", {**exact, "stream": True}, True),
+             "hit-exact"),
+            ("semantic hit", lambda i: post("cached", paraphrase), "hit-semantic"),
+            ("miss (cache stage runs)", lambda i: post("cached", chat(f"new prompt number {i}")),
+             "miss"),
+            ("caches off", lambda i: post("uncached", chat(f"new prompt number {i}")), "miss"),
+        ]  # fmt: skip
+        print(f"{n} sequential requests per row, one keep-alive client, client-side latency\n")
+        print("| request | P50 ms | P95 ms | P99 ms | x-switchyard-cache |")
+        print("|---|---|---|---|---|")
+        for name, fn, want in cases:
+            for i in range(20):  # warm-up
+                fn(10_000 + i)
+            times = []
+            for i in range(n):
+                took, got = fn(i)
+                assert got == want, (name, got)
+                times.append(took)
+            p50, p95, p99 = _percentiles(times)
+            print(f"| {name} | {p50:.2f} | {p95:.2f} | {p99:.2f} | {want} |")
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        services.stop()
+
+
+if __name__ == "__main__":
+    main()
