@@ -23,6 +23,9 @@ FIELDS = [
     "context_window",
     "enabled",
     "timeout_seconds",
+    "capabilities",
+    "quality",
+    "health_check",
 ]
 CACHE_SECONDS = settings.SWITCHYARD_TABLE_CACHE_SECONDS
 
@@ -66,6 +69,9 @@ class Target:
     max_concurrency: int
     context_window: int
     timeout_seconds: float
+    capabilities: tuple[str, ...] = ()
+    quality: float = 0.8
+    health_check: str = "health"
 
 
 _table: tuple[float, dict[str, list[Target]]] | None = None
@@ -94,6 +100,9 @@ def deployment_table() -> dict[str, list[Target]]:
                     max_concurrency=d.max_concurrency,
                     context_window=d.context_window,
                     timeout_seconds=d.timeout_seconds,
+                    capabilities=tuple(d.capabilities),
+                    quality=d.quality,
+                    health_check=d.health_check,
                 )
             )
         _table = (now, table)
