@@ -14,4 +14,9 @@ app.conf.beat_schedule = {
     "celery-heartbeat": {"task": "switchyard.tasks.heartbeat", "schedule": 15.0},
     "ingest-usage": {"task": "billing.tasks.ingest_usage", "schedule": 2.0},
     "ingest-request-logs": {"task": "serving.tasks.ingest_request_logs", "schedule": 2.0},
+    "check-deployments": {
+        "task": "serving.tasks.check_deployments",
+        # Read here, not from django.conf: importing the app must not load the settings.
+        "schedule": float(os.environ.get("SWITCHYARD_HEALTH_CHECK_SECONDS", "10")),
+    },
 }
