@@ -82,8 +82,10 @@ _lock = threading.Lock()
 class TaskClassifier:
     """``classify(text)``: blocking (run it off the event loop); thread-safe."""
 
-    def __init__(self, mode: str | None = None) -> None:
+    def __init__(self, mode: str | None = None, embedder=None) -> None:
+        """``embedder``: a loaded ``MiniLMEmbedder`` to share (default: load one lazily)."""
         self.mode = mode or settings.SWITCHYARD_CLASSIFIER
+        self._embedder = embedder
         self._model: LinearClassifier | None = None
         self._failed = self.mode != "embeddings"
 
@@ -92,7 +94,7 @@ class TaskClassifier:
             return False
         if self._model is None:
             try:
-                _embedder()
+                self._embedder = self._embedder or _embedder()
                 self._model = LinearClassifier.load()
             except Exception:  # noqa: BLE001 - any failure means: use the heuristics
                 log.warning("task classifier: embeddings unavailable, using heuristics")
@@ -108,7 +110,7 @@ class TaskClassifier:
         if not self._ready():
             return heuristic_class(text), "heuristic"
         with _lock:  # one forward at a time: torch threads are shared anyway
-            vec = np.asarray(_embedder().embed([text]), dtype=np.float32)
+            vec = np.asarray(self._embedder.embed([text]), dtype=np.float32)
         return self._model.predict(vec)[0], "embeddings"
 
 

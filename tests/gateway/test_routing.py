@@ -203,3 +203,22 @@ def test_rules_route_auto_and_the_route_is_in_the_header_and_the_log(make_caller
     request_log_ingestor.drain(get_redis())
     row = RequestLog.objects.get(request_id=r.headers["x-request-id"])
     assert row.route == r.headers["x-switchyard-route"] and row.deployment == "long-a"
+
+
+def test_a_task_class_rule_sends_code_prompts_to_the_code_group(make_caller, upstream_url):
+    deployment_set(name="coder-a", model="coder", base_url=f"{upstream_url}/v1",
+                   capabilities=["code"])  # fmt: skip
+    routing_rule_set(name="code-to-coder", position=1, task_class="code", target="coder")
+    caller = make_caller(**ROOMY, allowed_models=[MODEL, "auto", "coder"])
+
+    def ask(text: str) -> dict[str, str]:
+        r = caller.post("/chat/completions",
+                        json={**CHAT, "model": "auto",
+                              "messages": [{"role": "user", "content": text}]})  # fmt: skip
+        assert r.status_code == 200, r.text
+        return _fields(r.headers["x-switchyard-route"])
+
+    code = ask("Write a Python function that merges two sorted lists.")
+    assert (code["model"], code["rule"], code["class"]) == ("coder", "code-to-coder", "code")
+    simple = ask("What is the capital of Peru?")
+    assert (simple["model"], simple["rule"], simple["class"]) == (MODEL, "tier-default", "simple")
