@@ -1,7 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path, re_path
 
-from console import views
+from console import routing_views, views
 
 app_name = "console"
 
@@ -41,4 +41,18 @@ urlpatterns = [
     path("traffic/", views.traffic, name="traffic"),
     path("playground/", views.playground, name="playground"),
     path("tenants/<slug:slug>/requests/", views.tenant_requests, name="tenant-requests"),
+    path("routing/", routing_views.deployment_list, name="deployment-list"),
+    path("routing/deployments/new/", routing_views.deployment_create, name="deployment-create"),
+    path(
+        "routing/deployments/<slug:name>/edit/",
+        routing_views.deployment_edit,
+        name="deployment-edit",
+    ),  # fmt: skip
+    path("routing/rules/", routing_views.rule_list, name="rule-list"),
+    path("routing/rules/new/", routing_views.rule_create, name="rule-create"),
+    path("routing/rules/<int:pk>/edit/", routing_views.rule_edit, name="rule-edit"),
+    path("routing/rules/<int:pk>/delete/", routing_views.rule_delete, name="rule-delete"),
+    path("routing/groups/new/", routing_views.group_create, name="group-create"),
+    path("routing/groups/<str:name>/edit/", routing_views.group_edit, name="group-edit"),
+    path("routing/test/", routing_views.test_route, name="test-route"),
 ]

@@ -77,35 +77,40 @@ class Target:
 _table: tuple[float, dict[str, list[Target]]] | None = None
 
 
+def load_deployment_table() -> dict[str, list[Target]]:
+    """Enabled deployments by public model name, read from the database now."""
+    table: dict[str, list[Target]] = {}
+    for d in Deployment.objects.filter(enabled=True).order_by("name"):
+        try:
+            key = secrets.decrypt(d.api_key_encrypted)
+        except ValueError:
+            continue  # unreadable secret: the deployment cannot be called
+        table.setdefault(d.model, []).append(
+            Target(
+                name=d.name,
+                model=d.model,
+                upstream_model=d.target_model,
+                kind=d.kind,
+                base_url=d.base_url.rstrip("/"),
+                api_key=key,
+                weight=d.weight,
+                max_concurrency=d.max_concurrency,
+                context_window=d.context_window,
+                timeout_seconds=d.timeout_seconds,
+                capabilities=tuple(d.capabilities),
+                quality=d.quality,
+                health_check=d.health_check,
+            )
+        )
+    return table
+
+
 def deployment_table() -> dict[str, list[Target]]:
     """Enabled deployments by public model name, refreshed every ``CACHE_SECONDS``."""
     global _table
     now = time.monotonic()
     if _table is None or now - _table[0] > CACHE_SECONDS:
-        table: dict[str, list[Target]] = {}
-        for d in Deployment.objects.filter(enabled=True).order_by("name"):
-            try:
-                key = secrets.decrypt(d.api_key_encrypted)
-            except ValueError:
-                continue  # unreadable secret: the deployment cannot be called
-            table.setdefault(d.model, []).append(
-                Target(
-                    name=d.name,
-                    model=d.model,
-                    upstream_model=d.target_model,
-                    kind=d.kind,
-                    base_url=d.base_url.rstrip("/"),
-                    api_key=key,
-                    weight=d.weight,
-                    max_concurrency=d.max_concurrency,
-                    context_window=d.context_window,
-                    timeout_seconds=d.timeout_seconds,
-                    capabilities=tuple(d.capabilities),
-                    quality=d.quality,
-                    health_check=d.health_check,
-                )
-            )
-        _table = (now, table)
+        _table = (now, load_deployment_table())
     return _table[1]
 
 

@@ -16,7 +16,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from billing.pricing import Price, price_at
-from serving.deployments import Target, deployment_table
+from serving.deployments import Target, load_deployment_table
 
 CACHE_SECONDS = settings.SWITCHYARD_TABLE_CACHE_SECONDS
 AUTO = "auto"  # the router's alias: always resolved by the rules or the tier's default
@@ -108,10 +108,10 @@ class RoutingTable:
 
 
 def load_routing_table(deployments: dict[str, list[Target]] | None = None) -> RoutingTable:
-    """Build the table from the database (and the cached deployment table)."""
+    """Build the table from the database, now (gateways cache it: :func:`routing_table`)."""
     from serving.models import ModelGroup, RoutingRule
 
-    deployments = deployment_table() if deployments is None else deployments
+    deployments = load_deployment_table() if deployments is None else deployments
     by_name = {t.name: t for targets in deployments.values() for t in targets}
     groups: dict[str, Group] = {
         model: Group(model, ModelGroup.Strategy.WEIGHTED, tuple(targets))

@@ -38,6 +38,8 @@ TIER_FIELDS = [
     "pii_redaction",
     "blocklist",
     "log_bodies",
+    "quality_floor",
+    "request_budget_micro_usd",
 ]
 TENANT_FIELDS = ["name", "slug", "tier", "status", "contact_email"]
 KEY_FIELDS = ["name", "prefix", "expires", "revoked"]

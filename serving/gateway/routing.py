@@ -121,8 +121,23 @@ class Router:
         request) matter to cost-aware groups only."""
         ctx = ctx or RouteContext(tier_id=tier.pk, tenant_id=None, requested=requested,
                                   prompt_tokens=0)  # fmt: skip
-        live = live or {}
         notes: list[str] = []
+        try:
+            return self._route(tier, ctx, table, live or {}, max_output, max_cost, notes)
+        except GatewayError as exc:
+            exc.explanation = tuple(notes)  # for the console's dry run
+            raise
+
+    def _route(
+        self,
+        tier: Tier,
+        ctx: RouteContext,
+        table: RoutingTable,
+        live: LiveState,
+        max_output: int,
+        max_cost: int | None,
+        notes: list[str],
+    ) -> Route:
         model, rule = self.select_model(tier, ctx, table, notes)
         group = table.groups.get(model)
         if group is None or not group.targets:
