@@ -151,6 +151,8 @@ class Router:
             skipped = sorted({t.name for t in group.targets} - {t.name for t in pool})
             if skipped:
                 notes.append(f"skipped (cooling down or saturated): {', '.join(skipped)}")
+            elif any(live[t.name].cooling(now) for t in group.targets if t.name in live):
+                notes.append("every deployment is cooling down or saturated: trying them anyway")
             strategy = balancer.STRATEGIES.get(group.strategy, balancer.weighted)
             order = strategy(pool, live, self.rng)
         notes.append(f"{group.strategy} over {len(group.targets)} deployment(s): "
