@@ -212,6 +212,8 @@ SWITCHYARD_COOLDOWN_SECONDS = env.float("SWITCHYARD_COOLDOWN_SECONDS", default=5
 SWITCHYARD_COOLDOWN_MAX_SECONDS = env.float("SWITCHYARD_COOLDOWN_MAX_SECONDS", default=300.0)
 # "embeddings" (MiniLM in the gateway process) or "heuristic" (keywords only).
 SWITCHYARD_CLASSIFIER = env.str("SWITCHYARD_CLASSIFIER", default="embeddings")
+# torch threads of a gateway process that loads MiniLM for the classifier.
+SWITCHYARD_CLASSIFIER_THREADS = env.int("SWITCHYARD_CLASSIFIER_THREADS", default=1)
 
 LOGGING = {
     "version": 1,

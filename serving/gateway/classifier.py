@@ -24,7 +24,8 @@ log = logging.getLogger(__name__)
 CLASSES = ("simple", "complex", "code")
 DATA_DIR = Path(__file__).resolve().parents[1] / "routing_data"
 WEIGHTS = DATA_DIR / "classifier.json"
-MAX_CHARS = 2000  # the head of a prompt says what kind of task it is; keeps P99 flat
+MAX_CHARS = 1000  # the head of a prompt says what kind of task it is; keeps P99 flat
+MAX_TOKENS = 128
 
 _CODE = re.compile(
     r"```|\bdef |\bclass \w|\bfunction\b|\bimport \w|#include|\bSELECT\b|\bregex\b|"
@@ -71,9 +72,33 @@ class LinearClassifier:
 
 @cache
 def _embedder():
+    import torch
+
     from serving.engine.embeddings import MiniLMEmbedder
 
+    # A gateway process runs no other torch work: one thread per classification keeps a
+    # request's latency flat instead of fighting the other requests' threads for the cores.
+    torch.set_num_threads(settings.SWITCHYARD_CLASSIFIER_THREADS)
     return MiniLMEmbedder(device="cpu")
+
+
+def embed_one(embedder, text: str) -> np.ndarray:
+    """The MiniLM sentence embedding of ``text`` (mean-pooled, L2-normalised, at most
+    ``MAX_TOKENS`` tokens), without ``SentenceTransformer.encode``'s per-call overhead; the
+    same vector ``embedder.embed`` gives for texts that short."""
+    import torch
+
+    bert = getattr(embedder.model[0], "auto_model", None)
+    if bert is None:  # another sentence-transformers layout: take the slow path
+        return np.asarray(embedder.embed([text]), dtype=np.float32)
+    with torch.inference_mode():
+        enc = embedder.tokenizer([text], return_tensors="pt", truncation=True,
+                                 max_length=MAX_TOKENS).to(bert.device)  # fmt: skip
+        hidden = bert(**enc).last_hidden_state
+        mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        vec = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+        vec = torch.nn.functional.normalize(vec, dim=1)
+    return vec.float().cpu().numpy()
 
 
 _lock = threading.Lock()
@@ -110,7 +135,7 @@ class TaskClassifier:
         if not self._ready():
             return heuristic_class(text), "heuristic"
         with _lock:  # one forward at a time: torch threads are shared anyway
-            vec = np.asarray(self._embedder.embed([text]), dtype=np.float32)
+            vec = embed_one(self._embedder, text)
         return self._model.predict(vec)[0], "embeddings"
 
 
