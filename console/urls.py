@@ -1,7 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path, re_path
 
-from console import billing_views, cache_views, views
+from console import billing_views, cache_views, routing_views, views
 
 app_name = "console"
 
@@ -63,4 +63,18 @@ urlpatterns = [
         cache_views.tenant_cache_entry_delete,
         name="cache-entry-delete",
     ),
+    path("routing/", routing_views.deployment_list, name="deployment-list"),
+    path("routing/deployments/new/", routing_views.deployment_create, name="deployment-create"),
+    path(
+        "routing/deployments/<slug:name>/edit/",
+        routing_views.deployment_edit,
+        name="deployment-edit",
+    ),  # fmt: skip
+    path("routing/rules/", routing_views.rule_list, name="rule-list"),
+    path("routing/rules/new/", routing_views.rule_create, name="rule-create"),
+    path("routing/rules/<int:pk>/edit/", routing_views.rule_edit, name="rule-edit"),
+    path("routing/rules/<int:pk>/delete/", routing_views.rule_delete, name="rule-delete"),
+    path("routing/groups/new/", routing_views.group_create, name="group-create"),
+    path("routing/groups/<str:name>/edit/", routing_views.group_edit, name="group-edit"),
+    path("routing/test/", routing_views.test_route, name="test-route"),
 ]

@@ -1,7 +1,8 @@
 """The public model names the platform knows (tiers may allow only these).
 
-Until deployments live in the database (routing issue) the catalogue is the
-``SWITCHYARD_MODELS`` setting: the default worker's chat model and the embedding model.
+The configured ``SWITCHYARD_MODELS``, every model a deployment serves, every model group, and
+``auto`` (the router's alias). Blocking (reads PostgreSQL): for async code use
+``serving.gateway.routing.allowed_models`` with the cached routing table.
 """
 
 from __future__ import annotations
@@ -10,4 +11,9 @@ from django.conf import settings
 
 
 def model_names() -> list[str]:
-    return list(dict.fromkeys(settings.SWITCHYARD_MODELS))
+    from serving.models import Deployment, ModelGroup
+    from serving.routing_table import AUTO
+
+    deployed = Deployment.objects.values_list("model", flat=True).distinct()
+    groups = ModelGroup.objects.values_list("name", flat=True)
+    return list(dict.fromkeys([*settings.SWITCHYARD_MODELS, *deployed, *groups, AUTO]))

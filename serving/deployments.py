@@ -23,6 +23,9 @@ FIELDS = [
     "context_window",
     "enabled",
     "timeout_seconds",
+    "capabilities",
+    "quality",
+    "health_check",
 ]
 CACHE_SECONDS = settings.SWITCHYARD_TABLE_CACHE_SECONDS
 
@@ -66,9 +69,40 @@ class Target:
     max_concurrency: int
     context_window: int
     timeout_seconds: float
+    capabilities: tuple[str, ...] = ()
+    quality: float = 0.8
+    health_check: str = "health"
 
 
 _table: tuple[float, dict[str, list[Target]]] | None = None
+
+
+def load_deployment_table() -> dict[str, list[Target]]:
+    """Enabled deployments by public model name, read from the database now."""
+    table: dict[str, list[Target]] = {}
+    for d in Deployment.objects.filter(enabled=True).order_by("name"):
+        try:
+            key = secrets.decrypt(d.api_key_encrypted)
+        except ValueError:
+            continue  # unreadable secret: the deployment cannot be called
+        table.setdefault(d.model, []).append(
+            Target(
+                name=d.name,
+                model=d.model,
+                upstream_model=d.target_model,
+                kind=d.kind,
+                base_url=d.base_url.rstrip("/"),
+                api_key=key,
+                weight=d.weight,
+                max_concurrency=d.max_concurrency,
+                context_window=d.context_window,
+                timeout_seconds=d.timeout_seconds,
+                capabilities=tuple(d.capabilities),
+                quality=d.quality,
+                health_check=d.health_check,
+            )
+        )
+    return table
 
 
 def deployment_table() -> dict[str, list[Target]]:
@@ -76,27 +110,7 @@ def deployment_table() -> dict[str, list[Target]]:
     global _table
     now = time.monotonic()
     if _table is None or now - _table[0] > CACHE_SECONDS:
-        table: dict[str, list[Target]] = {}
-        for d in Deployment.objects.filter(enabled=True).order_by("name"):
-            try:
-                key = secrets.decrypt(d.api_key_encrypted)
-            except ValueError:
-                continue  # unreadable secret: the deployment cannot be called
-            table.setdefault(d.model, []).append(
-                Target(
-                    name=d.name,
-                    model=d.model,
-                    upstream_model=d.target_model,
-                    kind=d.kind,
-                    base_url=d.base_url.rstrip("/"),
-                    api_key=key,
-                    weight=d.weight,
-                    max_concurrency=d.max_concurrency,
-                    context_window=d.context_window,
-                    timeout_seconds=d.timeout_seconds,
-                )
-            )
-        _table = (now, table)
+        _table = (now, load_deployment_table())
     return _table[1]
 
 

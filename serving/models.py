@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from django.core.validators import MinValueValidator
+from django.contrib.postgres.fields import ArrayField
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
 
@@ -14,6 +15,15 @@ class Deployment(models.Model):
     class Kind(models.TextChoices):
         LOCAL_WORKER = "local_worker", "Switchyard model worker"
         OPENAI_COMPATIBLE = "openai_compatible", "OpenAI-compatible API"
+
+    class Capability(models.TextChoices):
+        CODE = "code", "Code"
+        LONG_CONTEXT = "long_context", "Long context"
+
+    class HealthCheck(models.TextChoices):
+        HEALTH_URL = "health", "GET /health next to the base URL"
+        COMPLETION = "completion", "A one-token completion"
+        NONE = "none", "No active check (passive only)"
 
     name = models.SlugField(max_length=64, unique=True)
     model = models.CharField(max_length=128, db_index=True, help_text="Public model name.")
@@ -30,6 +40,20 @@ class Deployment(models.Model):
     context_window = models.PositiveIntegerField(default=8192)
     enabled = models.BooleanField(default=True)
     timeout_seconds = models.FloatField(default=120.0, validators=[MinValueValidator(0.1)])
+    capabilities = ArrayField(
+        models.CharField(max_length=32, choices=Capability.choices),
+        default=list,
+        blank=True,
+        help_text="What it is good at, for routing rules (code, long_context).",
+    )
+    quality = models.FloatField(
+        default=0.8,
+        validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
+        help_text="0-1; cost-aware groups skip deployments below the tier's quality floor.",
+    )
+    health_check = models.CharField(
+        max_length=16, choices=HealthCheck.choices, default=HealthCheck.HEALTH_URL
+    )
     created = models.DateTimeField(default=timezone.now, editable=False)
     updated = models.DateTimeField(auto_now=True)
 
@@ -70,6 +94,7 @@ class RequestLog(models.Model):
     latency_ms = models.FloatField(default=0)
     ttft_ms = models.FloatField(null=True, blank=True)
     cache = models.CharField(max_length=16, default="miss")
+    route = models.CharField(max_length=255, blank=True, help_text="x-switchyard-route")
     request_body = models.JSONField(null=True, blank=True)
     response_body = models.JSONField(null=True, blank=True)
     created = models.DateTimeField(default=timezone.now)
@@ -83,3 +108,67 @@ class RequestLog(models.Model):
 
     def __str__(self) -> str:
         return self.request_id
+
+
+class ModelGroup(models.Model):
+    """A public model name (``auto``, ``fast``, ``smart``, ...) served by a group of
+    deployments, balanced by one strategy. Deployments whose ``model`` is the group's name
+    belong to it too, so a group row for a concrete model name only sets its strategy."""
+
+    class Strategy(models.TextChoices):
+        WEIGHTED = "weighted", "Weighted random"
+        LEAST_CONNECTIONS = "least_connections", "Least connections"
+        LOWEST_LATENCY = "lowest_latency", "Lowest latency (EWMA of TTFT)"
+        POWER_OF_TWO = "power_of_two", "Power of two choices"
+        CHEAPEST = "cheapest", "Cost-aware: cheapest above the tier's quality floor"
+
+    name = models.CharField(max_length=128, unique=True, help_text="Public model name.")
+    strategy = models.CharField(max_length=32, choices=Strategy.choices, default=Strategy.WEIGHTED)
+    members = models.ManyToManyField(Deployment, blank=True, related_name="groups")
+    description = models.CharField(max_length=255, blank=True)
+    updated = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class RoutingRule(models.Model):
+    """One ordered model-selection rule: every condition set must match; first match wins."""
+
+    class TaskClass(models.TextChoices):
+        ANY = "", "Any"
+        SIMPLE = "simple", "Simple"
+        COMPLEX = "complex", "Complex"
+        CODE = "code", "Code"
+
+    position = models.PositiveIntegerField(default=100, help_text="Lower runs first.")
+    name = models.SlugField(max_length=64, unique=True)
+    enabled = models.BooleanField(default=True)
+    tier = models.ForeignKey(
+        "tenants.Tier", null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    tenant = models.ForeignKey(
+        "tenants.Tenant", null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    requested_models = ArrayField(
+        models.CharField(max_length=128),
+        default=list,
+        blank=True,
+        help_text="Match these requested names (empty: any).",
+    )
+    min_prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
+    max_prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
+    task_class = models.CharField(max_length=16, choices=TaskClass.choices, blank=True)
+    metadata_key = models.CharField(max_length=64, blank=True)
+    metadata_value = models.CharField(max_length=255, blank=True)
+    target = models.CharField(max_length=128, help_text="Public model or group to route to.")
+    updated = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["position", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.position}: {self.name} -> {self.target}"

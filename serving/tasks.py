@@ -8,3 +8,11 @@ from switchyard.redis_client import get_redis
 def ingest_request_logs() -> int:
     """Write queued request-log entries in bulk (idempotent by request id)."""
     return request_log_ingestor.drain(get_redis())
+
+
+@shared_task(name="serving.tasks.check_deployments", ignore_result=True, time_limit=60)
+def check_deployments() -> int:
+    """Active health checks of every enabled deployment; returns how many are healthy."""
+    from serving.health_checks import check_deployments as run_checks
+
+    return sum(r.ok for r in run_checks())

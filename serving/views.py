@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator
+from decimal import Decimal, InvalidOperation
 
 import orjson
 from django.conf import settings
@@ -16,6 +17,7 @@ from serving.gateway import metrics
 from serving.gateway.errors import GatewayError, invalid, model_not_found
 from serving.gateway.pipeline import Call, get_gateway
 from serving.gateway.routing import allowed_models
+from serving.routing_table import arouting_table
 
 
 def _error(exc: GatewayError, call: Call | None = None) -> JsonResponse:
@@ -46,6 +48,24 @@ def _parse(request) -> dict:
     if not isinstance(body, dict):
         raise invalid("The request body must be a JSON object.")
     return body
+
+
+def _max_cost(header: str | None) -> int | None:
+    """The caller's budget for one request (``x-switchyard-max-cost-usd``), in micro-dollars."""
+    if header is None:
+        return None
+    try:
+        usd = Decimal(header.strip())
+    except InvalidOperation:
+        usd = Decimal(-1)
+    if not usd.is_finite() or usd < 0:
+        raise invalid(
+            "The x-switchyard-max-cost-usd header must be a non-negative amount in US dollars, "
+            "e.g. 0.002.",
+            param="x-switchyard-max-cost-usd",
+            code="invalid_max_cost",
+        )
+    return int(usd * 1_000_000)
 
 
 def _method_not_allowed(allowed: str) -> JsonResponse:
@@ -82,6 +102,7 @@ async def _handle(request, endpoint: str):
         call.cache_control = request.headers.get("Cache-Control", "")
         if request.headers.get("X-Request-Id"):
             call.request_id = f"req_{request.headers['X-Request-Id'][:48]}"
+        call.max_cost = _max_cost(request.headers.get("X-Switchyard-Max-Cost-Usd"))
         await gw.aprepare(call)
     except GatewayError as exc:
         if call is None:
@@ -156,7 +177,7 @@ async def models(request, model: str | None = None):
         auth = await gw.authenticate(request.headers.get("Authorization"))
     except GatewayError as exc:
         return _error(exc)
-    names = allowed_models(auth.tier)
+    names = allowed_models(auth.tier, await arouting_table())
     if model is not None:
         if model not in names:
             return _error(model_not_found(model))

@@ -18,4 +18,9 @@ app.conf.beat_schedule = {
     "check-budget-alerts": {"task": "billing.tasks.check_budget_alerts", "schedule": 30.0},
     "expire-cache-entries": {"task": "serving.cache.tasks.expire_cache_entries", "schedule": 60.0},
     "enforce-cache-caps": {"task": "serving.cache.tasks.enforce_cache_caps", "schedule": 300.0},
+    "check-deployments": {
+        "task": "serving.tasks.check_deployments",
+        # Read here, not from django.conf: importing the app must not load the settings.
+        "schedule": float(os.environ.get("SWITCHYARD_HEALTH_CHECK_SECONDS", "10")),
+    },
 }

@@ -205,6 +205,16 @@ SWITCHYARD_MAX_BODY_BYTES = env.int("SWITCHYARD_MAX_BODY_BYTES", default=1_048_5
 # Django refuses larger bodies itself; keep its limit above ours so we answer the 413.
 DATA_UPLOAD_MAX_MEMORY_SIZE = SWITCHYARD_MAX_BODY_BYTES * 4
 SWITCHYARD_MODEL_WORKER_URL = env.str("SWITCHYARD_MODEL_WORKER_URL", default="")
+# Routing and failover (docs/routing.md).
+SWITCHYARD_ROUTE_MAX_ATTEMPTS = env.int("SWITCHYARD_ROUTE_MAX_ATTEMPTS", default=3)
+SWITCHYARD_ROUTE_DEADLINE_SECONDS = env.float("SWITCHYARD_ROUTE_DEADLINE_SECONDS", default=30.0)
+SWITCHYARD_COOLDOWN_FAILURES = env.int("SWITCHYARD_COOLDOWN_FAILURES", default=3)
+SWITCHYARD_COOLDOWN_SECONDS = env.float("SWITCHYARD_COOLDOWN_SECONDS", default=5.0)
+SWITCHYARD_COOLDOWN_MAX_SECONDS = env.float("SWITCHYARD_COOLDOWN_MAX_SECONDS", default=300.0)
+# "embeddings" (MiniLM in the gateway process) or "heuristic" (keywords only).
+SWITCHYARD_CLASSIFIER = env.str("SWITCHYARD_CLASSIFIER", default="embeddings")
+# torch threads of a gateway process that loads MiniLM for the classifier.
+SWITCHYARD_CLASSIFIER_THREADS = env.int("SWITCHYARD_CLASSIFIER_THREADS", default=1)
 
 # Billing alerts (billing.alerts, billing.anomalies): operators' recipients and the anomaly rule.
 SWITCHYARD_ALERT_EMAILS = env.list("SWITCHYARD_ALERT_EMAILS", default=[])

@@ -58,6 +58,16 @@ class Tier(models.Model):
     allow_model_override = models.BooleanField(
         default=True, help_text="Callers may name a model instead of taking the router's choice."
     )
+    quality_floor = models.FloatField(
+        default=0.8,
+        validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
+        help_text="Cost-aware routing picks only deployments of at least this quality (0-1).",
+    )
+    request_budget_micro_usd = models.PositiveBigIntegerField(
+        default=0,
+        help_text="Default most a request may cost, micro-dollars, for cost-aware routing "
+        "(0: no limit; callers may send x-switchyard-max-cost-usd).",
+    )
     pii_redaction = models.BooleanField(
         default=True, help_text="Redact e-mails, phone, card and national ID numbers in and out."
     )

@@ -42,6 +42,8 @@ TIER_FIELDS = [
     "pii_redaction",
     "blocklist",
     "log_bodies",
+    "quality_floor",
+    "request_budget_micro_usd",
 ]
 TENANT_FIELDS = ["name", "slug", "tier", "status", "contact_email", "cache_shared_pool"]
 KEY_FIELDS = ["name", "prefix", "expires", "revoked"]

@@ -27,17 +27,20 @@ import redis.asyncio as aioredis
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
-from billing.pricing import Price, price_at
+from billing.pricing import Price
 from billing.usage import USAGE_STREAM, usage_event
 from serving.cache.stage import CacheStage, hit_charge
-from serving.deployments import Target, deployment_table, deployment_table_is_fresh
-from serving.gateway import filters, metrics, upstream
+from serving.gateway import filters, metrics
 from serving.gateway.budget import BudgetExhausted, BudgetLedger, BudgetReservation
+from serving.gateway.classifier import task_classifier
 from serving.gateway.errors import GatewayError, insufficient_quota, invalid, rate_limited
+from serving.gateway.failover import Failover
 from serving.gateway.ratelimit import Limits, RateLimited, RateLimiter, Reservation
 from serving.gateway.routing import Route, Router
 from serving.gateway.validation import max_output_tokens, validate
+from serving.health import DeploymentHealth, LiveState
 from serving.request_log import REQUEST_LOG_STREAM
+from serving.routing_table import RouteContext, RoutingTable, arouting_table, deployment_price
 from tenants.auth import AuthContext, AuthFailure, aauthenticate_key
 
 log = logging.getLogger(__name__)
@@ -75,6 +78,14 @@ def prompt_texts(endpoint: str, body: dict[str, Any]) -> list[str]:
     if isinstance(value, list) and value and isinstance(value[0], str):
         return list(value)
     return []
+
+
+def classifier_text(endpoint: str, body: dict[str, Any]) -> str:
+    """What the task classifier reads: the last user message, or the prompt."""
+    if endpoint == "chat.completions":
+        users = [m for m in body["messages"] if m.get("role") == "user"]
+        return _message_text(users[-1]) if users else ""
+    return "\n".join(prompt_texts(endpoint, body))
 
 
 def _token_count(endpoint: str, body: dict[str, Any]) -> int:
@@ -126,6 +137,9 @@ class Call:
     created: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
     started: float = field(default_factory=time.perf_counter)
     route: Route | None = None
+    live: LiveState | None = None
+    task_class: str | None = None
+    max_cost: int | None = None  # the caller's per-request budget, micro-dollars
     upstream_body: dict[str, Any] = field(default_factory=dict)
     prompt_estimate: int = 0
     max_output: int = 0
@@ -170,6 +184,8 @@ class Gateway:
         self.ledger = BudgetLedger(self.redis)
         self.router = Router()
         self.cache = CacheStage(self.redis)
+        self.health = DeploymentHealth(self.redis)
+        self.failover = Failover(self.health)
 
     # ---- ingress -----------------------------------------------------------------------
 
@@ -198,14 +214,18 @@ class Gateway:
             raise GatewayError(status, exc.message, code=code) from None
 
     async def aprepare(self, call: Call) -> None:
-        """:meth:`prepare`, refreshing the cached deployment table off the event loop first."""
-        if deployment_table_is_fresh():
-            table = deployment_table()
-        else:
-            table = await sync_to_async(deployment_table, thread_sensitive=False)()
+        """:meth:`prepare`, after loading what routing needs without blocking the loop: the
+        cached routing table, the deployments' live state (one Redis call) and, when a rule
+        asks for it, the prompt's task class (classifier on a worker thread)."""
+        table = await arouting_table()
+        call.live = await self.health.snapshot(table.deployment_names)
+        if table.needs_task_class and call.endpoint != "embeddings" and call.task_class is None:
+            validate(call.endpoint, call.body)
+            text = classifier_text(call.endpoint, call.body)
+            call.task_class, _ = await asyncio.to_thread(task_classifier().classify, text)
         self.prepare(call, table)
 
-    def prepare(self, call: Call, table: dict[str, list[Target]]) -> None:
+    def prepare(self, call: Call, table: RoutingTable) -> None:
         """Validate, filter and route (no I/O apart from cached tables)."""
         validate(call.endpoint, call.body)
         tier = call.tier
@@ -217,14 +237,31 @@ class Gateway:
                 f"The request contains a blocked term ('{term}') under your plan's content policy.",
                 code="content_blocked",
             )
-        call.route = self.router.route(tier, call.body["model"], table)
+        call.prompt_estimate = _token_count(call.endpoint, call.body)
+        if call.endpoint != "embeddings":
+            call.max_output = max_output_tokens(call.body, DEFAULT_MAX_TOKENS)
+        ctx = RouteContext(
+            tier_id=tier.pk,
+            tenant_id=call.auth.tenant.pk,
+            requested=call.body["model"],
+            prompt_tokens=call.prompt_estimate,
+            task_class=call.task_class,
+            metadata=call.body.get("metadata") or {},
+        )
+        call.route = self.router.route(
+            tier,
+            call.body["model"],
+            table,
+            ctx=ctx,
+            live=call.live,
+            max_output=call.max_output,
+            max_cost=call.max_cost,
+        )
         body = _redact_body(call.endpoint, call.body) if tier.pii_redaction else dict(call.body)
         body["model"] = call.route.target.upstream_model
-        call.prompt_estimate = _token_count(call.endpoint, call.body)
         if call.endpoint == "embeddings":
             call.max_output = 0
         else:
-            call.max_output = max_output_tokens(call.body, DEFAULT_MAX_TOKENS)
             if "max_tokens" not in body and "max_completion_tokens" not in body:
                 body["max_tokens"] = DEFAULT_MAX_TOKENS
             window = call.route.target.context_window
@@ -275,11 +312,8 @@ class Gateway:
                 f"Rate limit reached for {what}. Please retry after {exc.retry_after}s.",
                 exc.headers,
             ) from None
-        call.price = await sync_to_async(price_at, thread_sensitive=False)(
-            call.route.model,
-            call.created,
-            deployment=call.route.target.name,
-            tenant_id=call.auth.tenant.pk,
+        call.price = await sync_to_async(deployment_price, thread_sensitive=False)(
+            call.route.target, call.created, tenant_id=call.auth.tenant.pk
         )
         worst = call.price.cost(call.prompt_estimate, call.max_output)
         try:
@@ -303,10 +337,9 @@ class Gateway:
             call.response_for_log = resp = self.cache.serve(call, hit)
             await self.finish(call)
             return resp
-        target = call.route.target
         try:
-            resp = await upstream.post_json(
-                target,
+            resp = await self.failover.post_json(
+                call,
                 PATHS[call.endpoint],
                 call.upstream_body,
                 request_id=call.request_id,
@@ -375,15 +408,14 @@ class Gateway:
             for chunk in replay:
                 yield chunk
             return
-        target = call.route.target
         include_usage = bool((call.body.get("stream_options") or {}).get("include_usage"))
         redactors: dict[int, filters.StreamRedactor] = {}
         texts: dict[int, list[str]] = {}
         last: dict[str, Any] | None = None
         produced_chunks = 0
         try:
-            async for chunk in upstream.stream_chunks(
-                target,
+            async for chunk in self.failover.stream(
+                call,
                 PATHS[call.endpoint],
                 call.upstream_body,
                 request_id=call.request_id,
@@ -557,6 +589,7 @@ class Gateway:
             "latency_ms": f"{(time.perf_counter() - call.started) * 1000:.2f}",
             "ttft_ms": f"{call.ttft * 1000:.2f}" if call.ttft is not None else "",
             "cache": call.cache,
+            "route": call.route.header() if call.route else "",
             "created": call.created.isoformat(),
         }
         if call.tier.log_bodies:

@@ -1,18 +1,29 @@
-"""The routing seam: which public model a request gets, and which deployment serves it.
+"""Routing: which public model a request gets, and in which order its deployments are tried.
 
-Here the tier decides the model (its default when callers may not override) and a weighted
-random choice picks among the model's enabled deployments. Routing rules, the classifier,
-cost-aware choice, health and failover plug in here (routing issue).
+1. **Model selection.** A caller whose tier allows overrides and who names a model (or group)
+   that has deployments gets it. Otherwise the ordered routing rules decide (tier, tenant,
+   requested name, estimated prompt tokens, task class, request metadata; first match wins),
+   and the tier's default model is the fallback.
+2. **Deployment order.** The group's strategy (weighted, least connections, lowest latency,
+   power of two, or cost-aware cheapest) orders its deployments that are not cooling down;
+   failover (:mod:`serving.gateway.failover`) walks down that order.
+
+Everything here reads memory only: the routing table (cached from PostgreSQL) and the live
+state (fetched from Redis once per request). The decision and why is in ``Route``.
 """
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 from serving.catalog import model_names
 from serving.deployments import Target
+from serving.gateway import balancer
 from serving.gateway.errors import GatewayError, model_not_found
+from serving.health import LiveState
+from serving.routing_table import AUTO, RouteContext, RoutingTable
 from tenants.models import Tier
 
 
@@ -21,39 +32,185 @@ class Route:
     model: str
     target: Target
     rule: str
+    task_class: str | None = None
+    strategy: str = "weighted"
+    candidates: tuple[Target, ...] = ()
+    attempts: int = 1
+    explanation: tuple[str, ...] = field(default=(), compare=False)
 
     def header(self) -> str:
-        return f"model={self.model}; deployment={self.target.name}; rule={self.rule}"
+        parts = [f"model={self.model}", f"deployment={self.target.name}", f"rule={self.rule}"]
+        if self.task_class:
+            parts.append(f"class={self.task_class}")
+        parts.append(f"strategy={self.strategy}")
+        if self.attempts > 1:
+            parts.append(f"attempts={self.attempts}")
+        return "; ".join(parts)
 
 
-def allowed_models(tier: Tier) -> list[str]:
-    """The public models a tier may call (an empty allow-list means every known model)."""
-    known = model_names()
+def allowed_models(tier: Tier, table: RoutingTable | None = None) -> list[str]:
+    """The public names a tier may call (an empty allow-list means every known name).
+    Known: the configured models, every name with deployments or a group, and ``auto``."""
+    known = model_names() if table is None else _known(table)
     return [m for m in tier.allowed_models if m in known] if tier.allowed_models else known
+
+
+def _known(table: RoutingTable) -> list[str]:
+    from django.conf import settings
+
+    return list(dict.fromkeys([*settings.SWITCHYARD_MODELS, *table.names, AUTO]))
+
+
+def unavailable(model: str) -> GatewayError:
+    return GatewayError(
+        503,
+        f"No deployment is serving `{model}` right now; try again later.",
+        type="api_error",
+        code="model_unavailable",
+        headers={"retry-after": "5"},
+    )
 
 
 class Router:
     def __init__(self, rng: random.Random | None = None) -> None:
         self.rng = rng or random.Random()
 
-    def resolve_model(self, tier: Tier, requested: str) -> tuple[str, str]:
-        if not tier.allow_model_override and tier.default_model:
+    def select_model(
+        self, tier: Tier, ctx: RouteContext, table: RoutingTable, notes: list[str]
+    ) -> tuple[str, str]:
+        """(public model, rule name) for the request; ``notes`` collects the reasons."""
+        requested = ctx.requested
+        allowed = allowed_models(tier, table)
+        servable = requested != AUTO and bool(table.groups.get(requested, None))
+        if tier.allow_model_override:
+            if requested not in allowed:
+                raise model_not_found(requested)
+            if servable:
+                notes.append(f"caller named `{requested}` and the tier allows overrides")
+                return requested, "requested"
+        else:
+            notes.append("the tier does not let callers choose: the rules decide")
+        for rule in table.rules:
+            why_not = rule.mismatch(ctx)
+            if why_not is None:
+                notes.append(f"rule `{rule.name}` (position {rule.position}) matched")
+                return rule.target, rule.name
+            notes.append(f"rule `{rule.name}` skipped: {why_not}")
+        if tier.default_model:
+            notes.append(f"no rule matched: the tier's default `{tier.default_model}`")
             return tier.default_model, "tier-default"
-        if requested in allowed_models(tier):
+        if servable and requested in allowed:
+            notes.append(f"no rule matched and no default: the requested `{requested}`")
             return requested, "requested"
         raise model_not_found(requested)
 
-    def route(self, tier: Tier, requested: str, table: dict[str, list[Target]]) -> Route:
-        """Pick the model and deployment; ``table`` is the enabled deployments by model."""
-        model, rule = self.resolve_model(tier, requested)
-        targets = table.get(model, [])
-        if not targets:
+    def route(
+        self,
+        tier: Tier,
+        requested: str,
+        table: RoutingTable,
+        *,
+        ctx: RouteContext | None = None,
+        live: LiveState | None = None,
+        max_output: int = 0,
+        max_cost: int | None = None,
+    ) -> Route:
+        """Pick the model and the order of its deployments, or raise a ``GatewayError``.
+
+        ``max_output`` (tokens) and ``max_cost`` (micro-dollars, the caller's budget for this
+        request) matter to cost-aware groups only."""
+        ctx = ctx or RouteContext(tier_id=tier.pk, tenant_id=None, requested=requested,
+                                  prompt_tokens=0)  # fmt: skip
+        notes: list[str] = []
+        try:
+            return self._route(tier, ctx, table, live or {}, max_output, max_cost, notes)
+        except GatewayError as exc:
+            exc.explanation = tuple(notes)  # for the console's dry run
+            raise
+
+    def _route(
+        self,
+        tier: Tier,
+        ctx: RouteContext,
+        table: RoutingTable,
+        live: LiveState,
+        max_output: int,
+        max_cost: int | None,
+        notes: list[str],
+    ) -> Route:
+        model, rule = self.select_model(tier, ctx, table, notes)
+        group = table.groups.get(model)
+        if group is None or not group.targets:
+            raise unavailable(model)
+        now = time.time()
+        if group.strategy == "cheapest":
+            order = self._cheapest(tier, group.name, group.targets, table, ctx, live,
+                                   max_output, max_cost, notes, now)  # fmt: skip
+        else:
+            pool = balancer.available(group.targets, live, now)
+            skipped = sorted({t.name for t in group.targets} - {t.name for t in pool})
+            if skipped:
+                notes.append(f"skipped (cooling down or saturated): {', '.join(skipped)}")
+            elif any(live[t.name].cooling(now) for t in group.targets if t.name in live):
+                notes.append("every deployment is cooling down or saturated: trying them anyway")
+            strategy = balancer.STRATEGIES.get(group.strategy, balancer.weighted)
+            order = strategy(pool, live, self.rng)
+        notes.append(f"{group.strategy} over {len(group.targets)} deployment(s): "
+                     + ", ".join(t.name for t in order))  # fmt: skip
+        return Route(
+            model=model,
+            target=order[0],
+            rule=rule,
+            task_class=ctx.task_class,
+            strategy=group.strategy,
+            candidates=tuple(order),
+            explanation=tuple(notes),
+        )
+
+    def _cheapest(
+        self,
+        tier: Tier,
+        model: str,
+        targets: tuple[Target, ...],
+        table: RoutingTable,
+        ctx: RouteContext,
+        live: LiveState,
+        max_output: int,
+        max_cost: int | None,
+        notes: list[str],
+        now: float,
+    ) -> list[Target]:
+        floor = tier.quality_floor
+        good = [t for t in targets if t.quality >= floor]
+        if not good:
+            best = max(t.quality for t in targets)
             raise GatewayError(
-                503,
-                f"No deployment is serving `{model}` right now; try again later.",
-                type="api_error",
-                code="model_unavailable",
-                headers={"retry-after": "5"},
+                400,
+                f"No deployment of `{model}` meets your plan's quality floor of {floor:g} "
+                f"(the best has {best:g}); ask for another model or your operator.",
+                param="model",
+                code="quality_floor_unmet",
             )
-        target = self.rng.choices(targets, weights=[t.weight for t in targets])[0]
-        return Route(model, target, rule)
+        budget = max_cost if max_cost is not None else (tier.request_budget_micro_usd or None)
+        cost = {t.name: table.prices[t.name].cost(ctx.prompt_tokens, max_output) for t in good}
+        within = [t for t in good if budget is None or cost[t.name] <= budget]
+        if not within:
+            cheapest = min(cost.values())
+            raise GatewayError(
+                400,
+                f"This request would cost at least ${cheapest / 1e6:.6f} on `{model}` (about "
+                f"{ctx.prompt_tokens} prompt + {max_output} completion tokens), more than its "
+                f"budget of ${budget / 1e6:.6f}; lower max_tokens or raise the budget "
+                "(x-switchyard-max-cost-usd).",
+                param="max_tokens",
+                code="request_budget_exceeded",
+            )
+        notes.append(
+            f"cost-aware: quality >= {floor:g} and predicted cost <= "
+            + ("no budget" if budget is None else f"{budget} micro-USD")
+            + ": "
+            + ", ".join(f"{t.name} {cost[t.name]} micro-USD" for t in within)
+        )
+        pool = balancer.available(within, live, now)
+        order = balancer.least_connections(pool, live, self.rng)
+        return sorted(order, key=lambda t: cost[t.name])  # stable: ties by fewest in flight

@@ -1,0 +1,188 @@
+"""Console pages for routing: deployments with live health, model groups, ordered rules, and
+a dry-run "test route" form. Views parse with a form and call one service."""
+
+from __future__ import annotations
+
+import time
+
+from django.contrib import messages
+from django.core.exceptions import ValidationError
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from console.decorators import admin_required, operator_required
+from console.forms import apply_errors
+from console.routing_forms import DeploymentForm, ModelGroupForm, RoutingRuleForm, TestRouteForm
+from serving.deployments import deployment_set
+from serving.health import DeploymentHealthSync, DeploymentState
+from serving.models import Deployment, ModelGroup, RoutingRule
+from serving.route_preview import preview_route
+from serving.routing_services import model_group_set, routing_rule_delete, routing_rule_set
+from switchyard.redis_client import get_redis
+
+# ---- deployments -------------------------------------------------------------------------
+
+
+def _deployment_rows() -> list[dict]:
+    deps = list(Deployment.objects.order_by("model", "name"))
+    live = DeploymentHealthSync(get_redis()).snapshot([d.name for d in deps])
+    now = time.time()
+    rows = []
+    for d in deps:
+        state = live.get(d.name, DeploymentState())
+        rows.append({
+            "d": d,
+            "state": state,
+            "status": state.status(now) if d.enabled else "disabled",
+            "cooldown_left": max(0, round(state.cooldown_until - now)),
+        })  # fmt: skip
+    return rows
+
+
+@operator_required
+def deployment_list(request):
+    ctx = {"rows": _deployment_rows()}
+    if request.htmx and not request.htmx.history_restore_request:
+        return render(request, "console/routing/_deployment_rows.html", ctx)
+    return render(request, "console/routing/deployment_list.html", ctx)
+
+
+def _deployment_form_view(request, dep: Deployment | None):
+    form = DeploymentForm(request.POST or None, initial=DeploymentForm.initial_for(dep))
+    if dep is not None:
+        form.fields["name"].disabled = True
+    if request.method == "POST" and form.is_valid():
+        data = dict(form.cleaned_data)
+        api_key = data.pop("api_key") or None
+        name = dep.name if dep else data.pop("name")
+        data.pop("name", None)
+        if dep is None and Deployment.objects.filter(name=name).exists():
+            form.add_error("name", "A deployment with this name already exists.")
+        else:
+            try:
+                deployment_set(name=name, api_key=api_key, actor=request.user, **data)
+            except ValidationError as exc:
+                apply_errors(form, exc)
+            else:
+                messages.success(request, f"Deployment {name} saved.")
+                return redirect("console:deployment-list")
+    return render(request, "console/routing/deployment_form.html", {"form": form, "dep": dep})
+
+
+@admin_required
+def deployment_create(request):
+    return _deployment_form_view(request, None)
+
+
+@admin_required
+def deployment_edit(request, name: str):
+    return _deployment_form_view(request, get_object_or_404(Deployment, name=name))
+
+
+# ---- groups and rules --------------------------------------------------------------------
+
+
+@operator_required
+def rule_list(request):
+    return render(
+        request,
+        "console/routing/rule_list.html",
+        {
+            "rules": RoutingRule.objects.select_related("tier", "tenant").order_by(
+                "position", "id"
+            ),
+            "groups": ModelGroup.objects.prefetch_related("members"),
+        },
+    )
+
+
+def _group_form_view(request, group: ModelGroup | None):
+    form = ModelGroupForm(request.POST or None, initial=ModelGroupForm.initial_for(group))
+    if group is not None:
+        form.fields["name"].disabled = True
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        name = group.name if group else data["name"]
+        if group is None and ModelGroup.objects.filter(name=name).exists():
+            form.add_error("name", "A group with this name already exists.")
+        else:
+            try:
+                model_group_set(name=name, strategy=data["strategy"], members=data["members"],
+                                description=data["description"], actor=request.user)  # fmt: skip
+            except ValidationError as exc:
+                apply_errors(form, exc)
+            else:
+                messages.success(request, f"Group {name} saved.")
+                return redirect("console:rule-list")
+    return render(request, "console/routing/group_form.html", {"form": form, "group": group})
+
+
+@admin_required
+def group_create(request):
+    return _group_form_view(request, None)
+
+
+@admin_required
+def group_edit(request, name: str):
+    return _group_form_view(request, get_object_or_404(ModelGroup, name=name))
+
+
+def _rule_form_view(request, rule: RoutingRule | None):
+    form = RoutingRuleForm(request.POST or None, initial=RoutingRuleForm.initial_for(rule))
+    if rule is not None:
+        form.fields["name"].disabled = True
+    if request.method == "POST" and form.is_valid():
+        data = dict(form.cleaned_data)
+        name = rule.name if rule else data["name"]
+        data.pop("name")
+        if rule is None and RoutingRule.objects.filter(name=name).exists():
+            form.add_error("name", "A rule with this name already exists.")
+        else:
+            try:
+                routing_rule_set(name=name, actor=request.user, **data)
+            except ValidationError as exc:
+                apply_errors(form, exc)
+            else:
+                messages.success(request, f"Rule {name} saved.")
+                return redirect("console:rule-list")
+    return render(request, "console/routing/rule_form.html", {"form": form, "rule": rule})
+
+
+@admin_required
+def rule_create(request):
+    return _rule_form_view(request, None)
+
+
+@admin_required
+def rule_edit(request, pk: int):
+    return _rule_form_view(request, get_object_or_404(RoutingRule, pk=pk))
+
+
+@require_POST
+@admin_required
+def rule_delete(request, pk: int):
+    rule = get_object_or_404(RoutingRule, pk=pk)
+    routing_rule_delete(rule=rule, actor=request.user)
+    messages.success(request, f"Rule {rule.name} deleted.")
+    return redirect("console:rule-list")
+
+
+# ---- dry run -----------------------------------------------------------------------------
+
+
+@operator_required
+def test_route(request):
+    form = TestRouteForm(request.POST or None)
+    preview = None
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        cost = data["max_cost_usd"]
+        preview = preview_route(
+            tenant=data["tenant"],
+            model=data["model"],
+            prompt=data["prompt"],
+            max_tokens=data["max_tokens"],
+            max_cost_micro_usd=None if cost is None else int(cost * 1_000_000),
+            metadata=data["metadata"],
+        )
+    return render(request, "console/routing/test_route.html", {"form": form, "preview": preview})

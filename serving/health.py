@@ -1,0 +1,189 @@
+"""Live deployment state in Redis, shared by every gateway replica and the health checker.
+
+Per deployment:
+
+- ``sy:dep:{name}:inflight``: a sorted set of in-flight request ids scored by start time
+  (least-connections and power-of-two read its size; entries of a crashed replica age out
+  after ``INFLIGHT_TTL`` seconds instead of leaking forever);
+- ``sy:dep:{name}``: a hash with ``ewma_ms`` (time to first token, exponentially weighted),
+  ``fails`` (consecutive failures), ``level`` (cooldowns in a row), ``cooldown_until`` (unix
+  seconds), ``last_error`` and ``last_ok``.
+
+Every update is one Lua script, so concurrent replicas never lose one. Passive health: a
+connect error puts a deployment in cooldown at once; timeouts, 5xx and 429 after
+``COOLDOWN_FAILURES`` in a row. Each further cooldown in a row doubles (``COOLDOWN_BASE`` up
+to ``COOLDOWN_MAX`` seconds). One success, from a request or from the active check, clears it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import redis
+import redis.asyncio as aioredis
+from django.conf import settings
+
+INFLIGHT_TTL = 900
+EWMA_ALPHA = 0.3
+
+# KEYS: none; ARGV: now, inflight_ttl, name1, name2, ...
+_SNAPSHOT = """
+local out = {}
+local now = tonumber(ARGV[1])
+for i = 3, #ARGV do
+  local k = 'sy:dep:' .. ARGV[i]
+  redis.call('ZREMRANGEBYSCORE', k .. ':inflight', '-inf', now - tonumber(ARGV[2]))
+  local h = redis.call('HMGET', k, 'ewma_ms', 'fails', 'cooldown_until', 'last_error', 'level')
+  out[#out + 1] = redis.call('ZCARD', k .. ':inflight')
+  out[#out + 1] = h[1] or ''
+  out[#out + 1] = h[2] or '0'
+  out[#out + 1] = h[3] or '0'
+  out[#out + 1] = h[4] or ''
+  out[#out + 1] = h[5] or '0'
+end
+return out
+"""
+
+# KEYS: hash; ARGV: now, ttft_ms ('' when not measured), alpha
+_SUCCESS = """
+if ARGV[2] ~= '' then
+  local old = redis.call('HGET', KEYS[1], 'ewma_ms')
+  local v = tonumber(ARGV[2])
+  if old then v = tonumber(ARGV[3]) * v + (1 - tonumber(ARGV[3])) * tonumber(old) end
+  redis.call('HSET', KEYS[1], 'ewma_ms', tostring(v))
+end
+redis.call('HSET', KEYS[1], 'fails', 0, 'level', 0, 'cooldown_until', 0, 'last_ok', ARGV[1])
+return 1
+"""
+
+# KEYS: hash; ARGV: now, reason, immediate (1/0), threshold, base, max
+# Returns the cooldown started in seconds (0 when none started).
+_FAILURE = """
+local now = tonumber(ARGV[1])
+local fails = redis.call('HINCRBY', KEYS[1], 'fails', 1)
+redis.call('HSET', KEYS[1], 'last_error', ARGV[2])
+local until_ = tonumber(redis.call('HGET', KEYS[1], 'cooldown_until') or '0')
+if now < until_ then return 0 end
+if ARGV[3] == '1' or fails >= tonumber(ARGV[4]) then
+  local level = redis.call('HINCRBY', KEYS[1], 'level', 1)
+  local secs = math.min(tonumber(ARGV[5]) * 2 ^ (level - 1), tonumber(ARGV[6]))
+  redis.call('HSET', KEYS[1], 'cooldown_until', tostring(now + secs))
+  return tostring(secs)
+end
+return 0
+"""
+
+
+def _key(name: str) -> str:
+    return f"sy:dep:{name}"
+
+
+@dataclass(frozen=True)
+class DeploymentState:
+    inflight: int = 0
+    ewma_ms: float | None = None
+    fails: int = 0
+    cooldown_until: float = 0.0
+    last_error: str = ""
+    level: int = 0
+
+    def cooling(self, now: float | None = None) -> bool:
+        return (now or time.time()) < self.cooldown_until
+
+    def status(self, now: float | None = None) -> str:
+        now = now or time.time()
+        if self.cooling(now):
+            return "cooldown"
+        if self.fails:
+            return "failing"
+        return "healthy"
+
+
+LiveState = dict[str, DeploymentState]
+
+
+def _parse(names: list[str], flat: list) -> LiveState:
+    out: LiveState = {}
+    for i, name in enumerate(names):
+        inflight, ewma, fails, until, err, level = flat[i * 6 : i * 6 + 6]
+        ewma = ewma.decode() if isinstance(ewma, bytes) else ewma
+        err = err.decode() if isinstance(err, bytes) else err
+        out[name] = DeploymentState(
+            inflight=int(inflight),
+            ewma_ms=float(ewma) if ewma else None,
+            fails=int(fails),
+            cooldown_until=float(until),
+            last_error=err or "",
+            level=int(level),
+        )
+    return out
+
+
+def _failure_args(reason: str, immediate: bool) -> list:
+    return [
+        time.time(),
+        reason[:200],
+        "1" if immediate else "0",
+        settings.SWITCHYARD_COOLDOWN_FAILURES,
+        settings.SWITCHYARD_COOLDOWN_SECONDS,
+        settings.SWITCHYARD_COOLDOWN_MAX_SECONDS,
+    ]
+
+
+class DeploymentHealth:
+    """The gateway's async view of the live state (one per event loop, like the limiter)."""
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self.redis = client
+        self._snapshot = client.register_script(_SNAPSHOT)
+        self._success = client.register_script(_SUCCESS)
+        self._failure = client.register_script(_FAILURE)
+
+    async def snapshot(self, names: list[str]) -> LiveState:
+        """In-flight counts, latency and cooldowns of ``names``, in one round trip."""
+        if not names:
+            return {}
+        flat = await self._snapshot(keys=[], args=[time.time(), INFLIGHT_TTL, *names])
+        return _parse(names, flat)
+
+    async def acquire(self, name: str, request_id: str) -> None:
+        k = f"{_key(name)}:inflight"
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zadd(k, {request_id: time.time()})
+        pipe.expire(k, INFLIGHT_TTL)
+        await pipe.execute()
+
+    async def release(self, name: str, request_id: str) -> None:
+        await self.redis.zrem(f"{_key(name)}:inflight", request_id)
+
+    async def success(self, name: str, ttft_ms: float | None) -> None:
+        ttft = "" if ttft_ms is None else f"{ttft_ms:.3f}"
+        await self._success(keys=[_key(name)], args=[time.time(), ttft, EWMA_ALPHA])
+
+    async def failure(self, name: str, reason: str, *, immediate: bool = False) -> float:
+        """Count a failure; returns the cooldown it started, in seconds (0 if none)."""
+        secs = await self._failure(keys=[_key(name)], args=_failure_args(reason, immediate))
+        return float(secs)
+
+
+class DeploymentHealthSync:
+    """The same state for the Celery health checker and the console (blocking client)."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.redis = client
+        self._snapshot = client.register_script(_SNAPSHOT)
+        self._success = client.register_script(_SUCCESS)
+        self._failure = client.register_script(_FAILURE)
+
+    def snapshot(self, names: list[str]) -> LiveState:
+        if not names:
+            return {}
+        return _parse(names, self._snapshot(keys=[], args=[time.time(), INFLIGHT_TTL, *names]))
+
+    def success(self, name: str, ttft_ms: float | None = None) -> None:
+        ttft = "" if ttft_ms is None else f"{ttft_ms:.3f}"
+        self._success(keys=[_key(name)], args=[time.time(), ttft, EWMA_ALPHA])
+
+    def failure(self, name: str, reason: str, *, immediate: bool = False) -> float:
+        return float(self._failure(keys=[_key(name)], args=_failure_args(reason, immediate)))
