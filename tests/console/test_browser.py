@@ -5,6 +5,7 @@ change anything. Every page is photographed into test-artifacts/screenshots/."""
 import re
 
 import pytest
+from playwright.sync_api import expect
 
 from billing.models import UsageRecord
 from tenants import auth, services
@@ -39,7 +40,7 @@ def test_login_page_and_bad_password(page, live_server, shot, cast):
     page.fill("#id_username", "alice")
     page.fill("#id_password", "wrong")
     page.click("button[type=submit]")
-    assert page.locator(".errorlist").is_visible()
+    expect(page.locator(".errorlist")).to_be_visible()
     shot("login-error")
     page.fill("#id_password", "alice-pass-123")
     page.click("button[type=submit]")
@@ -60,13 +61,13 @@ def test_admin_creates_tenant_issues_copies_and_revokes_key(page, live_server, s
     page.select_option("#id_tier", "standard")
     page.fill("#id_contact_email", "not-an-email")
     page.click("button:has-text('Create tenant')")
-    assert page.locator(".errors", has_text="Enter a valid email address.").is_visible()
+    expect(page.locator(".errors", has_text="Enter a valid email address.")).to_be_visible()
     assert not Tenant.objects.filter(slug="acme-browser").exists()
     shot("tenant-form-errors")
     page.fill("#id_contact_email", "ops@acme.test")
     page.click("button:has-text('Create tenant')")
     page.wait_for_url(re.compile(r".*/tenants/acme-browser/$"))
-    assert page.locator(".messages", has_text="Tenant acme-browser created.").is_visible()
+    expect(page.locator(".messages", has_text="Tenant acme-browser created.")).to_be_visible()
 
     # Issue a key: shown once, selectable, with a working copy button.
     page.fill("#key-form #id_name", "production")
@@ -74,7 +75,7 @@ def test_admin_creates_tenant_issues_copies_and_revokes_key(page, live_server, s
     raw = page.locator("#new-key").input_value()
     assert raw.startswith("sy-")
     assert page.locator("#new-key").get_attribute("readonly") is not None
-    assert page.locator(".warning", has_text="shown only once").is_visible()
+    expect(page.locator(".warning", has_text="shown only once")).to_be_visible()
     page.click("#copy-key")
     page.wait_for_selector("#copy-key:has-text('Copied')")
     assert page.evaluate("navigator.clipboard.readText()") == raw
@@ -85,18 +86,20 @@ def test_admin_creates_tenant_issues_copies_and_revokes_key(page, live_server, s
     page.click("text=Done")
     page.wait_for_url(re.compile(r".*/tenants/acme-browser/$"))
     assert raw not in page.content()
-    assert page.locator("td.mono", has_text=raw[:9]).is_visible()  # the prefix, not the key
+    expect(page.locator("td.mono", has_text=raw[:9])).to_be_visible()  # the prefix, not the key
 
     # A budget in dollars; a negative one is refused on the form.
     page.fill("#budget-form #id_limit_usd", "-5")
     page.click("button:has-text('Set budget')")
-    assert page.locator("#budget-form .errors", has_text="greater than or equal to 0").is_visible()
+    expect(
+        page.locator("#budget-form .errors", has_text="greater than or equal to 0")
+    ).to_be_visible()
     page.fill("#budget-form #id_limit_usd", "25")
     page.select_option("#budget-form #id_hard", "hard")
     page.click("button:has-text('Set budget')")
-    assert page.locator(".messages", has_text="Daily budget saved.").is_visible()
+    expect(page.locator(".messages", has_text="Daily budget saved.")).to_be_visible()
     assert Budget.objects.get().limit_micro_usd == 25_000_000
-    assert page.locator("td", has_text="$25.00").first.is_visible()
+    expect(page.locator("td", has_text="$25.00").first).to_be_visible()
     shot("tenant-detail")
 
     accept_next_dialog(page, "Revoke")
@@ -122,9 +125,9 @@ def test_admin_creates_tenant_issues_copies_and_revokes_key(page, live_server, s
     )  # fmt: skip
     accept_next_dialog(page, "Delete acme-browser")
     page.click("button:has-text('Delete')")
-    assert page.locator(
-        ".messages .error", has_text="cannot be deleted; suspend it instead"
-    ).is_visible()
+    expect(
+        page.locator(".messages .error", has_text="cannot be deleted; suspend it instead")
+    ).to_be_visible()
     assert Tenant.objects.filter(slug="acme-browser").exists()
     shot("tenant-delete-refused")
 
@@ -135,8 +138,8 @@ def test_admin_creates_tenant_issues_copies_and_revokes_key(page, live_server, s
     page.wait_for_selector("h1:has-text('Acme Browser Ltd')")
 
     page.click("header >> text=Audit log")
-    assert page.locator("td.mono", has_text="api_key.revoke").first.is_visible()
-    assert page.locator(".diff ins", has_text="Acme Browser Ltd").is_visible()
+    expect(page.locator("td.mono", has_text="api_key.revoke").first).to_be_visible()
+    expect(page.locator(".diff ins", has_text="Acme Browser Ltd")).to_be_visible()
     shot("audit-log")
 
 
@@ -166,7 +169,7 @@ def test_admin_manages_tiers(page, live_server, shot, cast, tier):
     page.fill("#id_name", "pro")
     page.fill("#id_requests_per_minute", "-1")
     page.click("button:has-text('Create tier')")
-    assert page.locator(".errors", has_text="greater than or equal to 0").is_visible()
+    expect(page.locator(".errors", has_text="greater than or equal to 0")).to_be_visible()
     shot("tier-form-errors")
     page.fill("#id_requests_per_minute", "600")
     page.check("input[name=allowed_models][value='smollm2-135m-instruct']")
@@ -192,11 +195,11 @@ def test_admin_manages_tiers(page, live_server, shot, cast, tier):
 
     accept_next_dialog(page, "Delete tier standard?")
     page.locator("tr", has_text="standard").locator("button:has-text('Delete')").click()
-    assert page.locator(".messages .error", has_text="used by 1 tenant(s)").is_visible()
+    expect(page.locator(".messages .error", has_text="used by 1 tenant(s)")).to_be_visible()
     shot("tier-list")
     accept_next_dialog(page, "Delete tier pro?")
     page.locator("tr", has_text="pro").locator("button:has-text('Delete')").click()
-    assert page.locator(".messages", has_text="Tier pro deleted.").is_visible()
+    expect(page.locator(".messages", has_text="Tier pro deleted.")).to_be_visible()
     assert not Tier.objects.filter(name="pro").exists()
 
 
@@ -205,10 +208,10 @@ def test_viewer_sees_everything_and_can_change_nothing(page, live_server, shot, 
     services.api_key_create(tenant=acme, name="production")
     services.budget_set(tenant=acme, period="monthly", limit_micro_usd=100_000_000, hard=True)
     login(page, live_server, "bob", "bob-pass-123")
-    assert page.locator("header .who", has_text="bob · viewer").is_visible()
+    expect(page.locator("header .who", has_text="bob · viewer")).to_be_visible()
     page.goto(f"{live_server.url}/tenants/acme/")
-    assert page.locator("h2", has_text="API keys").is_visible()
-    assert page.locator("td", has_text="$100.00").first.is_visible()
+    expect(page.locator("h2", has_text="API keys")).to_be_visible()
+    expect(page.locator("td", has_text="$100.00").first).to_be_visible()
     assert page.locator("main form[method=post]").count() == 0
     for label in ("Edit", "Suspend", "Delete", "Revoke", "Issue key", "Set budget", "Remove"):
         assert (
@@ -236,12 +239,12 @@ def test_viewer_sees_everything_and_can_change_nothing(page, live_server, shot, 
     assert status == 403
     assert Tenant.objects.get(slug="acme").is_active
     page.goto(f"{live_server.url}/tenants/new/")
-    assert page.locator("h1", has_text="Not allowed").is_visible()
+    expect(page.locator("h1", has_text="Not allowed")).to_be_visible()
 
 
 def test_non_operator_gets_a_clear_refusal(page, live_server, shot, charlie):
     login(page, live_server, "charlie", "charlie-pass-123")
-    assert page.locator("h1", has_text="Not allowed").is_visible()
-    assert page.locator("text=Your account has no operator role.").is_visible()
+    expect(page.locator("h1", has_text="Not allowed")).to_be_visible()
+    expect(page.locator("text=Your account has no operator role.")).to_be_visible()
     assert page.locator("header nav").count() == 0
     shot("forbidden")
