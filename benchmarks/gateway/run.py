@@ -114,6 +114,10 @@ def seed_switchyard(upstream: str) -> str:
         max_concurrent_requests=10_000,
         allowed_models=[MODEL],
         default_model=MODEL,
+        # The caches would answer these identical requests themselves; LiteLLM runs without
+        # one too. Cache-hit latency has its own benchmark (benchmarks/cache).
+        exact_cache_enabled=False,
+        semantic_cache_enabled=False,
     )
     tier = Tier.objects.filter(name="bench").first()
     tier = (
