@@ -99,6 +99,34 @@ RESPONSES: dict[str, dict[str, Any]] = {
     },
 }
 
+_COUNTS = {
+    k: {"type": "integer", "minimum": 0}
+    for k in ("requests", "input_tokens", "output_tokens", "cached_tokens", "cost_micro_usd")
+}
+USAGE = {
+    "type": "object",
+    "required": ["object", "start", "end", "data", "total"],
+    "properties": {
+        "object": {"const": "usage"},
+        "start": {"type": "string"},
+        "end": {"type": "string"},
+        "data": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["date", "model", *_COUNTS, "unit_prices"],
+                "properties": {
+                    "date": {"type": "string"},
+                    "model": {"type": "string"},
+                    **_COUNTS,
+                    "unit_prices": {"type": "object"},
+                },
+            },
+        },
+        "total": {"type": "object", "required": list(_COUNTS), "properties": _COUNTS},
+    },
+}
+
 _MODEL = {
     "type": "object",
     "required": ["id", "object"],
@@ -210,6 +238,23 @@ def openapi_document() -> dict[str, Any]:
                 "401": _ERROR_RESPONSES["401"],
                 "403": _ERROR_RESPONSES["403"],
                 "404": _ERROR_RESPONSES["404"],
+            },
+        }
+    }
+    day = {"type": "string", "format": "date"}
+    paths["/v1/usage"] = {
+        "get": {
+            "operationId": "getUsage",
+            "summary": "The caller's own usage per day and model, with the unit prices charged",
+            "parameters": [
+                {"name": "start", "in": "query", "required": True, "schema": day},
+                {"name": "end", "in": "query", "required": True, "schema": day},
+            ],
+            "responses": {
+                "200": {"description": "OK", "content": _json(USAGE)},
+                "400": _ERROR_RESPONSES["400"],
+                "401": _ERROR_RESPONSES["401"],
+                "403": _ERROR_RESPONSES["403"],
             },
         }
     }

@@ -82,6 +82,7 @@ def test_openapi_document_is_served_and_lists_every_endpoint(gateway):
         "/v1/embeddings",
         "/v1/models",
         "/v1/models/{model}",
+        "/v1/usage",
     }
     chat = doc["components"]["schemas"]["ChatCompletionRequest"]
     assert chat["required"] == ["model", "messages"]
