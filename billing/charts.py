@@ -93,13 +93,13 @@ def line_chart(
         x = xmax * i / 4
         parts.append(
             f'<text x="{PAD_L + (W - PAD_L - PAD_R) * i / 4:.1f}" y="{H - 8}" '
-            f'text-anchor="middle">{escape(fmt_x(x))}</text>'
+            f'text-anchor="{"end" if i == 4 else "middle"}">{escape(fmt_x(x))}</text>'
         )
     for i, (label, css, pts) in enumerate(series):
         path = " ".join(px(float(x), float(y)) for x, y in pts)
         parts.append(f'<polyline points="{path}" class="line {escape(css)}"/>')
         parts.append(
-            f'<text x="{PAD_L + 10}" y="{PAD_T + 14 + 16 * i}" class="legend {escape(css)}">'
+            f'<text x="{PAD_L + 10}" y="{PAD_T + 18 + 22 * i}" class="legend {escape(css)}">'
             f"{escape(label)}</text>"
         )
     parts.append("</svg>")

@@ -87,7 +87,7 @@ _ROW = re.compile(r"^\|\s*Switchyard continuous\s*\|\s*(\d+)\s*\|[^|]*\|[^|]*\|\
 
 def engine_throughputs(path: Path = RESULTS) -> list[MeasuredThroughput]:
     """Output tokens/s of the engine benchmark's continuous-batching rows, newest run of each
-    stream count (later sections of RESULTS.md are newer runs)."""
+    stream count (later sections of RESULTS.md are newer runs), fastest first."""
     try:
         text = path.read_text()
     except OSError:
@@ -100,7 +100,8 @@ def engine_throughputs(path: Path = RESULTS) -> list[MeasuredThroughput]:
         m = _ROW.match(line)
         if m and section.lower().startswith("engine"):
             by_streams[int(m.group(1))] = (section, Decimal(m.group(2)))
+    # Fastest first: the default is the best the engine has shown.
     return [
-        MeasuredThroughput(f"{sec}: {n} streams, {tps} output tok/s", tps)
-        for n, (sec, tps) in sorted(by_streams.items())
+        MeasuredThroughput(f"{tps} output tok/s at {n} streams ({sec})", tps)
+        for n, (sec, tps) in sorted(by_streams.items(), key=lambda kv: -kv[1][1])
     ]

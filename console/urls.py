@@ -54,4 +54,8 @@ urlpatterns = [
         name="billing-invoice-csv",
     ),
     path("billing/calculator/", billing_views.calculator, name="billing-calculator"),
+    path("billing/prices/", billing_views.prices, name="billing-prices"),
+    path("billing/prices/add/", billing_views.price_add, name="billing-price-add"),
+    path("billing/terms/add/", billing_views.terms_add, name="billing-terms-add"),
+    path("billing/contacts/", billing_views.contacts_set, name="billing-contacts"),
 ]

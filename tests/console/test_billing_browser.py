@@ -63,6 +63,15 @@ def test_operator_reads_usage_invoice_alerts_and_calculator(page, live_server, s
     assert page.locator("#invoice-total").get_attribute("data-micro-usd") == "1634567"
     shot("billing-invoice")
 
+    page.click(".tabs >> text=Prices")
+    page.fill("#price-form #id_model", "smollm2-135m-instruct")
+    page.fill("#price-form #id_input_usd_per_mtok", "0.12")
+    page.fill("#price-form #id_output_usd_per_mtok", "0.48")
+    page.click("#price-form button[type=submit]")
+    assert "in force" in page.locator("#price-lists").text_content()
+    assert "$0.48" in page.locator("#price-lists").text_content()
+    shot("billing-prices")
+
     page.click(".tabs >> text=Self-hosting calculator")
     page.fill("#id_api_usd_per_mtok", "4")
     page.fill("#id_gpu_usd_per_hour", "3.6")
