@@ -7,7 +7,7 @@ from decimal import Decimal
 
 from django import forms
 
-from billing.crossover import engine_throughputs
+from billing.crossover import deployment_throughputs, engine_throughputs
 from tenants.models import Tenant
 
 MAX_DAYS = 366
@@ -67,7 +67,8 @@ class CalculatorForm(forms.Form):
         initial=Decimal("60"),
     )
     measured = forms.ChoiceField(
-        label="Measured throughput (engine benchmark, benchmarks/RESULTS.md)", required=False
+        label="Measured throughput (deployments' busiest hour, or the engine benchmark)",
+        required=False,
     )
     tokens_per_second = forms.DecimalField(
         label="…or tokens per second of your deployment",
@@ -80,12 +81,14 @@ class CalculatorForm(forms.Form):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.measurements = engine_throughputs()
+        engine = engine_throughputs()
+        self.measurements = deployment_throughputs() + engine
         self.fields["measured"].choices = [("", "—")] + [
             (str(m.tokens_per_second), m.label) for m in self.measurements
         ]
         if self.measurements and not self.is_bound:
-            self.initial.setdefault("measured", str(self.measurements[0].tokens_per_second))
+            default = (engine or self.measurements)[0]
+            self.initial.setdefault("measured", str(default.tokens_per_second))
 
     def clean(self):
         data = super().clean()

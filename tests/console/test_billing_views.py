@@ -242,3 +242,22 @@ def test_admin_sets_tenant_terms_and_alert_contacts(client, alice, tenant_a):
     assert profile.alert_emails == "a@x.test, b@x.test"
     assert profile.webhook_url == "https://hooks.acme.test/billing"
     assert "hooks.acme.test" in client.get("/billing/prices/").content.decode()
+
+
+def test_calculator_offers_each_deployments_busiest_hour(client, bob, tenant_a):
+    hour = NOW.replace(minute=0, second=0, microsecond=0) - dt.timedelta(hours=3)
+    for minute, out in ((5, 3_600), (40, 3_600)):  # 7,200 output tokens in that hour
+        UsageRecord.objects.create(
+            request_id=f"req_dep_{minute}", tenant=tenant_a, model="m", deployment="gpu-a",
+            output_tokens=out, created=hour + dt.timedelta(minutes=minute),
+        )  # fmt: skip
+    UsageRecord.objects.create(request_id="req_dep_quiet", tenant=tenant_a, model="m",
+                               deployment="gpu-a", output_tokens=36, created=hour - dt.timedelta(hours=1))  # fmt: skip
+    rollup_usage()
+    client.force_login(bob)
+    page = client.get("/billing/calculator/").content.decode()
+    assert "2.0 output tok/s: deployment gpu-a, busiest hour" in page
+    r = client.get(
+        "/billing/calculator/?api_usd_per_mtok=1&gpu_usd_per_hour=1&utilisation_percent=100&measured=2.0"
+    )
+    assert r.status_code == 200 and "at 2.0 tok/s" in r.content.decode()
