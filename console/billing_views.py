@@ -14,7 +14,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from billing import services as billing_services
-from billing.charts import bar_chart, line_chart
+from billing.charts import bar_chart, hbar_chart, line_chart
 from billing.crossover import CrossoverInputs, crossover
 from billing.dashboard import budget_status, usage_dashboard
 from billing.invoices import invoice_csv, invoice_for, month_totals, parse_month, usage_csv_lines
@@ -67,6 +67,14 @@ def usage(request):
         "tokens": bar_chart(
             labels, [d.input_tokens + d.output_tokens for d in board.days],
             title="Tokens per day (input + output)", fmt=_compact, name="tokens",
+        ),
+        "by_tenant": hbar_chart(
+            [b.name for b in board.by_tenant], [b.cost_micro_usd for b in board.by_tenant],
+            title="Spend by tenant", fmt=_usd_axis, name="spend-by-tenant",
+        ),
+        "by_model": hbar_chart(
+            [b.name for b in board.by_model], [b.cost_micro_usd for b in board.by_model],
+            title="Spend by model", fmt=_usd_axis, name="spend-by-model",
         ),
     }  # fmt: skip
     if not request.GET:  # show the default range in the inputs

@@ -40,6 +40,7 @@ def test_operator_reads_usage_invoice_alerts_and_calculator(page, live_server, s
     page.click("header >> text=Billing")
     page.wait_for_selector('svg[data-chart="spend"]')
     assert page.locator('svg[data-chart="spend"] rect.bar').count() == 30  # one bar a day
+    assert page.locator('svg[data-chart="spend-by-tenant"] rect.bar').count() == 2
     assert page.locator('[data-figure="spend"]').text_content() == "$1.72"
     assert page.locator('[data-figure="requests"]').text_content() == "3"
     shot("billing-usage")
