@@ -24,7 +24,7 @@ def billed(tenant_a, tenant_b):
             request_id=f"req_browser_{i}", tenant=tenant, model="smollm2-135m-instruct",
             input_tokens=1000 * (i + 1), output_tokens=300, cost_micro_usd=cost,
             input_price=100_000, output_price=400_000, cached_input_price=100_000,
-            created=now - dt.timedelta(minutes=5),
+            created=now,
         )  # fmt: skip
     services.budget_set(tenant=tenant_a, period="monthly", limit_micro_usd=2_000_000)
     from switchyard.redis_client import get_redis
