@@ -93,14 +93,49 @@ def line_chart(
         x = xmax * i / 4
         parts.append(
             f'<text x="{PAD_L + (W - PAD_L - PAD_R) * i / 4:.1f}" y="{H - 8}" '
-            f'text-anchor="middle">{escape(fmt_x(x))}</text>'
+            f'text-anchor="{"end" if i == 4 else "middle"}">{escape(fmt_x(x))}</text>'
         )
     for i, (label, css, pts) in enumerate(series):
         path = " ".join(px(float(x), float(y)) for x, y in pts)
         parts.append(f'<polyline points="{path}" class="line {escape(css)}"/>')
         parts.append(
-            f'<text x="{PAD_L + 10}" y="{PAD_T + 14 + 16 * i}" class="legend {escape(css)}">'
+            f'<text x="{PAD_L + 10}" y="{PAD_T + 18 + 22 * i}" class="legend {escape(css)}">'
             f"{escape(label)}</text>"
+        )
+    parts.append("</svg>")
+    return mark_safe("".join(parts))  # noqa: S308 - every label and number is escaped above
+
+
+def hbar_chart(
+    labels: Sequence[str],
+    values: Sequence[float],
+    *,
+    title: str,
+    fmt: Callable[[float], str] = lambda v: f"{v:,.0f}",
+    name: str = "",
+    limit: int = 10,
+) -> SafeString:
+    """Horizontal bars, largest first, at most ``limit`` (the rest summed as "others")."""
+    pairs = sorted(zip(labels, values, strict=True), key=lambda p: -p[1])
+    if len(pairs) > limit:
+        pairs = pairs[: limit - 1] + [("others", sum(v for _, v in pairs[limit - 1 :]))]
+    row, label_w, value_w = 30, 240, 110
+    height = max(1, len(pairs)) * row + 8
+    top = max((v for _, v in pairs), default=0) or 1
+    parts = [
+        f'<svg class="chart" viewBox="0 0 {W} {height}" role="img" aria-label="{escape(title)}"'
+        f' data-chart="{escape(name)}">'
+    ]
+    span = W - label_w - value_w - 10
+    for i, (label, value) in enumerate(pairs):
+        y = 4 + i * row
+        w = span * value / top
+        text = label if len(label) <= 24 else label[:23] + "…"
+        parts.append(
+            f'<text x="{label_w - 8}" y="{y + 19}" text-anchor="end">{escape(text)}</text>'
+            f'<rect x="{label_w}" y="{y + 4}" width="{w:.1f}" height="{row - 8}" class="bar">'
+            f"<title>{escape(label)}: {escape(fmt(value))}</title></rect>"
+            f'<text x="{label_w + w + 6:.1f}" y="{y + 19}">{escape(fmt(value))}</text>'
         )
     parts.append("</svg>")
     return mark_safe("".join(parts))  # noqa: S308 - every label and number is escaped above

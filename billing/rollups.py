@@ -18,6 +18,7 @@ statement, so figures are exact to the last ingested record.
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 
 from django.db import connection, transaction
@@ -71,47 +72,87 @@ def rollup_usage() -> RollupRun:
                GROUP BY 1, 2""",
             [low, high],
         )
-        cur.execute("SELECT count(*), coalesce(sum(n), 0) FROM _dirty")
-        hours, records = cur.fetchone()
+        return _recompute_dirty(cur, high)
+
+
+def _day_floor(t: dt.datetime) -> dt.datetime:
+    return t.astimezone(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def rollup_recompute(*, start: dt.datetime, end: dt.datetime) -> RollupRun:
+    """Recompute every bucket in ``[start, end)`` from the raw records (rollups only ever add
+    records by themselves: after deleting or correcting records by hand, run this over their
+    time range). ``start`` and ``end`` are rounded out to whole UTC days."""
+    start = _day_floor(start)
+    end = _day_floor(end) + (dt.timedelta(days=1) if end > _day_floor(end) else dt.timedelta())
+    with transaction.atomic(), connection.cursor() as cur:
+        state = RollupState.objects.select_for_update().filter(pk=1).first()
+        if state is None:
+            return RollupRun(0, 0, 0, 0)
+        high = state.last_record_id
         cur.execute(
-            """DELETE FROM billing_usagerollup r USING _dirty d
-               WHERE r.granularity = 'hour' AND r.tenant_id = d.tenant_id AND r.bucket = d.hour"""
+            """CREATE TEMP TABLE _dirty ON COMMIT DROP AS
+               SELECT tenant_id, hour, sum(n) AS n FROM (
+                   SELECT tenant_id, date_trunc('hour', created, 'UTC') AS hour, 1 AS n
+                   FROM billing_usagerecord
+                   WHERE created >= %(start)s AND created < %(end)s AND id <= %(high)s
+                   UNION ALL
+                   SELECT tenant_id, bucket, 0 FROM billing_usagerollup
+                   WHERE granularity = 'hour' AND bucket >= %(start)s AND bucket < %(end)s
+               ) b GROUP BY 1, 2""",
+            {"start": start, "end": end, "high": high},
         )
-        cur.execute(
-            f"""INSERT INTO billing_usagerollup ({_COLUMNS})
-                SELECT 'hour', d.hour, {", ".join("u." + c.strip() for c in _KEY.split(","))},
-                       {_SUMS}
-                FROM _dirty d JOIN billing_usagerecord u
-                  ON u.tenant_id = d.tenant_id
-                 AND u.created >= d.hour AND u.created < d.hour + interval '1 hour'
-                WHERE u.id <= %s
-                GROUP BY d.hour, {", ".join("u." + c.strip() for c in _KEY.split(","))}""",
-            [high],
-        )
-        cur.execute(
-            """CREATE TEMP TABLE _dirty_days ON COMMIT DROP AS
-               SELECT DISTINCT tenant_id, date_trunc('day', hour, 'UTC') AS day FROM _dirty"""
-        )
-        cur.execute("SELECT count(*) FROM _dirty_days")
-        (days,) = cur.fetchone()
-        cur.execute(
-            """DELETE FROM billing_usagerollup r USING _dirty_days d
-               WHERE r.granularity = 'day' AND r.tenant_id = d.tenant_id AND r.bucket = d.day"""
-        )
-        key = ", ".join("r." + c.strip() for c in _KEY.split(","))
-        cur.execute(
-            f"""INSERT INTO billing_usagerollup ({_COLUMNS})
-                SELECT 'day', d.day, {key}, sum(r.requests), sum(r.input_tokens),
-                       sum(r.output_tokens), sum(r.cached_tokens), sum(r.cost_micro_usd)
-                FROM _dirty_days d JOIN billing_usagerollup r
-                  ON r.granularity = 'hour' AND r.tenant_id = d.tenant_id
-                 AND r.bucket >= d.day AND r.bucket < d.day + interval '1 day'
-                GROUP BY d.day, {key}"""
-        )
-        # ON COMMIT DROP does not fire when this runs inside an outer transaction.
-        cur.execute("DROP TABLE _dirty, _dirty_days")
-        RollupState.objects.filter(pk=1).update(last_record_id=high, updated=timezone.now())
-        return RollupRun(int(records), int(hours), int(days), high)
+        return _recompute_dirty(cur, high)
+
+
+def _recompute_dirty(cur, high: int) -> RollupRun:
+    """Recompute the (tenant, hour) buckets listed in the temp table ``_dirty`` and their days
+    from the raw records with ``id <= high``; move the watermark to ``high``."""
+    # Statistics on the small temp table keep the planner on the (tenant, created) index
+    # instead of hashing the whole usage table.
+    cur.execute("ANALYZE _dirty")
+    cur.execute("SELECT count(*), coalesce(sum(n), 0) FROM _dirty")
+    hours, records = cur.fetchone()
+    cur.execute(
+        """DELETE FROM billing_usagerollup r USING _dirty d
+           WHERE r.granularity = 'hour' AND r.tenant_id = d.tenant_id AND r.bucket = d.hour"""
+    )
+    cur.execute(
+        f"""INSERT INTO billing_usagerollup ({_COLUMNS})
+            SELECT 'hour', d.hour, {", ".join("u." + c.strip() for c in _KEY.split(","))},
+                   {_SUMS}
+            FROM _dirty d JOIN billing_usagerecord u
+              ON u.tenant_id = d.tenant_id
+             AND u.created >= d.hour AND u.created < d.hour + interval '1 hour'
+            WHERE u.id <= %s
+            GROUP BY d.hour, {", ".join("u." + c.strip() for c in _KEY.split(","))}""",
+        [high],
+    )
+    cur.execute(
+        """CREATE TEMP TABLE _dirty_days ON COMMIT DROP AS
+           SELECT DISTINCT tenant_id, date_trunc('day', hour, 'UTC') AS day FROM _dirty"""
+    )
+    cur.execute("ANALYZE _dirty_days")
+    cur.execute("SELECT count(*) FROM _dirty_days")
+    (days,) = cur.fetchone()
+    cur.execute(
+        """DELETE FROM billing_usagerollup r USING _dirty_days d
+           WHERE r.granularity = 'day' AND r.tenant_id = d.tenant_id AND r.bucket = d.day"""
+    )
+    key = ", ".join("r." + c.strip() for c in _KEY.split(","))
+    cur.execute(
+        f"""INSERT INTO billing_usagerollup ({_COLUMNS})
+            SELECT 'day', d.day, {key}, sum(r.requests), sum(r.input_tokens),
+                   sum(r.output_tokens), sum(r.cached_tokens), sum(r.cost_micro_usd)
+            FROM _dirty_days d JOIN billing_usagerollup r
+              ON r.granularity = 'hour' AND r.tenant_id = d.tenant_id
+             AND r.bucket >= d.day AND r.bucket < d.day + interval '1 day'
+            GROUP BY d.day, {key}"""
+    )
+    # ON COMMIT DROP does not fire when this runs inside an outer transaction.
+    cur.execute("DROP TABLE _dirty, _dirty_days")
+    RollupState.objects.filter(pk=1).update(last_record_id=high, updated=timezone.now())
+    return RollupRun(int(records), int(hours), int(days), high)
 
 
 def _rollup_everything(cur, high: int) -> RollupRun:

@@ -9,7 +9,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from billing.models import ModelPrice, TenantPriceOverride
+from billing.models import BillingProfile, ModelPrice, TenantPriceOverride
 from tenants.models import Tenant
 from tenants.services import audit
 
@@ -121,3 +121,21 @@ def tenant_terms_set(
         tenant=tenant,
     )
     return terms
+
+
+@transaction.atomic
+def alert_contacts_set(
+    *, tenant: Tenant, alert_emails: str = "", webhook_url: str = "", actor=None
+) -> BillingProfile:
+    """Where the tenant's billing alerts go besides its contact e-mail (and the operators')."""
+    profile, _ = BillingProfile.objects.select_for_update().get_or_create(tenant=tenant)
+    before = {"alert_emails": profile.alert_emails, "webhook_url": profile.webhook_url}
+    profile.alert_emails, profile.webhook_url = alert_emails, webhook_url
+    profile.save()
+    after = {"alert_emails": alert_emails, "webhook_url": webhook_url}
+    if after != before:
+        audit(
+            actor=actor, action="billing_profile.update", obj=profile, before=before,
+            after=after, tenant=tenant,
+        )  # fmt: skip
+    return profile

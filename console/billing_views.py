@@ -6,19 +6,31 @@ from __future__ import annotations
 import datetime as dt
 from decimal import Decimal
 
+from django.contrib import messages
+from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.http import Http404, HttpResponse, StreamingHttpResponse
-from django.shortcuts import get_object_or_404, render
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
 
-from billing.charts import bar_chart, line_chart
+from billing import services as billing_services
+from billing.charts import bar_chart, hbar_chart, line_chart
 from billing.crossover import CrossoverInputs, crossover
 from billing.dashboard import budget_status, usage_dashboard
 from billing.invoices import invoice_csv, invoice_for, month_totals, parse_month, usage_csv_lines
-from billing.models import Alert
+from billing.models import Alert, BillingProfile, ModelPrice, TenantPriceOverride
 from billing.money import usd_cents
-from console.billing_forms import CalculatorForm, UsageRangeForm
-from console.decorators import operator_required
+from console.billing_forms import (
+    AlertContactsForm,
+    CalculatorForm,
+    PriceForm,
+    TenantTermsForm,
+    UsageRangeForm,
+)
+from console.decorators import admin_required, operator_required
+from console.forms import apply_errors
 from tenants.models import Tenant
+from tenants.services import usd_to_micro
 
 
 def _usd_axis(micro: float) -> str:
@@ -55,6 +67,14 @@ def usage(request):
         "tokens": bar_chart(
             labels, [d.input_tokens + d.output_tokens for d in board.days],
             title="Tokens per day (input + output)", fmt=_compact, name="tokens",
+        ),
+        "by_tenant": hbar_chart(
+            [b.name for b in board.by_tenant], [b.cost_micro_usd for b in board.by_tenant],
+            title="Spend by tenant", fmt=_usd_axis, name="spend-by-tenant",
+        ),
+        "by_model": hbar_chart(
+            [b.name for b in board.by_model], [b.cost_micro_usd for b in board.by_model],
+            title="Spend by model", fmt=_usd_axis, name="spend-by-model",
         ),
     }  # fmt: skip
     if not request.GET:  # show the default range in the inputs
@@ -180,3 +200,119 @@ def calculator(request):
         {"form": form, "result": result, "chart": chart},
         status=status,
     )
+
+
+# ---- prices, tenant terms and alert contacts -------------------------------------------
+
+
+def _prices_page(request, *, price_form=None, terms_form=None, contacts_form=None, status=200):
+    now = dt.datetime.now(dt.UTC)
+    prices = list(ModelPrice.objects.order_by("model", "deployment", "-effective_from"))
+    in_force = {}
+    for p in prices:  # newest first per (model, deployment): the first one started is in force
+        if p.effective_from <= now:
+            in_force.setdefault((p.model, p.deployment), p.pk)
+    return render(
+        request,
+        "console/billing/prices.html",
+        {
+            "prices": prices,
+            "in_force": set(in_force.values()),
+            "now": now,
+            "terms": TenantPriceOverride.objects.select_related("tenant").order_by(
+                "tenant__slug", "model", "-effective_from"
+            ),
+            "contacts": BillingProfile.objects.select_related("tenant").order_by("tenant__slug"),
+            "price_form": price_form or PriceForm(),
+            "terms_form": terms_form or TenantTermsForm(),
+            "contacts_form": contacts_form or AlertContactsForm(),
+        },
+        status=status,
+    )
+
+
+@operator_required
+def prices(request):
+    return _prices_page(request)
+
+
+def _micro(value: Decimal | None) -> int | None:
+    return None if value is None else usd_to_micro(value)
+
+
+def _utc(value: dt.datetime | None) -> dt.datetime | None:
+    return None if value is None else value.astimezone(dt.UTC)
+
+
+@require_POST
+@admin_required
+def price_add(request):
+    form = PriceForm(request.POST)
+    if form.is_valid():
+        d = form.cleaned_data
+        try:
+            p = billing_services.price_set(
+                model=d["model"],
+                deployment=d["deployment"],
+                input_micro_usd_per_mtok=_micro(d["input_usd_per_mtok"]),
+                output_micro_usd_per_mtok=_micro(d["output_usd_per_mtok"]),
+                cached_input_micro_usd_per_mtok=_micro(d["cached_input_usd_per_mtok"]),
+                effective_from=_utc(d["effective_from"]),
+                actor=request.user,
+            )
+        except ValidationError as exc:
+            apply_errors(form, exc, PRICE_FIELD_MAP)
+        else:
+            messages.success(
+                request, f"Price for {p.model} from {p.effective_from:%Y-%m-%d %H:%M} UTC added."
+            )
+            return redirect("console:billing-prices")
+    return _prices_page(request, price_form=form, status=400)
+
+
+@require_POST
+@admin_required
+def terms_add(request):
+    form = TenantTermsForm(request.POST)
+    if form.is_valid():
+        d = form.cleaned_data
+        try:
+            t = billing_services.tenant_terms_set(
+                tenant=d["tenant"],
+                model=d["model"],
+                discount_bp=int(d["discount_percent"] * 100),
+                input_micro_usd_per_mtok=_micro(d["input_usd_per_mtok"]),
+                output_micro_usd_per_mtok=_micro(d["output_usd_per_mtok"]),
+                cached_input_micro_usd_per_mtok=_micro(d["cached_input_usd_per_mtok"]),
+                effective_from=_utc(d["effective_from"]),
+                actor=request.user,
+            )
+        except ValidationError as exc:
+            apply_errors(form, exc, PRICE_FIELD_MAP)
+        else:
+            messages.success(request, f"Terms for {t.tenant.slug} added.")
+            return redirect("console:billing-prices")
+    return _prices_page(request, terms_form=form, status=400)
+
+
+@require_POST
+@admin_required
+def contacts_set(request):
+    form = AlertContactsForm(request.POST)
+    if form.is_valid():
+        d = form.cleaned_data
+        billing_services.alert_contacts_set(
+            tenant=d["tenant"], alert_emails=d["alert_emails"], webhook_url=d["webhook_url"],
+            actor=request.user,
+        )  # fmt: skip
+        messages.success(request, f"Alert contacts of {d['tenant'].slug} saved.")
+        return redirect("console:billing-prices")
+    return _prices_page(request, contacts_form=form, status=400)
+
+
+PRICE_FIELD_MAP = {
+    "input_micro_usd_per_mtok": "input_usd_per_mtok",
+    "output_micro_usd_per_mtok": "output_usd_per_mtok",
+    "cached_input_micro_usd_per_mtok": "cached_input_usd_per_mtok",
+    "discount_bp": "discount_percent",
+}

@@ -77,4 +77,8 @@ urlpatterns = [
     path("routing/groups/new/", routing_views.group_create, name="group-create"),
     path("routing/groups/<str:name>/edit/", routing_views.group_edit, name="group-edit"),
     path("routing/test/", routing_views.test_route, name="test-route"),
+    path("billing/prices/", billing_views.prices, name="billing-prices"),
+    path("billing/prices/add/", billing_views.price_add, name="billing-price-add"),
+    path("billing/terms/add/", billing_views.terms_add, name="billing-terms-add"),
+    path("billing/contacts/", billing_views.contacts_set, name="billing-contacts"),
 ]

@@ -210,7 +210,7 @@ def main() -> int:
     from billing.dashboard import usage_dashboard
     from billing.invoices import invoice_for, month_totals
     from billing.models import UsageRecord
-    from billing.rollups import rollup_rebuild, rollup_usage
+    from billing.rollups import rollup_rebuild, rollup_recompute, rollup_usage
     from billing.usage_api import usage_report
     from tenants import services
     from tenants.models import Tenant
@@ -284,7 +284,9 @@ def main() -> int:
     inc = rollup_usage()
     inc_ms = (time.perf_counter() - t0) * 1000
     UsageRecord.objects.filter(request_id__startswith="req_tail_").delete()
-    rollup_usage()
+    rollup_recompute(
+        start=dt.datetime.now(dt.UTC) - dt.timedelta(hours=2), end=dt.datetime.now(dt.UTC)
+    )
 
     lines = [
         "## Billing: usage ingest and dashboard reads at 10 million records",

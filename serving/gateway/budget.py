@@ -15,6 +15,7 @@ from django.conf import settings
 from django.db.models import Sum
 
 from billing.models import UsageRecord
+from billing.selectors import usage
 from tenants.models import Budget
 
 CACHE_SECONDS = settings.SWITCHYARD_TABLE_CACHE_SECONDS
@@ -91,7 +92,16 @@ def _tenant_budgets(tenant_id: int) -> list[Budget]:
 
 
 def spend_in_db(tenant_id: int, since: dt.datetime) -> int:
-    """Settled spend of the tenant since ``since``, in micro-dollars (the usage records)."""
+    """Settled spend of the tenant since ``since``, in micro-dollars (the usage records).
+
+    A period start (a UTC day boundary) is read through the billing rollups plus the records not
+    yet rolled up (exact, and fast at millions of records); any other instant from the records.
+    """
+    if since == since.astimezone(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0):
+        end = dt.datetime.now(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        end = max(end, since) + dt.timedelta(days=1)
+        rows = usage(start=since, end=end, granularity="day", group_by=(), tenant_id=tenant_id)
+        return rows[0].cost_micro_usd if rows else 0
     total = UsageRecord.objects.filter(tenant_id=tenant_id, created__gte=since).aggregate(
         s=Sum("cost_micro_usd")
     )["s"]

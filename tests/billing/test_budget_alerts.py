@@ -104,3 +104,18 @@ def test_daily_budget_period_is_the_utc_day(tenant_a, no_budget_counters):
     spend(tenant_a, 1_000_000)
     (alert,) = check_budgets(NOW)
     assert alert.details["budget_id"] == daily.pk and "for 2026-11-20" in alert.message
+
+
+def test_gateway_seed_figure_is_the_records_sum_rolled_up_or_not(tenant_a, tenant_b):
+    from billing.rollups import rollup_usage
+    from serving.gateway.budget import period_start, spend_in_db
+
+    month = period_start("monthly", NOW)
+    spend(tenant_a, 1_000_000)
+    spend(tenant_a, 7, at=month - dt.timedelta(seconds=1))  # last month: not counted
+    spend(tenant_b, 5)
+    rollup_usage()
+    spend(tenant_a, 250_001)  # not rolled up yet
+    assert spend_in_db(tenant_a.pk, month) == 1_250_001
+    assert spend_in_db(tenant_a.pk, NOW - dt.timedelta(minutes=30)) == 0  # any instant: raw
+    assert spend_in_db(tenant_a.pk, NOW - dt.timedelta(hours=2)) == 1_250_001

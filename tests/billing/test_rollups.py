@@ -6,7 +6,7 @@ from collections import defaultdict
 
 from billing import selectors
 from billing.models import RollupState, UsageRecord, UsageRollup
-from billing.rollups import rollup_rebuild, rollup_usage
+from billing.rollups import rollup_rebuild, rollup_recompute, rollup_usage
 from tests.billing.conftest import make_records
 
 T0 = dt.datetime(2026, 11, 20, 21, 0, tzinfo=dt.UTC)
@@ -100,3 +100,17 @@ def test_reads_are_exact_before_and_after_the_rollup_runs(tenant_a, tenant_b):
                              tenant_id=tenant_a.pk)  # fmt: skip
     assert hourly[0].requests == 420
     assert hourly[0].cost_micro_usd == sum(v[1] for v in truth.values())
+
+
+def test_recompute_repairs_a_range_after_records_are_removed(tenant_a, tenant_b):
+    make_records(tenant_a, n=200, start=T0, span=dt.timedelta(hours=30))
+    make_records(tenant_b, n=100, start=T0, span=dt.timedelta(hours=30), seed=4)
+    rollup_usage()
+    doomed = UsageRecord.objects.filter(tenant=tenant_a, created__lt=T0 + dt.timedelta(hours=5))
+    assert doomed.exists()
+    doomed.delete()
+    assert rollup_usage().records == 0  # by themselves, rollups only ever add records
+    assert rollup_sums("hour") != raw_sums("hour")
+    rollup_recompute(start=T0, end=T0 + dt.timedelta(hours=5))
+    for g in ("hour", "day"):
+        assert rollup_sums(g) == raw_sums(g)

@@ -24,7 +24,7 @@ def billed(tenant_a, tenant_b):
             request_id=f"req_browser_{i}", tenant=tenant, model="smollm2-135m-instruct",
             input_tokens=1000 * (i + 1), output_tokens=300, cost_micro_usd=cost,
             input_price=100_000, output_price=400_000, cached_input_price=100_000,
-            created=now - dt.timedelta(minutes=5),
+            created=now,
         )  # fmt: skip
     services.budget_set(tenant=tenant_a, period="monthly", limit_micro_usd=2_000_000)
     from switchyard.redis_client import get_redis
@@ -40,6 +40,7 @@ def test_operator_reads_usage_invoice_alerts_and_calculator(page, live_server, s
     page.click("header >> text=Billing")
     page.wait_for_selector('svg[data-chart="spend"]')
     assert page.locator('svg[data-chart="spend"] rect.bar').count() == 30  # one bar a day
+    assert page.locator('svg[data-chart="spend-by-tenant"] rect.bar').count() == 2
     assert page.locator('[data-figure="spend"]').text_content() == "$1.72"
     assert page.locator('[data-figure="requests"]').text_content() == "3"
     shot("billing-usage")
@@ -62,6 +63,15 @@ def test_operator_reads_usage_invoice_alerts_and_calculator(page, live_server, s
     assert page.locator("#invoice-total").text_content() == "$1.63"
     assert page.locator("#invoice-total").get_attribute("data-micro-usd") == "1634567"
     shot("billing-invoice")
+
+    page.click(".tabs >> text=Prices")
+    page.fill("#price-form #id_model", "smollm2-135m-instruct")
+    page.fill("#price-form #id_input_usd_per_mtok", "0.12")
+    page.fill("#price-form #id_output_usd_per_mtok", "0.48")
+    page.click("#price-form button[type=submit]")
+    assert "in force" in page.locator("#price-lists").text_content()
+    assert "$0.48" in page.locator("#price-lists").text_content()
+    shot("billing-prices")
 
     page.click(".tabs >> text=Self-hosting calculator")
     page.fill("#id_api_usd_per_mtok", "4")

@@ -8,9 +8,10 @@ import io
 import pytest
 
 from billing.alerts import record_alert
-from billing.models import UsageRecord
+from billing.models import BillingProfile, ModelPrice, TenantPriceOverride, UsageRecord
 from billing.rollups import rollup_usage
 from tenants import services
+from tenants.models import AuditEvent
 
 NOW = dt.datetime.now(dt.UTC)
 TODAY = NOW.date()
@@ -24,6 +25,7 @@ PAGES = [
     f"/billing/invoices/?month={MONTH}",
     f"/billing/invoices/acme/{MONTH}/",
     "/billing/calculator/",
+    "/billing/prices/",
     "/billing/calculator/?api_usd_per_mtok=0.6&gpu_usd_per_hour=2.5&utilisation_percent=60&tokens_per_second=1000",
 ]
 _n = iter(range(10**6))
@@ -33,7 +35,7 @@ def record(tenant, cost, *, at=None, model="smollm2-135m-instruct", tokens=(10, 
     return UsageRecord.objects.create(
         request_id=f"req_cv_{next(_n)}", tenant=tenant, model=model, input_tokens=tokens[0],
         output_tokens=tokens[1], cost_micro_usd=cost, input_price=100_000, output_price=400_000,
-        cached_input_price=100_000, created=at or NOW - dt.timedelta(minutes=1),
+        cached_input_price=100_000, created=at or NOW,
     )  # fmt: skip
 
 
@@ -154,7 +156,7 @@ def test_calculator_gives_cost_per_mtok_and_break_even(client, bob):
 def test_calculator_offers_the_engine_benchmark_and_refuses_bad_input(client, bob):
     client.force_login(bob)
     page = client.get("/billing/calculator/").content.decode()
-    assert "streams," in page and "output tok/s" in page  # parsed from benchmarks/RESULTS.md
+    assert "output tok/s at 32 streams" in page  # parsed from benchmarks/RESULTS.md
     r = client.get(
         "/billing/calculator/?api_usd_per_mtok=-1&gpu_usd_per_hour=2&utilisation_percent=150"
     )
@@ -162,3 +164,100 @@ def test_calculator_offers_the_engine_benchmark_and_refuses_bad_input(client, bo
     assert r.status_code == 400
     assert "greater than or equal to 0.000001" in text and "less than or equal to 100" in text
     assert "Pick a measured throughput or enter tokens per second." in text
+
+
+# ---- prices, terms and alert contacts -------------------------------------------------------
+
+PRICE = {"model": "smollm2-135m-instruct", "input_usd_per_mtok": "0.15",
+         "output_usd_per_mtok": "0.6", "effective_from": "2026-01-01 00:00"}  # fmt: skip
+
+
+def test_viewer_sees_prices_but_cannot_add(client, bob, db):
+    client.force_login(bob)
+    page = client.get("/billing/prices/").content.decode()
+    assert "No price lists" in page and 'id="price-form"' not in page
+    assert client.post("/billing/prices/add/", PRICE).status_code == 403
+    assert client.post("/billing/terms/add/", {}).status_code == 403
+    assert client.post("/billing/contacts/", {}).status_code == 403
+    assert not ModelPrice.objects.exists()
+
+
+def test_admin_adds_a_price_list_in_dollars_stored_in_micro_dollars(client, alice, db):
+    client.force_login(alice)
+    r = client.post("/billing/prices/add/", {**PRICE, "deployment": "gpu-east"})
+    assert r.status_code == 302
+    p = ModelPrice.objects.get()
+    assert (p.input_micro_usd_per_mtok, p.output_micro_usd_per_mtok, p.deployment) == (
+        150_000, 600_000, "gpu-east",
+    )  # fmt: skip
+    assert p.cached_input_micro_usd_per_mtok is None
+    assert p.effective_from == dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    page = client.get("/billing/prices/").content.decode()
+    assert "$0.15" in page and "in force" in page and "gpu-east" in page
+    assert AuditEvent.objects.filter(action="price.create", actor_repr="alice").exists()
+    # The same instant twice is refused on the field.
+    r = client.post("/billing/prices/add/", {**PRICE, "deployment": "gpu-east"})
+    assert r.status_code == 400 and "A price already starts at that instant." in r.content.decode()
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({**PRICE, "input_usd_per_mtok": "-1"}, "greater than or equal to 0"),
+        ({**PRICE, "output_usd_per_mtok": "0.0000001"}, "no more than 6 decimal places"),
+        ({k: v for k, v in PRICE.items() if k != "output_usd_per_mtok"}, "This field is required."),
+        ({**PRICE, "effective_from": "soon"}, "Enter a valid date/time."),
+    ],
+)
+def test_bad_price_input_gets_form_errors(client, alice, db, data, message):
+    client.force_login(alice)
+    r = client.post("/billing/prices/add/", data)
+    assert r.status_code == 400 and message in r.content.decode()
+    assert not ModelPrice.objects.exists()
+
+
+def test_admin_sets_tenant_terms_and_alert_contacts(client, alice, tenant_a):
+    client.force_login(alice)
+    r = client.post("/billing/terms/add/", {"tenant": "acme", "discount_percent": "12.5",
+                                             "output_usd_per_mtok": "0.3"})  # fmt: skip
+    assert r.status_code == 302
+    t = TenantPriceOverride.objects.get(tenant=tenant_a)
+    assert (t.discount_bp, t.output_micro_usd_per_mtok, t.input_micro_usd_per_mtok) == (
+        1250,
+        300_000,
+        None,
+    )
+    r = client.post("/billing/terms/add/", {"tenant": "acme", "discount_percent": "101"})
+    assert r.status_code == 400 and "less than or equal to 100" in r.content.decode()
+
+    r = client.post("/billing/contacts/", {"tenant": "acme", "alert_emails": "a@x.test, nope",
+                                            "webhook_url": ""})  # fmt: skip
+    assert (
+        r.status_code == 400 and "&#x27;nope&#x27; is not an e-mail address." in r.content.decode()
+    )
+    r = client.post("/billing/contacts/", {"tenant": "acme", "alert_emails": "a@x.test ,b@x.test",
+                                            "webhook_url": "https://hooks.acme.test/billing"})  # fmt: skip
+    assert r.status_code == 302
+    profile = BillingProfile.objects.get(tenant=tenant_a)
+    assert profile.alert_emails == "a@x.test, b@x.test"
+    assert profile.webhook_url == "https://hooks.acme.test/billing"
+    assert "hooks.acme.test" in client.get("/billing/prices/").content.decode()
+
+
+def test_calculator_offers_each_deployments_busiest_hour(client, bob, tenant_a):
+    hour = NOW.replace(minute=0, second=0, microsecond=0) - dt.timedelta(hours=3)
+    for minute, out in ((5, 3_600), (40, 3_600)):  # 7,200 output tokens in that hour
+        UsageRecord.objects.create(
+            request_id=f"req_dep_{minute}", tenant=tenant_a, model="m", deployment="gpu-a",
+            output_tokens=out, created=hour + dt.timedelta(minutes=minute),
+        )  # fmt: skip
+    UsageRecord.objects.create(request_id="req_dep_quiet", tenant=tenant_a, model="m",
+                               deployment="gpu-a", output_tokens=36, created=hour - dt.timedelta(hours=1))  # fmt: skip
+    rollup_usage()
+    client.force_login(bob)
+    page = client.get("/billing/calculator/").content.decode()
+    assert "2.0 output tok/s: deployment gpu-a, busiest hour" in page
+    r = client.get(
+        "/billing/calculator/?api_usd_per_mtok=1&gpu_usd_per_hour=1&utilisation_percent=100&measured=2.0"
+    )
+    assert r.status_code == 200 and "at 2.0 tok/s" in r.content.decode()
