@@ -55,4 +55,5 @@ urlpatterns = [
     path("routing/groups/new/", routing_views.group_create, name="group-create"),
     path("routing/groups/<str:name>/edit/", routing_views.group_edit, name="group-edit"),
     path("routing/test/", routing_views.test_route, name="test-route"),
+    path("routing/tiers/<str:name>/", routing_views.tier_routing_edit, name="plan-routing-edit"),
 ]
