@@ -133,3 +133,29 @@ class TestRouteForm(forms.Form):
                 raise forms.ValidationError(f"Write key=value, one a line (got {line!r}).")
             out[key.strip()] = value.strip()
         return out
+
+
+class TierRoutingForm(forms.Form):
+    """A tier's cost-aware routing settings (the rest of a tier is on the tier page)."""
+
+    quality_floor = forms.FloatField(
+        min_value=0.0,
+        max_value=1.0,
+        help_text="Cost-aware groups use deployments at least this good.",
+    )
+    request_budget_usd = forms.DecimalField(
+        min_value=Decimal(0), decimal_places=6, required=False, label="Request budget (USD)",
+        help_text="Most one request may cost in cost-aware groups, unless the caller sends "
+        "x-switchyard-max-cost-usd; empty: no limit.",
+    )  # fmt: skip
+
+    @classmethod
+    def initial_for(cls, tier: Tier) -> dict:
+        budget = tier.request_budget_micro_usd
+        return {"quality_floor": tier.quality_floor,
+                "request_budget_usd": Decimal(budget) / 1_000_000 if budget else None}  # fmt: skip
+
+    def tier_fields(self) -> dict:
+        usd = self.cleaned_data["request_budget_usd"]
+        return {"quality_floor": self.cleaned_data["quality_floor"],
+                "request_budget_micro_usd": int(usd * 1_000_000) if usd else 0}  # fmt: skip

@@ -12,13 +12,21 @@ from django.views.decorators.http import require_POST
 
 from console.decorators import admin_required, operator_required
 from console.forms import apply_errors
-from console.routing_forms import DeploymentForm, ModelGroupForm, RoutingRuleForm, TestRouteForm
+from console.routing_forms import (
+    DeploymentForm,
+    ModelGroupForm,
+    RoutingRuleForm,
+    TestRouteForm,
+    TierRoutingForm,
+)
 from serving.deployments import deployment_set
 from serving.health import DeploymentHealthSync, DeploymentState
 from serving.models import Deployment, ModelGroup, RoutingRule
 from serving.route_preview import preview_route
 from serving.routing_services import model_group_set, routing_rule_delete, routing_rule_set
 from switchyard.redis_client import get_redis
+from tenants import services
+from tenants.models import Tier
 
 # ---- deployments -------------------------------------------------------------------------
 
@@ -92,8 +100,24 @@ def rule_list(request):
                 "position", "id"
             ),
             "groups": ModelGroup.objects.prefetch_related("members"),
+            "tiers": Tier.objects.order_by("name"),
         },
     )
+
+
+@admin_required
+def tier_routing_edit(request, name: str):
+    tier = get_object_or_404(Tier, name=name)
+    form = TierRoutingForm(request.POST or None, initial=TierRoutingForm.initial_for(tier))
+    if request.method == "POST" and form.is_valid():
+        try:
+            services.tier_update(tier=tier, actor=request.user, **form.tier_fields())
+        except ValidationError as exc:
+            apply_errors(form, exc, {"request_budget_micro_usd": "request_budget_usd"})
+        else:
+            messages.success(request, f"Routing settings of tier {name} saved.")
+            return redirect("console:rule-list")
+    return render(request, "console/routing/tier_form.html", {"form": form, "tier": tier})
 
 
 def _group_form_view(request, group: ModelGroup | None):

@@ -81,4 +81,5 @@ urlpatterns = [
     path("billing/prices/add/", billing_views.price_add, name="billing-price-add"),
     path("billing/terms/add/", billing_views.terms_add, name="billing-terms-add"),
     path("billing/contacts/", billing_views.contacts_set, name="billing-contacts"),
+    path("routing/tiers/<str:name>/", routing_views.tier_routing_edit, name="plan-routing-edit"),
 ]

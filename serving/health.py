@@ -75,6 +75,30 @@ return 0
 """
 
 
+# One attempt's end: free its in-flight slot and record its outcome, in one round trip.
+# KEYS: hash, inflight; ARGV: request_id, outcome ('ok' / 'fail' / '' for neither), then the
+# _SUCCESS or _FAILURE arguments.
+_FINISH = (
+    """
+redis.call('ZREM', KEYS[2], ARGV[1])
+local outcome = ARGV[2]
+for i = 1, #ARGV - 2 do ARGV[i] = ARGV[i + 2] end
+ARGV[#ARGV] = nil
+ARGV[#ARGV] = nil
+if outcome == 'ok' then
+"""
+    + _SUCCESS
+    + """
+elseif outcome == 'fail' then
+"""
+    + _FAILURE
+    + """
+end
+return 0
+"""
+)
+
+
 def _key(name: str) -> str:
     return f"sy:dep:{name}"
 
@@ -139,6 +163,7 @@ class DeploymentHealth:
         self._snapshot = client.register_script(_SNAPSHOT)
         self._success = client.register_script(_SUCCESS)
         self._failure = client.register_script(_FAILURE)
+        self._finish = client.register_script(_FINISH)
 
     async def snapshot(self, names: list[str]) -> LiveState:
         """In-flight counts, latency and cooldowns of ``names``, in one round trip."""
@@ -156,6 +181,29 @@ class DeploymentHealth:
 
     async def release(self, name: str, request_id: str) -> None:
         await self.redis.zrem(f"{_key(name)}:inflight", request_id)
+
+    async def finish(
+        self,
+        name: str,
+        request_id: str,
+        *,
+        ok: bool | None,
+        ttft_ms: float | None = None,
+        reason: str = "",
+        immediate: bool = False,
+    ) -> float:
+        """End one attempt in one round trip: free its in-flight slot and count a success
+        (``ok``), a failure (``not ok``) or neither (``None``, e.g. the caller's own 400).
+        Returns the cooldown a failure started, in seconds (0 if none)."""
+        if ok:
+            args = ["ok", time.time(), "" if ttft_ms is None else f"{ttft_ms:.3f}", EWMA_ALPHA]
+        elif ok is None:
+            args = [""]
+        else:
+            args = ["fail", *_failure_args(reason, immediate)]
+        out = await self._finish(keys=[_key(name), f"{_key(name)}:inflight"],
+                                 args=[request_id, *args])  # fmt: skip
+        return float(out)
 
     async def success(self, name: str, ttft_ms: float | None) -> None:
         ttft = "" if ttft_ms is None else f"{ttft_ms:.3f}"

@@ -31,7 +31,7 @@ def _rows(events: list[dict[str, str]]) -> list[RequestLog]:
                 latency_ms=float(e.get("latency_ms") or 0),
                 ttft_ms=float(e["ttft_ms"]) if e.get("ttft_ms") else None,
                 cache=e.get("cache", "miss"),
-                route=e.get("route", ""),
+                route=e.get("route", "")[:255],
                 request_body=json.loads(e["request_body"]) if e.get("request_body") else None,
                 response_body=json.loads(e["response_body"]) if e.get("response_body") else None,
                 created=dt.datetime.fromisoformat(e["created"]),

@@ -89,18 +89,19 @@ class Failover:
             timed = dataclasses.replace(target, timeout_seconds=min(target.timeout_seconds, left))
             started = time.perf_counter()
             await self.health.acquire(target.name, call.request_id)
+            outcome = _Outcome()
             try:
                 resp = await upstream.post_json(timed, path, _for(target, body), **kw)
+                outcome.ok((time.perf_counter() - started) * 1000)
             except GatewayError as exc:
                 if not retryable(exc):
                     await self._chosen(call, target, attempt)
                     raise
-                await self.health.failure(target.name, exc.message, immediate=_immediate(exc))
+                outcome.failed(exc)
                 last = exc
                 continue
             finally:
-                await asyncio.shield(self.health.release(target.name, call.request_id))
-            await self.health.success(target.name, (time.perf_counter() - started) * 1000)
+                await asyncio.shield(outcome.report(self.health, target.name, call.request_id))
             await self._chosen(call, target, attempt)
             return resp
         assert last is not None
@@ -122,21 +123,22 @@ class Failover:
             started = time.perf_counter()
             await self.health.acquire(target.name, call.request_id)
             chunks = upstream.stream_chunks(timed, path, _for(target, body), **kw)
-            first = None
+            outcome = _Outcome()
             try:
                 try:
                     first = await chunks.__anext__()
                 except StopAsyncIteration:
-                    pass
+                    first = None
                 except GatewayError as exc:
                     await chunks.aclose()
                     if not retryable(exc):
                         await self._chosen(call, target, attempt)
                         raise
-                    await self.health.failure(target.name, exc.message, immediate=_immediate(exc))
+                    outcome.failed(exc)
                     last = exc
                     continue
-                await self.health.success(target.name, (time.perf_counter() - started) * 1000)
+                # Reported when the stream ends (one round trip), unless it breaks first.
+                outcome.ok((time.perf_counter() - started) * 1000)
                 await self._chosen(call, target, attempt)
                 if first is None:
                     return
@@ -145,12 +147,38 @@ class Failover:
                     async for chunk in chunks:
                         yield chunk
                 except GatewayError as exc:
-                    await self.health.failure(target.name, exc.message, immediate=_immediate(exc))
+                    outcome.failed(exc)
                     raise
                 return
             finally:
                 await chunks.aclose()
-                await asyncio.shield(self.health.release(target.name, call.request_id))
+                await asyncio.shield(outcome.report(self.health, target.name, call.request_id))
         assert last is not None
         await self._chosen(call, candidates[-1], len(candidates))
         raise last
+
+
+class _Outcome:
+    """How one attempt went, reported with the release of its in-flight slot."""
+
+    def __init__(self) -> None:
+        self.success: bool | None = None
+        self.ttft_ms: float | None = None
+        self.error: GatewayError | None = None
+
+    def ok(self, ttft_ms: float) -> None:
+        self.success, self.ttft_ms = True, ttft_ms
+
+    def failed(self, exc: GatewayError) -> None:
+        self.success, self.error = False, exc
+
+    async def report(self, health: DeploymentHealth, name: str, request_id: str) -> None:
+        err = self.error
+        await health.finish(
+            name,
+            request_id,
+            ok=self.success,
+            ttft_ms=self.ttft_ms,
+            reason=err.message if err else "",
+            immediate=bool(err and _immediate(err)),
+        )

@@ -5,6 +5,7 @@ on the live deployments page without reloading it."""
 import re
 
 import pytest
+from playwright.sync_api import expect
 
 from serving.health_checks import check_deployments
 from serving.models import Deployment, ModelGroup, RoutingRule
@@ -36,13 +37,13 @@ def test_admin_configures_routing_and_tests_a_route(page, live_server, shot, adm
     page.fill("#id_quality", "1.7")
     page.check("input[name=capabilities][value=code]")
     page.click("button:has-text('Save deployment')")
-    assert page.locator(".errors", has_text="less than or equal to 1.0").is_visible()
+    expect(page.locator(".errors", has_text="less than or equal to 1.0")).to_be_visible()
     shot("routing-deployment-form-errors")
     page.fill("#id_quality", "0.9")
     page.click("button:has-text('Save deployment')")
     page.wait_for_url(f"{live_server.url}/routing/")
     row = page.locator('tr[data-deployment="br-worker"]')
-    assert row.locator(".badge", has_text="healthy").is_visible()
+    expect(row.locator(".badge", has_text="healthy")).to_be_visible()
 
     # Nothing listens on port 9: the active check finds it down, and the page, polling,
     # shows the cooldown without a reload.
@@ -67,7 +68,7 @@ def test_admin_configures_routing_and_tests_a_route(page, live_server, shot, adm
     page.fill("#id_requested_models", "auto")
     page.click("button:has-text('Save rule')")
     page.wait_for_url(f"{live_server.url}/routing/rules/")
-    assert page.locator('tr[data-rule="auto-to-fast"]', has_text="requested auto").is_visible()
+    expect(page.locator('tr[data-rule="auto-to-fast"]', has_text="requested auto")).to_be_visible()
     assert RoutingRule.objects.get(name="auto-to-fast").target == "fast"
     shot("routing-rules")
 
