@@ -262,11 +262,22 @@ def run(args: argparse.Namespace) -> None:
     for name, tid in (("A", big), ("B", small)):
         print(f"plan for tenant {name}: {explain(tid, planted[tid][0])}")
     print()
+    # Untimed: bring the index and both slices into shared buffers, so no row pays for
+    # coming first after a restart.
+    for tid in (big, small):
+        for mode in MODES.values():
+            run_queries(tid, planted[tid], mode, 20, args.noise, args.warmup // 4)
     print("| tenant | search | P50 ms | P95 ms | P99 ms | planted entry first | rows returned |")
     print("|---|---|---|---|---|---|---|")
     for name, tid in ((f"A ({args.tenant_rows:,})", big), (f"B ({SMALL_TENANT_ROWS:,})", small)):
         for label, mode in MODES.items():
-            r = run_queries(tid, planted[tid], mode, args.queries, args.noise, args.warmup)
+            # An exact search of 100,000 rows is slow; a tenth of the lookups show it.
+            n = (
+                args.queries // 10
+                if mode.get("strategy") == "exact" and tid == big
+                else args.queries
+            )
+            r = run_queries(tid, planted[tid], mode, n, args.noise, args.warmup)
             print(f"| {name} | {label} | {r['p50']:.2f} | {r['p95']:.2f} | {r['p99']:.2f} | "
                   f"{r['recall']:.3f} | {r['rows']:.2f} |")  # fmt: skip
 
