@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from array import array
 from collections import OrderedDict
 
 from serving.engine.embeddings import DynamicBatcher, MiniLMEmbedder
@@ -20,7 +21,7 @@ RECENT_TEXTS = 4096
 _lock = threading.Lock()
 _embedder: MiniLMEmbedder | None = None
 _batchers: dict[int, DynamicBatcher] = {}
-_recent: OrderedDict[str, list[float]] = OrderedDict()
+_recent: OrderedDict[str, array] = OrderedDict()
 
 
 def load_embedder() -> MiniLMEmbedder:
@@ -39,12 +40,12 @@ def load_embedder() -> MiniLMEmbedder:
 
 async def embed(text: str) -> list[float]:
     """The L2-normalised 384-d embedding of ``text`` (the same text again: from memory)."""
-    vec = _recent.get(text)
-    if vec is not None:
+    kept = _recent.get(text)
+    if kept is not None:
         _recent.move_to_end(text)
-        return vec
+        return list(kept)
     vec = await _embed(text)
-    _recent[text] = vec
+    _recent[text] = array("f", vec)  # 1.5 KB, not the 12 KB of a list of floats
     while len(_recent) > RECENT_TEXTS:
         _recent.popitem(last=False)
     return vec
