@@ -6,7 +6,9 @@ then sends sequential requests with one keep-alive client and reports client-sid
 
 - exact hit:        the same deterministic request again (Redis)
 - exact hit, SSE:   the same, streamed (time to the last byte)
-- semantic hit:     a paraphrase of a cached prompt (MiniLM in the gateway + pgvector + check)
+- semantic hit:     a paraphrase of a cached prompt (MiniLM in the gateway + pgvector + check),
+                    the same wording each time (its embedding is remembered) and a new
+                    wording each time (a new embedding per request)
 - miss:             a new prompt each time (lookups run, then the instant upstream answers)
 - caches off:       a tier with both caches off (the pipeline without the cache stage)
 
@@ -51,6 +53,44 @@ def _percentiles(times: list[float]) -> tuple[float, float, float]:
         times[int(0.95 * (len(times) - 1))],
         times[int(0.99 * (len(times) - 1))],
     )
+
+
+def paraphrases(seed: str, n: int) -> list[str]:
+    """``n`` different wordings of the capital-of-France question that the cache serves from
+    ``seed``'s entry (checked with the same MiniLM, threshold and second check), so each
+    lookup computes a new embedding."""
+    import numpy as np
+
+    from serving.cache.agreement import prompts_agree
+    from serving.engine.embeddings import MiniLMEmbedder
+    from tenants.models import Tier
+
+    prefixes = [
+        "Tell me",
+        "Please tell me",
+        "Could you tell me",
+        "Can you tell me",
+        "I want to know",
+        "Do you know",
+        "Kindly tell me",
+        "Just tell me",
+        "Quickly tell me",
+        "Help me: what is",
+        "Please let me know",
+        "Would you tell me",
+    ]
+    middles = ["the capital of France", "France's capital"]
+    suffixes = ["?", ".", "!", "??", "!!", "...", " please?", " please.", ", please!",
+                " quickly?", " briefly.", " please!!"]  # fmt: skip
+    texts = [f"{p} {m}{s}" for p in prefixes for m in middles for s in suffixes]
+    texts += [t.lower() for t in texts]
+    embedder = MiniLMEmbedder()
+    vecs = np.array(embedder.embed([seed, *texts]))
+    threshold = Tier().semantic_cache_threshold
+    ok = [t for t, v in zip(texts, vecs[1:], strict=True)
+          if float(v @ vecs[0]) >= threshold and prompts_agree(seed, t)]  # fmt: skip
+    assert len(ok) >= n, f"only {len(ok)} paraphrases pass; need {n}"
+    return ok[:n]
 
 
 def main() -> None:
@@ -125,6 +165,7 @@ def main() -> None:
         exact = chat("list three colours of the rainbow", temperature=0)
         seed = chat("What is the capital of France?")
         paraphrase = chat("Tell me the capital of France.")
+        fresh = paraphrases("What is the capital of France?", args.requests + 20)
         post("cached", exact)
         post("cached", seed)
         deadline = time.monotonic() + 30
@@ -136,7 +177,10 @@ def main() -> None:
             ("exact hit", lambda i: post("cached", exact), "hit-exact"),
             ("exact hit, SSE", lambda i: post("cached", {**exact, "stream": True}, True),
              "hit-exact"),
-            ("semantic hit", lambda i: post("cached", paraphrase), "hit-semantic"),
+            ("semantic hit, same paraphrase", lambda i: post("cached", paraphrase),
+             "hit-semantic"),
+            ("semantic hit, new paraphrase", lambda i: post("cached", chat(fresh.pop())),
+             "hit-semantic"),
             ("miss (cache stage runs)", lambda i: post("cached", chat(f"new prompt number {i}")),
              "miss"),
             ("caches off", lambda i: post("uncached", chat(f"new prompt number {i}")), "miss"),

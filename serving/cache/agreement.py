@@ -6,8 +6,9 @@ only 0.90-0.95. So a candidate above the threshold is served only if the two pro
 agree on what usually carries the meaning of a short request:
 
 - numbers, in order ("5 km" is not "6 km", "5 to 10" is not "10 to 5");
-- names (capitalised words inside a sentence, acronyms), in order ("Germany beat Brazil" is
-  not "Brazil beat Germany");
+- names (capitalised words inside a sentence, acronyms): each must appear on the other side
+  (in any case: "france" typed in lower case is France), in the same order where both sides
+  write them as names ("Germany beat Brazil" is not "Brazil beat Germany");
 - content words: after dropping function words and phrasing words ("please", "how do I",
   "tell me", "calculate"), light stemming, a few common synonyms ("tall" and "height") and
   turning "France's capital" into "capital of France", the two sets must be equal;
@@ -111,6 +112,7 @@ class Signature:
     content: tuple[str, ...]  # in order of first appearance
     ordered: bool  # a relational word makes the order of the content words matter
     name_order: tuple[str, ...]
+    words: frozenset[str]  # every word, lower-cased: "france" typed in lower case
 
 
 _CONTRACTION = re.compile(r"\b([A-Za-z]+)['’]s\b")
@@ -194,13 +196,21 @@ def signature(text: str) -> Signature:
         ordered = ordered or lower in _RELATIONAL
         if lower not in _STOP and lower not in _RELATIONAL:
             content.setdefault(_stem(token), None)
-    return Signature(tuple(numbers), frozenset(names), tuple(content), ordered, tuple(names))
+    words = frozenset(m.group(0).lower().replace("’", "'").removesuffix("'s")
+                      for m in _WORD.finditer(text))  # fmt: skip
+    return Signature(tuple(numbers), frozenset(names), tuple(content), ordered, tuple(names), words)
 
 
 def prompts_agree(a: str, b: str) -> bool:
     """True when ``a`` and ``b`` pass every check above (symmetric)."""
     sa, sb = signature(a), signature(b)
-    if sa.numbers != sb.numbers or sa.names != sb.names or sa.name_order != sb.name_order:
+    if sa.numbers != sb.numbers:
+        return False
+    # A name on one side must be on the other, capitalised or not, and names written as names
+    # on both sides must come in the same order.
+    if not (sa.names <= sb.words and sb.names <= sa.words):
+        return False
+    if [n for n in sa.name_order if n in sb.names] != [n for n in sb.name_order if n in sa.names]:
         return False
     if sa.ordered or sb.ordered:
         return sa.content == sb.content

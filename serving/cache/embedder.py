@@ -9,14 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from array import array
+from collections import OrderedDict
 
 from serving.engine.embeddings import DynamicBatcher, MiniLMEmbedder
 
 MAX_WAIT_MS = 0.2  # on the request path: take what is queued, hardly wait for more
+# Prompts repeat (that is why there is a cache): the last few thousand embeddings are kept.
+RECENT_TEXTS = 4096
 
 _lock = threading.Lock()
 _embedder: MiniLMEmbedder | None = None
 _batchers: dict[int, DynamicBatcher] = {}
+_recent: OrderedDict[str, array] = OrderedDict()
 
 
 def load_embedder() -> MiniLMEmbedder:
@@ -34,7 +39,19 @@ def load_embedder() -> MiniLMEmbedder:
 
 
 async def embed(text: str) -> list[float]:
-    """The L2-normalised 384-d embedding of ``text``."""
+    """The L2-normalised 384-d embedding of ``text`` (the same text again: from memory)."""
+    kept = _recent.get(text)
+    if kept is not None:
+        _recent.move_to_end(text)
+        return list(kept)
+    vec = await _embed(text)
+    _recent[text] = array("f", vec)  # 1.5 KB, not the 12 KB of a list of floats
+    while len(_recent) > RECENT_TEXTS:
+        _recent.popitem(last=False)
+    return vec
+
+
+async def _embed(text: str) -> list[float]:
     loop = asyncio.get_running_loop()
     batcher = _batchers.get(id(loop))
     if batcher is None:

@@ -10,6 +10,7 @@ SAME = [
     ("How do I convert 5 km to miles?", "Convert 5 kilometres to miles please"),
     ("How can I reset my password?", "How do I reset my password?"),
     ("Who wrote Hamlet?", "Who is the author of Hamlet?"),
+    ("What is the capital of France?", "tell me the capital of france"),
 ]
 DIFFERENT = [
     ("convert 5 km to miles", "convert 5 miles to km"),
@@ -20,6 +21,10 @@ DIFFERENT = [
     ("Is a dog bigger than a cat?", "Is a cat bigger than a dog?"),
     ("How do I reset my password?", "How do I reset my username?"),
     ("numbers from 5 to 10", "numbers from 10 to 5"),
+    ("Did Germany beat Brazil?", "Did Brazil beat Germany?"),
+    ("Did Germany beat Brazil?", "did brazil beat germany?"),
+    ("Is the US bigger than the UK?", "Is the UK bigger than the US?"),
+    ("Move the file from folder A to folder B.", "Move the file from folder B to folder A."),
 ]
 
 
