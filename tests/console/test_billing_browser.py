@@ -4,6 +4,7 @@ dashboard and its charts, a tenant's invoice, budget status and alerts, and the 
 import datetime as dt
 
 import pytest
+from playwright.sync_api import expect
 
 from billing.alerts import check_budgets
 from billing.models import UsageRecord
@@ -84,4 +85,4 @@ def test_operator_reads_usage_invoice_alerts_and_calculator(page, live_server, s
     shot("billing-calculator")
     page.fill("#id_utilisation_percent", "0")
     page.click("#calculator button[type=submit]")
-    assert page.locator("#calculator .errors").first.is_visible()
+    expect(page.locator("#calculator .errors").first).to_be_visible()
