@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 # multi-GB CUDA build, so it is installed first, pinned.
 TORCH  ?= torch==2.13.0
 
-.PHONY: run test setup browser lint format bench bench-engine bench-routing clean
+.PHONY: run test setup browser lint format bench bench-engine bench-routing bench-gateway clean
 
 run: setup
 	$(PY) -m switchyard.run
@@ -43,13 +43,16 @@ format: setup
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-bench: bench-engine bench-routing
+bench: bench-engine bench-routing bench-gateway
 
 bench-engine: setup
 	$(PY) -m benchmarks.engine.run_all
 
 bench-routing: setup
 	$(PY) -m benchmarks.routing.run
+
+bench-gateway: setup
+	$(PY) -m benchmarks.gateway.run
 
 clean:
 	rm -rf $(VENV) .pytest_cache test-artifacts
