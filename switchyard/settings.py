@@ -199,6 +199,9 @@ SWITCHYARD_MODELS = env.list(
 )
 # How long gateway processes cache tenant-side tables (deployments, prices, budgets), seconds.
 SWITCHYARD_TABLE_CACHE_SECONDS = env.float("SWITCHYARD_TABLE_CACHE_SECONDS", default=2.0)
+# Redis connections one gateway process may hold; requests beyond wait for one (up to 5 s)
+# rather than fail.
+SWITCHYARD_REDIS_MAX_CONNECTIONS = env.int("SWITCHYARD_REDIS_MAX_CONNECTIONS", default=256)
 # Who may scrape the gateway's /metrics without an operator login (its labels name tenants).
 METRICS_ALLOWED_IPS = env.list("METRICS_ALLOWED_IPS", default=["127.0.0.1", "::1"])
 SWITCHYARD_MAX_BODY_BYTES = env.int("SWITCHYARD_MAX_BODY_BYTES", default=1_048_576)

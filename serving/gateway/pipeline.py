@@ -175,11 +175,20 @@ class Call:
         return h
 
 
+def gateway_redis() -> aioredis.Redis:
+    """The gateway's Redis client: a bounded pool where a request waits for a free connection
+    (redis-py's default pool raises "Too many connections" past 100 in use)."""
+    pool = aioredis.BlockingConnectionPool.from_url(
+        settings.REDIS_URL, max_connections=settings.SWITCHYARD_REDIS_MAX_CONNECTIONS, timeout=5
+    )
+    return aioredis.Redis(connection_pool=pool)
+
+
 class Gateway:
     """One per process. Holds the Redis-backed limiter and ledger and the router."""
 
     def __init__(self, redis_client: aioredis.Redis | None = None) -> None:
-        self.redis = redis_client or aioredis.Redis.from_url(settings.REDIS_URL)
+        self.redis = redis_client or gateway_redis()
         self.limiter = RateLimiter(self.redis)
         self.ledger = BudgetLedger(self.redis)
         self.router = Router()

@@ -125,3 +125,16 @@ def test_exhausted_hard_budget_is_insufficient_quota(make_caller, price):
     with pytest.raises(openai.RateLimitError) as err:
         caller.client().chat.completions.create(model=MODEL, messages=MSG)
     assert err.value.code == "insufficient_quota"
+
+
+def test_more_concurrent_requests_than_redis_connections_all_succeed(make_caller):
+    # Each request makes several Redis calls; with two connections in the pool, 40 requests
+    # at once must queue for them, never fail with "Too many connections".
+    gw = GatewayProcess(SWITCHYARD_REDIS_MAX_CONNECTIONS="2")
+    try:
+        caller = make_caller(requests_per_minute=1000, max_concurrent_requests=100)
+        body = {"model": MODEL, "messages": MSG}
+        responses = asyncio.run(_burst([gw.url], caller.key, 40, body))
+        assert [r.status_code for r in responses] == [200] * 40, responses[0].text
+    finally:
+        gw.stop()
