@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import redis.asyncio as aioredis
 from asgiref.sync import sync_to_async
@@ -154,12 +155,18 @@ class BudgetLedger:
             raise BudgetExhausted(budgets[int(index) - 1], int(spent))
         return BudgetReservation(keys, cost)
 
-    async def settle(self, reservation: BudgetReservation, *, actual_cost: int) -> None:
+    async def settle(
+        self, reservation: BudgetReservation, *, actual_cost: int, pipe: Any = None
+    ) -> None:
+        """Replace the reserved cost by ``actual_cost``; with ``pipe`` (a Redis pipeline) the
+        call is queued there, to go with the caller's other writes in one round trip."""
         if reservation.settled or not reservation.keys:
             reservation.settled = True
             return
         reservation.settled = True
-        await self._settle(keys=reservation.keys, args=[actual_cost - reservation.cost])
+        await self._settle(
+            keys=reservation.keys, args=[actual_cost - reservation.cost], client=pipe
+        )
 
     async def spent(self, *, tenant_id: int, period: str) -> int:
         now = dt.datetime.now(dt.UTC)

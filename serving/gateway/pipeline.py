@@ -543,13 +543,16 @@ class Gateway:
         saved = 0
         if call.cache != "miss":  # a hit costs the tier's cache price and no model tokens
             cost, saved = hit_charge(cost, call.tier.cache_hit_price_percent)
+        # Settlements, the usage record and the log entry go to Redis in one round trip.
+        pipe = self.redis.pipeline(transaction=False)
         if call.limit_reservation:
             await self.limiter.settle(
-                call.limit_reservation, actual_tokens=produced if call.cache == "miss" else 0
+                call.limit_reservation,
+                actual_tokens=produced if call.cache == "miss" else 0,
+                pipe=pipe,
             )
         if call.budget_reservation:
-            await self.ledger.settle(call.budget_reservation, actual_cost=cost)
-        pipe = self.redis.pipeline(transaction=False)
+            await self.ledger.settle(call.budget_reservation, actual_cost=cost, pipe=pipe)
         tenant = call.auth.tenant
         if produced:
             pipe.xadd(

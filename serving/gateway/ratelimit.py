@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -154,13 +155,17 @@ class RateLimiter:
             raise RateLimited(reason, int(headers["retry-after"]), headers)
         return Reservation(request_id, tokens, (keys[1], keys[2], keys[3]), headers)
 
-    async def settle(self, reservation: Reservation, *, actual_tokens: int) -> None:
+    async def settle(
+        self, reservation: Reservation, *, actual_tokens: int, pipe: Any = None
+    ) -> None:
         """Replace the reserved token count by ``actual_tokens`` and free the concurrency slot.
-        Safe to call twice (the second call does nothing)."""
+        Safe to call twice (the second call does nothing). With ``pipe`` (a Redis pipeline)
+        the call is queued there, to go with the caller's other writes in one round trip."""
         if reservation.settled:
             return
         reservation.settled = True
         await self._settle(
             keys=list(reservation.keys),
             args=[actual_tokens - reservation.tokens, reservation.request_id],
+            client=pipe,
         )
