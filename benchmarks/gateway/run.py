@@ -22,6 +22,7 @@ than Switchyard (said again under the table).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import platform
 import secrets
@@ -158,6 +159,8 @@ def pin_services(services, cpus: str) -> None:
 def start_switchyard(port: int, args) -> subprocess.Popen:
     env = dict(os.environ, DEBUG="0", PYTHONUNBUFFERED="1")
     if args.server == "granian":
+        if importlib.util.find_spec("granian") is None:
+            sys.exit("--server granian needs granian: .venv/bin/pip install granian")
         argv = [
             sys.executable, "-m", "granian", "--interface", "asgi", "--host", "127.0.0.1",
             "--port", str(port), "--workers", str(args.workers), "--loop", "uvloop",
