@@ -254,6 +254,35 @@ async def run_static(url: str, reqs: list[Req], batch: int) -> Result:
     )
 
 
+async def fairness_probe(url: str) -> tuple[list[float], list[float]]:
+    """Tenant B's request latencies (s) alone, then beside tenant A sending 10x B's load
+    (A keeps 20 requests in flight; B sends one at a time)."""
+    async with httpx.AsyncClient(timeout=None, limits=NO_KEEPALIVE) as client:
+        b_reqs = workload(6, 99, (50, 200), (32, 32))
+        solo = []
+        for r in b_reqs:
+            solo.append((await one(client, url, r, tenant="B"))[2])
+        a_reqs = workload(60, 98, (50, 200), (32, 32))
+        shared: list[float] = []
+
+        async def flood():
+            sem = asyncio.Semaphore(20)
+
+            async def go(r):
+                async with sem:
+                    await one(client, url, r, tenant="A")
+
+            await asyncio.gather(*(go(r) for r in a_reqs))
+
+        async def b_load():
+            await asyncio.sleep(1.0)
+            for r in b_reqs:
+                shared.append((await one(client, url, r, tenant="B"))[2])
+
+        await asyncio.gather(flood(), b_load())
+        return solo, shared
+
+
 def row(name: str, conc: int, res: Result, base: float | None = None) -> str:
     ratio = f"{res.tok_s / base:.2f}x" if base else ""
     return (f"| {name} | {conc} | {res.tokens} | {res.seconds:.1f} | {res.tok_s:.1f} | "
@@ -317,33 +346,7 @@ def main() -> None:
         asyncio.run(prefix_probe())
 
         # 3. fairness: B alone, then B beside A at 10x the load
-        async def fairness():
-            async with httpx.AsyncClient(timeout=None, limits=NO_KEEPALIVE) as client:
-                b_reqs = workload(6, 99, (50, 200), (32, 32))
-                solo = []
-                for r in b_reqs:
-                    solo.append((await one(client, srv.url, r, tenant="B"))[2])
-                a_reqs = workload(60, 98, (50, 200), (32, 32))
-                shared: list[float] = []
-
-                async def flood():
-                    sem = asyncio.Semaphore(20)
-
-                    async def go(r):
-                        async with sem:
-                            await one(client, srv.url, r, tenant="A")
-
-                    await asyncio.gather(*(go(r) for r in a_reqs))
-
-                async def b_load():
-                    await asyncio.sleep(1.0)
-                    for r in b_reqs:
-                        shared.append((await one(client, srv.url, r, tenant="B"))[2])
-
-                await asyncio.gather(flood(), b_load())
-                return solo, shared
-
-        solo, shared = asyncio.run(fairness())
+        solo, shared = asyncio.run(fairness_probe(srv.url))
     finally:
         srv.stop()
     seq = switchyard_server(1)
