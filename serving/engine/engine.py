@@ -70,6 +70,7 @@ class LLMEngine:
         block_size: int = 16,
         max_num_seqs: int = 64,
         max_num_batched_tokens: int = 512,
+        max_prefill_tokens_while_decoding: int | None = None,
         max_model_len: int | None = None,
         max_waiting: int = 1024,
     ) -> None:
@@ -91,6 +92,7 @@ class LLMEngine:
             self.block_manager,
             max_num_seqs=max_num_seqs,
             max_num_batched_tokens=max_num_batched_tokens,
+            max_prefill_tokens_while_decoding=max_prefill_tokens_while_decoding,
         )
         self.runner = ModelRunner(model, self.kv)
         self.max_waiting = max_waiting

@@ -50,10 +50,15 @@ class Scheduler:
         *,
         max_num_seqs: int = 64,
         max_num_batched_tokens: int = 512,
+        max_prefill_tokens_while_decoding: int | None = None,
     ) -> None:
         self.bm = block_manager
         self.max_num_seqs = max_num_seqs
         self.max_num_batched_tokens = max_num_batched_tokens
+        # Prefill tokens a step may carry beside running decodes (None: the whole budget).
+        # Smaller bounds the time between tokens of running streams (as Sarathi-Serve's
+        # token budget does) at some cost to prompt throughput.
+        self.max_prefill_tokens_while_decoding = max_prefill_tokens_while_decoding
         self.waiting: dict[str, list[tuple[int, int, int, Sequence]]] = {}
         self.running: list[Sequence] = []
         self.counters: dict[str, float] = {}
@@ -132,6 +137,8 @@ class Scheduler:
             if self._reserve(seq, seq.num_tokens, scheduled):
                 scheduled.append(ScheduledSeq(seq, 1))
                 budget -= 1
+        if scheduled and self.max_prefill_tokens_while_decoding is not None:
+            budget = min(budget, self.max_prefill_tokens_while_decoding)
         # 2. Prefill chunks, least-served tenant first: unfinished prefills of running
         #    sequences and admissions from the waiting queue compete for what is left.
         served: dict[str, float] = {}  # this step's prefill so far, weighted, by tenant

@@ -406,6 +406,7 @@ def serve(
     kv_cache_bytes: int | None = None,
     max_num_seqs: int = 64,
     max_num_batched_tokens: int = 512,
+    max_prefill_tokens_while_decoding: int | None = None,
     log_level: str = "info",
 ) -> None:
     """Load ``model`` once and serve it until interrupted."""
@@ -420,6 +421,7 @@ def serve(
         kv_cache_bytes=kv_cache_bytes,
         max_num_seqs=max_num_seqs,
         max_num_batched_tokens=max_num_batched_tokens,
+        max_prefill_tokens_while_decoding=max_prefill_tokens_while_decoding,
     )
     embedder = MiniLMEmbedder() if embeddings else None
     log.info(
@@ -447,6 +449,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kv-cache-mb", type=int, default=None, help="KV cache size in MiB")
     parser.add_argument("--max-num-seqs", type=int, default=64)
     parser.add_argument("--max-num-batched-tokens", type=int, default=512)
+    parser.add_argument(
+        "--max-prefill-tokens-while-decoding",
+        type=int,
+        default=None,
+        help="cap on prompt tokens in a step that also decodes running streams (default: none)",
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -461,6 +469,7 @@ def main(argv: list[str] | None = None) -> None:
         kv_cache_bytes=a.kv_cache_mb * (1 << 20) if a.kv_cache_mb else None,
         max_num_seqs=a.max_num_seqs,
         max_num_batched_tokens=a.max_num_batched_tokens,
+        max_prefill_tokens_while_decoding=a.max_prefill_tokens_while_decoding,
     )
 
 

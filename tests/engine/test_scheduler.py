@@ -124,3 +124,20 @@ def test_decodes_of_running_sequences_always_go_first():
     decodes = [item for item in batch if item.seq in short]
     assert len(decodes) == 4 and all(item.num_tokens == 1 for item in decodes)
     assert sum(item.num_tokens for item in batch) == 32
+
+
+def test_prefill_beside_decodes_can_be_capped():
+    sched = scheduler(max_num_seqs=8, max_num_batched_tokens=256)
+    sched.max_prefill_tokens_while_decoding = 16
+    running = [make_seq("A", 8, 50) for _ in range(2)]
+    for s in running:
+        sched.add(s)
+    served: Counter = Counter()
+    step(sched, served)  # both prefilled (no decodes yet: the whole budget)
+    sched.add(make_seq("B", 300, 4))
+    batch = step(sched, served)
+    prefill = sum(item.num_tokens for item in batch if item.seq not in running)
+    assert prefill == 16 and len(batch) == 3
+    sched.max_prefill_tokens_while_decoding = None
+    batch = step(sched, served)
+    assert sum(item.num_tokens for item in batch if item.seq not in running) == 256 - 2
