@@ -28,22 +28,10 @@ from pathlib import Path
 
 import httpx
 
+from switchyard.processes import wait_http
+
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = "smollm2-135m-instruct"
-
-
-def _wait(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args} exited with {proc.returncode}")
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"{url} not up within {timeout}s")
 
 
 def _percentiles(times: list[float]) -> tuple[float, float, float]:
@@ -120,7 +108,7 @@ def main() -> None:
         procs.append(subprocess.Popen(
             [sys.executable, "-m", "serving.instant_upstream", "--port", str(up_port)], cwd=ROOT
         ))  # fmt: skip
-        _wait(f"http://127.0.0.1:{up_port}/health", procs[-1])
+        wait_http(f"http://127.0.0.1:{up_port}/health", procs[-1])
         deployment_set(name="instant", model=MODEL, base_url=f"http://127.0.0.1:{up_port}/v1",
                        context_window=4096)  # fmt: skip
         ModelPrice.objects.create(
@@ -143,7 +131,7 @@ def main() -> None:
             cwd=ROOT, env=env,
         ))  # fmt: skip
         base = f"http://127.0.0.1:{gw_port}"
-        _wait(f"{base}/healthz", procs[-1])
+        wait_http(f"{base}/healthz", procs[-1])
         client = httpx.Client(base_url=f"{base}/v1", timeout=60)
 
         def post(key: str, body: dict, stream: bool = False) -> tuple[float, str]:

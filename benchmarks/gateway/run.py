@@ -37,6 +37,7 @@ import psutil
 from benchmarks.gateway.loadgen import Result, load
 from benchmarks.results import write_section
 from switchyard.embedded import data_dir, ensure_services, free_port
+from switchyard.processes import stop_process, wait_http
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = "smollm2-135m-instruct"
@@ -44,32 +45,8 @@ LITELLM_SPEC = "litellm[proxy]"
 TARGETS = ("direct", "switchyard", "litellm")
 
 
-def _wait(url: str, proc: subprocess.Popen, timeout: float = 120, headers=None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args[:4]} exited with {proc.returncode}")
-        try:
-            if httpx.get(url, timeout=2, headers=headers).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"{url} not up within {timeout}s")
-
-
 def _pinned(cpus: str, argv: list[str]) -> list[str]:
     return ["taskset", "-c", cpus, *argv] if cpus else argv
-
-
-def _stop(proc: subprocess.Popen | None) -> None:
-    if proc is not None and proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def litellm_python(bench_dir: Path) -> Path:
@@ -307,7 +284,7 @@ def main() -> None:
         )
         procs.append(upstream_proc)
         upstream = f"http://127.0.0.1:{up_port}"
-        _wait(f"{upstream}/health", upstream_proc)
+        wait_http(f"{upstream}/health", upstream_proc)
         urls = {"direct": f"{upstream}/v1/chat/completions"}
         pids: dict[str, int | None] = {"direct": None}
         keys = {"direct": "none"}
@@ -317,7 +294,7 @@ def main() -> None:
             proc = start_switchyard(port, a)
             procs.append(proc)
             pids["switchyard"] = proc.pid
-            _wait(f"http://127.0.0.1:{port}/healthz", proc)
+            wait_http(f"http://127.0.0.1:{port}/healthz", proc)
             urls["switchyard"] = f"http://127.0.0.1:{port}/v1/chat/completions"
         version = "-"
         if "litellm" in targets:
@@ -328,7 +305,7 @@ def main() -> None:
             proc = start_litellm(py, port, upstream, keys["litellm"], a)
             procs.append(proc)
             pids["litellm"] = proc.pid
-            _wait(
+            wait_http(
                 f"http://127.0.0.1:{port}/health/liveliness",
                 proc,
                 timeout=300,
@@ -376,7 +353,7 @@ def main() -> None:
             write_section("Gateway", report(a, rows, summary, header, version))
     finally:
         for p in reversed(procs):
-            _stop(p)
+            stop_process(p)
         services.stop()
 
 

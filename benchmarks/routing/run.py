@@ -19,7 +19,6 @@ import asyncio
 import datetime as dt
 import os
 import random
-import signal
 import statistics
 import subprocess
 import sys
@@ -27,6 +26,8 @@ import time
 from pathlib import Path
 
 import httpx
+
+from switchyard.processes import stop_process, wait_http
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
@@ -170,32 +171,9 @@ def bench_classifier(rounds: int) -> list[dict]:
 # ---- 3. throughput with failover -----------------------------------------------------------
 
 
-def _wait(url: str, proc: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args} exited")
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"{url} not up")
-
-
 def _start(args: list[str], env: dict | None = None) -> subprocess.Popen:
     return subprocess.Popen(args, cwd=ROOT, env={**os.environ, **(env or {})},
                             stdout=subprocess.DEVNULL)  # fmt: skip
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 async def _load(url: str, key: str, model: str, n: int, concurrency: int) -> dict:
@@ -267,8 +245,8 @@ def bench_throughput(n: int, concurrency: int, rounds: int) -> list[dict]:
     results: dict[str, list[dict]] = {s[0]: [] for s in scenarios}
     try:
         for proc, url in gateways.values():
-            _wait(f"{url}/healthz", proc)
-        _wait(f"{up}/health", upstream)
+            wait_http(f"{url}/healthz", proc)
+        wait_http(f"{up}/health", upstream)
         for _, url in gateways.values():
             asyncio.run(_load(url, key, "bench-ok", 100, concurrency))  # warm up
         for _ in range(rounds):
@@ -279,8 +257,8 @@ def bench_throughput(n: int, concurrency: int, rounds: int) -> list[dict]:
                                                        concurrency)))  # fmt: skip
     finally:
         for proc, _ in gateways.values():
-            _stop(proc)
-        _stop(upstream)
+            stop_process(proc)
+        stop_process(upstream)
     rows = []
     for name, runs in results.items():
         rows.append({"what": name, "rps": statistics.median(r["rps"] for r in runs),
