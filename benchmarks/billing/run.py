@@ -19,8 +19,9 @@ import sys
 import time
 from pathlib import Path
 
+from benchmarks.results import write_section
+
 ROOT = Path(__file__).resolve().parents[2]
-RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 TENANTS, KEYS_PER_TENANT = 50, 2
 MODELS = ["smollm2-135m-instruct", "all-minilm-l6-v2", "gpt-4o-mini", "llama-3.1-8b"]
 DEPLOYMENTS = ["local-a", "local-b", "hosted"]
@@ -203,7 +204,11 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--records", type=int, default=10_000_000)
     ap.add_argument("--ingest", type=int, default=50_000)
-    ap.add_argument("--write", action="store_true", help="append the results to RESULTS.md")
+    ap.add_argument(
+        "--write",
+        action="store_true",
+        help="write the results to RESULTS.md (replacing the section)",
+    )
     args = ap.parse_args()
     setup_django()
 
@@ -330,8 +335,7 @@ def main() -> int:
     text = "\n".join(lines)
     print("\n" + text)
     if args.write:
-        with RESULTS.open("a") as f:
-            f.write("\n" + text)
+        write_section(text.splitlines()[0].removeprefix("## "), text)
     return 0
 
 

@@ -27,10 +27,10 @@ from pathlib import Path
 
 import httpx
 
+from benchmarks.results import write_section
 from switchyard.processes import stop_process, wait_http
 
 ROOT = Path(__file__).resolve().parents[2]
-RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 MODEL = "smollm2-135m-instruct"
 
 
@@ -224,7 +224,9 @@ def bench_throughput(n: int, concurrency: int, rounds: int) -> list[dict]:
     Tier.objects.filter(name="bench-routing").delete()
     tier = services.tier_create(name="bench-routing", requests_per_minute=10_000_000,
                                 tokens_per_minute=1_000_000_000, tokens_per_day=10**12,
-                                max_concurrent_requests=10_000)  # fmt: skip
+                                max_concurrent_requests=10_000,
+                                # identical prompts would be answered by the semantic cache
+                                exact_cache_enabled=False, semantic_cache_enabled=False)  # fmt: skip
     tenant = services.tenant_create(name="Bench", slug="bench-routing", tier=tier)
     _, key = services.api_key_create(tenant=tenant, name="bench")
     connection.close()
@@ -307,7 +309,11 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=600)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--write", action="store_true", help="append to benchmarks/RESULTS.md")
+    parser.add_argument(
+        "--write",
+        action="store_true",
+        help="write to benchmarks/RESULTS.md (replacing the section)",
+    )
     args = parser.parse_args()
     services = setup_django()
     try:
@@ -325,11 +331,11 @@ def main() -> None:
     print(table)
     if args.write:
         argv = " ".join(sys.argv[1:])
-        with RESULTS.open("a") as f:
-            f.write(
-                f"\n## Routing\n\nCommand: `.venv/bin/python -m benchmarks.routing.run {argv}` "
-                f"(2-core machine, CPU; run on {dt.date.today().isoformat()}).\n\n{table}\n"
-            )
+        write_section(
+            "Routing",
+            f"## Routing\n\nCommand: `.venv/bin/python -m benchmarks.routing.run {argv}` "
+            f"(2-core machine, CPU; run on {dt.date.today().isoformat()}).\n\n{table}\n",
+        )
 
 
 if __name__ == "__main__":
