@@ -218,6 +218,9 @@ SWITCHYARD_COOLDOWN_MAX_SECONDS = env.float("SWITCHYARD_COOLDOWN_MAX_SECONDS", d
 SWITCHYARD_CLASSIFIER = env.str("SWITCHYARD_CLASSIFIER", default="embeddings")
 # torch threads of a gateway process that loads MiniLM for the classifier.
 SWITCHYARD_CLASSIFIER_THREADS = env.int("SWITCHYARD_CLASSIFIER_THREADS", default=1)
+# "auto": bfloat16 where the CPU does it natively (AVX512-BF16/AMX: about 2x faster, same
+# held-out accuracy), else float32. Or "float32" / "bfloat16".
+SWITCHYARD_CLASSIFIER_DTYPE = env.str("SWITCHYARD_CLASSIFIER_DTYPE", default="auto")
 
 # Billing alerts (billing.alerts, billing.anomalies): operators' recipients and the anomaly rule.
 SWITCHYARD_ALERT_EMAILS = env.list("SWITCHYARD_ALERT_EMAILS", default=[])

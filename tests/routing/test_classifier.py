@@ -58,3 +58,24 @@ def test_heuristics_decide_when_embeddings_are_unavailable():
     assert clf.classify("Compare the causes of the two world wars.") == ("complex", "heuristic")
     assert clf.classify("What is the capital of Peru?") == ("simple", "heuristic")
     assert heuristic_class("```\nprint(1)\n```") == "code"
+
+
+def test_the_gateways_bfloat16_classifier_labels_held_out_prompts(settings):
+    import torch
+
+    from serving.gateway import classifier
+
+    settings.SWITCHYARD_CLASSIFIER_DTYPE = "bfloat16"
+    classifier._embedder.cache_clear()
+    threads = torch.get_num_threads()  # the gateway's loader sets its own thread count
+    try:
+        clf = TaskClassifier(mode="embeddings")  # the gateway's own MiniLM, in bfloat16
+        texts, labels = load_examples(DATA_DIR / "heldout.jsonl")
+        got = [clf.classify(t) for t in texts]
+        bert = clf._embedder.model[0].auto_model
+        assert str(next(bert.parameters()).dtype) == "torch.bfloat16"
+        assert {how for _, how in got} == {"embeddings"}
+        assert np.mean([c == lab for (c, _), lab in zip(got, labels, strict=True)]) >= 0.95
+    finally:
+        classifier._embedder.cache_clear()
+        torch.set_num_threads(threads)
