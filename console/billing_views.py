@@ -244,6 +244,17 @@ def _utc(value: dt.datetime | None) -> dt.datetime | None:
     return None if value is None else value.astimezone(dt.UTC)
 
 
+def _price_fields(d: dict) -> dict:
+    """The unit prices (dollars per million tokens on the form, micro-dollars for the
+    services) and start of a price or tenant-terms form."""
+    return {
+        "input_micro_usd_per_mtok": _micro(d["input_usd_per_mtok"]),
+        "output_micro_usd_per_mtok": _micro(d["output_usd_per_mtok"]),
+        "cached_input_micro_usd_per_mtok": _micro(d["cached_input_usd_per_mtok"]),
+        "effective_from": _utc(d["effective_from"]),
+    }
+
+
 @require_POST
 @admin_required
 def price_add(request):
@@ -254,10 +265,7 @@ def price_add(request):
             p = billing_services.price_set(
                 model=d["model"],
                 deployment=d["deployment"],
-                input_micro_usd_per_mtok=_micro(d["input_usd_per_mtok"]),
-                output_micro_usd_per_mtok=_micro(d["output_usd_per_mtok"]),
-                cached_input_micro_usd_per_mtok=_micro(d["cached_input_usd_per_mtok"]),
-                effective_from=_utc(d["effective_from"]),
+                **_price_fields(d),
                 actor=request.user,
             )
         except ValidationError as exc:
@@ -281,10 +289,7 @@ def terms_add(request):
                 tenant=d["tenant"],
                 model=d["model"],
                 discount_bp=int(d["discount_percent"] * 100),
-                input_micro_usd_per_mtok=_micro(d["input_usd_per_mtok"]),
-                output_micro_usd_per_mtok=_micro(d["output_usd_per_mtok"]),
-                cached_input_micro_usd_per_mtok=_micro(d["cached_input_usd_per_mtok"]),
-                effective_from=_utc(d["effective_from"]),
+                **_price_fields(d),
                 actor=request.user,
             )
         except ValidationError as exc:

@@ -55,26 +55,41 @@ def deployment_list(request):
     return render(request, "console/routing/deployment_list.html", ctx)
 
 
-def _deployment_form_view(request, dep: Deployment | None):
-    form = DeploymentForm(request.POST or None, initial=DeploymentForm.initial_for(dep))
-    if dep is not None:
+def _named_form_view(
+    request, obj, *, form_class, model, label, save, redirect_to, template, context_name
+):
+    """Create (``obj`` None) or edit a row known by its unique ``name``; ``save(name, data)``
+    calls the service. Shared by deployments, groups and rules."""
+    form = form_class(request.POST or None, initial=form_class.initial_for(obj))
+    if obj is not None:
         form.fields["name"].disabled = True
     if request.method == "POST" and form.is_valid():
         data = dict(form.cleaned_data)
-        api_key = data.pop("api_key") or None
-        name = dep.name if dep else data.pop("name")
+        name = obj.name if obj else data["name"]
         data.pop("name", None)
-        if dep is None and Deployment.objects.filter(name=name).exists():
-            form.add_error("name", "A deployment with this name already exists.")
+        if obj is None and model.objects.filter(name=name).exists():
+            form.add_error("name", f"A {label} with this name already exists.")
         else:
             try:
-                deployment_set(name=name, api_key=api_key, actor=request.user, **data)
+                save(name, data)
             except ValidationError as exc:
                 apply_errors(form, exc)
             else:
-                messages.success(request, f"Deployment {name} saved.")
-                return redirect("console:deployment-list")
-    return render(request, "console/routing/deployment_form.html", {"form": form, "dep": dep})
+                messages.success(request, f"{label.capitalize()} {name} saved.")
+                return redirect(redirect_to)
+    return render(request, template, {"form": form, context_name: obj})
+
+
+def _deployment_form_view(request, dep: Deployment | None):
+    def save(name: str, data: dict) -> None:
+        api_key = data.pop("api_key") or None
+        deployment_set(name=name, api_key=api_key, actor=request.user, **data)
+
+    return _named_form_view(
+        request, dep, form_class=DeploymentForm, model=Deployment, label="deployment", save=save,
+        redirect_to="console:deployment-list", template="console/routing/deployment_form.html",
+        context_name="dep",
+    )  # fmt: skip
 
 
 @admin_required
@@ -121,24 +136,15 @@ def tier_routing_edit(request, name: str):
 
 
 def _group_form_view(request, group: ModelGroup | None):
-    form = ModelGroupForm(request.POST or None, initial=ModelGroupForm.initial_for(group))
-    if group is not None:
-        form.fields["name"].disabled = True
-    if request.method == "POST" and form.is_valid():
-        data = form.cleaned_data
-        name = group.name if group else data["name"]
-        if group is None and ModelGroup.objects.filter(name=name).exists():
-            form.add_error("name", "A group with this name already exists.")
-        else:
-            try:
-                model_group_set(name=name, strategy=data["strategy"], members=data["members"],
-                                description=data["description"], actor=request.user)  # fmt: skip
-            except ValidationError as exc:
-                apply_errors(form, exc)
-            else:
-                messages.success(request, f"Group {name} saved.")
-                return redirect("console:rule-list")
-    return render(request, "console/routing/group_form.html", {"form": form, "group": group})
+    def save(name: str, data: dict) -> None:
+        model_group_set(name=name, strategy=data["strategy"], members=data["members"],
+                        description=data["description"], actor=request.user)  # fmt: skip
+
+    return _named_form_view(
+        request, group, form_class=ModelGroupForm, model=ModelGroup, label="group", save=save,
+        redirect_to="console:rule-list", template="console/routing/group_form.html",
+        context_name="group",
+    )  # fmt: skip
 
 
 @admin_required
@@ -152,24 +158,14 @@ def group_edit(request, name: str):
 
 
 def _rule_form_view(request, rule: RoutingRule | None):
-    form = RoutingRuleForm(request.POST or None, initial=RoutingRuleForm.initial_for(rule))
-    if rule is not None:
-        form.fields["name"].disabled = True
-    if request.method == "POST" and form.is_valid():
-        data = dict(form.cleaned_data)
-        name = rule.name if rule else data["name"]
-        data.pop("name")
-        if rule is None and RoutingRule.objects.filter(name=name).exists():
-            form.add_error("name", "A rule with this name already exists.")
-        else:
-            try:
-                routing_rule_set(name=name, actor=request.user, **data)
-            except ValidationError as exc:
-                apply_errors(form, exc)
-            else:
-                messages.success(request, f"Rule {name} saved.")
-                return redirect("console:rule-list")
-    return render(request, "console/routing/rule_form.html", {"form": form, "rule": rule})
+    def save(name: str, data: dict) -> None:
+        routing_rule_set(name=name, actor=request.user, **data)
+
+    return _named_form_view(
+        request, rule, form_class=RoutingRuleForm, model=RoutingRule, label="rule", save=save,
+        redirect_to="console:rule-list", template="console/routing/rule_form.html",
+        context_name="rule",
+    )  # fmt: skip
 
 
 @admin_required

@@ -44,49 +44,42 @@ _USAGE = {
     },
 }
 
+
+def _completion_response(kind: str, choice: dict[str, Any]) -> dict[str, Any]:
+    """A chat or text completion body: ``kind`` is its ``object``, ``choice`` one choice."""
+    return {
+        "type": "object",
+        "required": ["id", "object", "created", "model", "choices"],
+        "properties": {
+            "id": {"type": "string"},
+            "object": {"const": kind},
+            "created": {"type": "integer"},
+            "model": {"type": "string"},
+            "choices": {"type": "array", "items": {"type": "object", **choice}},
+            "usage": _USAGE,
+        },
+    }
+
+
 RESPONSES: dict[str, dict[str, Any]] = {
-    "chat.completions": {
-        "type": "object",
-        "required": ["id", "object", "created", "model", "choices"],
-        "properties": {
-            "id": {"type": "string"},
-            "object": {"const": "chat.completion"},
-            "created": {"type": "integer"},
-            "model": {"type": "string"},
-            "choices": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "required": ["index", "message", "finish_reason"],
-                    "properties": {
-                        "index": {"type": "integer"},
-                        "message": {"type": "object"},
-                        "finish_reason": {"type": ["string", "null"]},
-                    },
-                },
+    "chat.completions": _completion_response(
+        "chat.completion",
+        {
+            "required": ["index", "message", "finish_reason"],
+            "properties": {
+                "index": {"type": "integer"},
+                "message": {"type": "object"},
+                "finish_reason": {"type": ["string", "null"]},
             },
-            "usage": _USAGE,
         },
-    },
-    "completions": {
-        "type": "object",
-        "required": ["id", "object", "created", "model", "choices"],
-        "properties": {
-            "id": {"type": "string"},
-            "object": {"const": "text_completion"},
-            "created": {"type": "integer"},
-            "model": {"type": "string"},
-            "choices": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "required": ["index", "text"],
-                    "properties": {"index": {"type": "integer"}, "text": {"type": "string"}},
-                },
-            },
-            "usage": _USAGE,
+    ),
+    "completions": _completion_response(
+        "text_completion",
+        {
+            "required": ["index", "text"],
+            "properties": {"index": {"type": "integer"}, "text": {"type": "string"}},
         },
-    },
+    ),
     "embeddings": {
         "type": "object",
         "required": ["object", "data", "model"],
