@@ -1,12 +1,15 @@
 """Engine benchmarks, side by side in one run, over HTTP with the same client for every server.
 
-    python -m benchmarks.engine.run_all [--quick] [--skip-llamacpp] [--write]
+    python -m benchmarks.engine.run_all [--quick] [--skip-llamacpp] [--skip-hf] [--write]
 
 1. Throughput/latency at 1, 8, 32, 64 concurrent streams on a mixed workload (prompts of
    20-1000 tokens, outputs of 16-256, fixed seed, greedy, ignore_eos so every server makes
    the same number of tokens): Switchyard continuous batching vs the same engine one request
    at a time vs static batching (waves of N requests, the next wave only when the last is
-   done) vs llama.cpp's llama-server on the same GGUF with the same threads and 64 slots.
+   done) vs llama.cpp's llama-server on the same GGUF with the same threads and 64 slots vs
+   Hugging Face ``transformers`` generate on the same GGUF (dequantized to float32, in its own
+   process with the same threads), serving N streams as static left-padded batches of N, each
+   run to its longest request (``hf_baseline.py``; only each request's own tokens count).
 2. TTFT for requests sharing a 1,000-token system prompt: warm prefix vs cold.
 3. Fairness: tenant A sends 10x tenant B's load; B's P99 latency vs B alone.
 4. Memory: KV bytes per token and the worker's peak RSS at 64 streams.
@@ -295,6 +298,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smaller workload (for a smoke run)")
     ap.add_argument("--skip-llamacpp", action="store_true")
+    ap.add_argument("--skip-hf", action="store_true", help="skip the transformers generate row")
+    ap.add_argument("--only-hf", action="store_true", help="only the transformers row (a check)")
     ap.add_argument("--levels", default="1,8,32,64")
     ap.add_argument("--write", action="store_true", help="write the tables to RESULTS.md")
     a = ap.parse_args()
@@ -313,6 +318,23 @@ def main() -> None:
         n = 8 if conc == 1 else max(8, 2 * conc)
         return workload(n, seed=conc, prompt_range=prompt_range, out_range=out_range)
 
+    hf_peak_rss = None
+
+    def run_transformers() -> None:
+        nonlocal hf_peak_rss
+        from benchmarks.engine.hf_baseline import run_hf
+
+        for c, res in run_hf({c: wl(c) for c in levels}, THREADS, warmup=wl(1)[:2]):
+            if c == "peak_rss_mb":
+                hf_peak_rss = res
+                print(f"transformers generate: process peak RSS {res:.0f} MiB", flush=True)
+                continue
+            results[("transformers", c)] = res
+            print(row("transformers generate (static, padded)", c, res), flush=True)
+
+    if a.only_hf:
+        run_transformers()
+        return
     if not a.skip_llamacpp:
         srv = llamacpp_server()
         try:
@@ -357,11 +379,14 @@ def main() -> None:
         print(row("switchyard one at a time", 8, results[("sequential", 1)]), flush=True)
     finally:
         seq.stop()
+    if not a.skip_hf:
+        run_transformers()
 
     for (name, c), res in sorted(results.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         base = results.get(("llama.cpp", c))
         label = {"llama.cpp": "llama.cpp server (64 slots)", "continuous": "Switchyard continuous",
-                 "static": "Switchyard static batches", "sequential": "Switchyard one at a time"}[name]  # fmt: skip
+                 "static": "Switchyard static batches", "sequential": "Switchyard one at a time",
+                 "transformers": "transformers generate (static, padded)"}[name]  # fmt: skip
         lines.append(row(label, c if name != "sequential" else 8, res,
                          base.tok_s if base and name != "llama.cpp" else None))  # fmt: skip
     seq_tok_s = results[("sequential", 1)].tok_s
@@ -372,14 +397,16 @@ def main() -> None:
             ratios.append(f"- {c} streams: continuous / one-at-a-time = {cont / seq_tok_s:.1f}x; "
                           f"continuous / static = {cont / results[('static', c)].tok_s:.2f}x"
                           + (f"; continuous / llama.cpp = {cont / results[('llama.cpp', c)].tok_s:.2f}x"
-                             if ("llama.cpp", c) in results else ""))  # fmt: skip
+                             if ("llama.cpp", c) in results else "")
+                          + (f"; continuous / transformers = {cont / results[('transformers', c)].tok_s:.2f}x"
+                             if ("transformers", c) in results else ""))  # fmt: skip
     kv_bytes = 2 * 30 * 3 * 64 * 4
     text = "\n".join(
         [
             "## Engine",
             "",
             f"Command: `.venv/bin/python -m benchmarks.engine.run_all{' --quick' if a.quick else ''}"
-            f"{' --skip-llamacpp' if a.skip_llamacpp else ''} --write` "
+            f"{' --skip-llamacpp' if a.skip_llamacpp else ''}{' --skip-hf' if a.skip_hf else ''} --write` "
             f"({THREADS} CPU threads, CPU float32, SmolLM2-135M-Instruct Q4_1 GGUF; "
             f"prompts {prompt_range[0]}-{prompt_range[1]} words, outputs {out_range[0]}-{out_range[1]} "
             "tokens, greedy, ignore_eos; 8 requests at 1 stream, else max(8, 2 x streams)). Run on "
@@ -398,7 +425,12 @@ def main() -> None:
             "",
             f"Memory: KV cache {kv_bytes} bytes per token (float32, 30 layers x 3 KV heads x 64 "
             f"x K and V); worker peak RSS {peak_rss:.0f} MiB after the 64-stream run "
-            "(4 GiB KV pool preallocated).",
+            "(4 GiB KV pool preallocated)"
+            + (
+                f"; transformers generate's process peak RSS {hf_peak_rss:.0f} MiB."
+                if hf_peak_rss
+                else "."
+            ),
             "",
         ]
     )
