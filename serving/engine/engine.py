@@ -73,6 +73,7 @@ class LLMEngine:
         max_prefill_tokens_while_decoding: int | None = None,
         max_model_len: int | None = None,
         max_waiting: int = 1024,
+        kv_dtype: torch.dtype | None = None,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -84,9 +85,10 @@ class LLMEngine:
             if model.device.type == "cuda":
                 free, _total = torch.cuda.mem_get_info(model.device)
                 kv_cache_bytes = int(free * 0.6)
-        per_block = KVCache.bytes_per_token(cfg, model.dtype) * block_size
+        kv_dtype = kv_dtype or model.dtype
+        per_block = KVCache.bytes_per_token(cfg, kv_dtype) * block_size
         num_blocks = max(2, kv_cache_bytes // per_block)
-        self.kv = KVCache(cfg, num_blocks, block_size, model.device, model.dtype)
+        self.kv = KVCache(cfg, num_blocks, block_size, model.device, kv_dtype)
         self.block_manager = BlockManager(num_blocks, block_size)
         self.scheduler = Scheduler(
             self.block_manager,

@@ -1,9 +1,11 @@
 """A Llama-architecture transformer in PyTorch that reads and writes a paged KV cache.
 
 The model sees one flat batch of tokens per step (decode tokens and prefill chunks of many
-sequences together); linear layers run over the whole batch at once, attention per group
-(all decode tokens in one padded call, each prefill chunk in its own causal call). It knows
-nothing about scheduling: the model runner hands it slot indices.
+sequences together); linear layers run over the whole batch at once. Decode attention on the
+CPU reads the paged pool in place through the block tables (the native kernel in
+``serving/engine/kernels.py``); elsewhere, or without a compiler, decode tokens are attended in
+a few padded SDPA calls over gathered K/V. Each prefill chunk gets its own causal SDPA call.
+The model knows nothing about scheduling: the model runner hands it slot indices and tables.
 
 Weights come from GGUF, where Q and K rows are laid out for RoPE on interleaved pairs
 (2i, 2i+1); rotary embeddings here rotate those pairs.
@@ -18,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from serving.engine.gguf_loader import LlamaConfig
+from serving.engine.kernels import decode_attention_kernel
 
 MAX_DECODE_GROUPS = 4
 
@@ -42,8 +45,17 @@ class DecodeGroup:
 
 
 @dataclass
+class DecodeTables:
+    """Every decode token (rows 0..B-1 of the flat batch) for the in-place kernel."""
+
+    block_tables: torch.Tensor  # (B, max_blocks) int32, padded with 0
+    context_lens: torch.Tensor  # (B,) int32, the decode token included
+
+
+@dataclass
 class AttentionMetadata:
     slot_mapping: torch.Tensor  # (T,) where each token's K/V is written
+    decode_tables: DecodeTables | None = None  # set when the native kernel runs decode
     decode_groups: list[DecodeGroup] = field(default_factory=list)
     prefills: list[PrefillChunk] = field(default_factory=list)
 
@@ -54,6 +66,7 @@ class KVCache:
     def __init__(self, cfg: LlamaConfig, num_blocks: int, block_size: int, device, dtype) -> None:
         self.num_blocks = num_blocks
         self.block_size = block_size
+        self.dtype = dtype
         slots = num_blocks * block_size
         self.k = torch.zeros(
             cfg.n_layers, slots, cfg.n_kv_heads, cfg.head_dim, device=device, dtype=dtype
@@ -110,6 +123,7 @@ class LlamaModel:
         self.q_size = cfg.n_heads * cfg.head_dim
         self.kv_size = cfg.n_kv_heads * cfg.head_dim
         self.scale = cfg.head_dim**-0.5
+        self.decode_kernel = decode_attention_kernel() if device.type == "cpu" else None
 
     def _rms(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         var = x.pow(2).mean(-1, keepdim=True)
@@ -127,18 +141,24 @@ class LlamaModel:
         cfg = self.cfg
         out = torch.empty_like(q)  # (T, Hq, hd)
         k_pool, v_pool = kv.k[layer], kv.v[layer]
+        if meta.decode_tables is not None:
+            t = meta.decode_tables
+            bd = t.context_lens.shape[0]
+            out[:bd] = self.decode_kernel(
+                q[:bd], k_pool, v_pool, t.block_tables, t.context_lens, kv.block_size, self.scale
+            )
         for group in meta.decode_groups:
             qd = q[group.rows].unsqueeze(2)  # (Bd, Hq, 1, hd)
-            kd = k_pool[group.slots].transpose(1, 2)  # (Bd, Hkv, L, hd)
-            vd = v_pool[group.slots].transpose(1, 2)
+            kd = k_pool[group.slots].transpose(1, 2).to(q.dtype)  # (Bd, Hkv, L, hd)
+            vd = v_pool[group.slots].transpose(1, 2).to(q.dtype)
             od = F.scaled_dot_product_attention(
                 qd, kd, vd, attn_mask=group.mask, scale=self.scale, enable_gqa=True
             )
             out[group.rows] = od.squeeze(2)
         for chunk in meta.prefills:
             qp = q[chunk.start : chunk.end].transpose(0, 1).unsqueeze(0)  # (1, Hq, Tq, hd)
-            kp = k_pool[chunk.ctx_slots].transpose(0, 1).unsqueeze(0)  # (1, Hkv, L, hd)
-            vp = v_pool[chunk.ctx_slots].transpose(0, 1).unsqueeze(0)
+            kp = k_pool[chunk.ctx_slots].transpose(0, 1).unsqueeze(0).to(q.dtype)  # (1,Hkv,L,hd)
+            vp = v_pool[chunk.ctx_slots].transpose(0, 1).unsqueeze(0).to(q.dtype)
             ctx_pos = torch.arange(kp.shape[2], device=q.device)
             mask = ctx_pos.unsqueeze(0) <= chunk.q_positions.unsqueeze(1)  # (Tq, L)
             op = F.scaled_dot_product_attention(
@@ -172,8 +192,8 @@ class LlamaModel:
             v = qkv[:, self.q_size + self.kv_size :].view(T, cfg.n_kv_heads, cfg.head_dim)
             q = self._rope(q, cos, sin)
             k = self._rope(k, cos, sin)
-            kv.k[i][meta.slot_mapping] = k
-            kv.v[i][meta.slot_mapping] = v
+            kv.k[i][meta.slot_mapping] = k.to(kv.dtype)
+            kv.v[i][meta.slot_mapping] = v.to(kv.dtype)
             attn = self._attention(i, q, kv, meta)
             x = x + F.linear(attn.reshape(T, self.q_size), w["wo"])
             h = self._rms(x, w["ffn_norm"])

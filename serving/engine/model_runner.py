@@ -8,6 +8,7 @@ from serving.engine.model import (
     MAX_DECODE_GROUPS,
     AttentionMetadata,
     DecodeGroup,
+    DecodeTables,
     KVCache,
     LlamaModel,
     PrefillChunk,
@@ -61,7 +62,18 @@ class ModelRunner:
             positions.extend(range(a, b))
             slots.extend(self._slots(s.block_table, a, b))
         meta = AttentionMetadata(slot_mapping=torch.tensor(slots, device=dev))
-        if decode:
+        if decode and self.model.decode_kernel is not None:
+            width = max(len(it.seq.block_table) for it in decode)
+            meta.decode_tables = DecodeTables(
+                block_tables=torch.tensor(
+                    [it.seq.block_table + [0] * (width - len(it.seq.block_table)) for it in decode],
+                    dtype=torch.int32,
+                ),
+                context_lens=torch.tensor(
+                    [it.seq.num_computed + 1 for it in decode], dtype=torch.int32
+                ),
+            )
+        elif decode:
             # Padding every decode sequence to the longest context wastes gather bandwidth when
             # lengths differ; sort by length and pad within a few groups instead.
             by_len = sorted(range(len(decode)), key=lambda i: decode[i].seq.num_computed)

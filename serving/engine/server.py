@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import torch
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -407,6 +408,7 @@ def serve(
     max_num_seqs: int = 64,
     max_num_batched_tokens: int = 512,
     max_prefill_tokens_while_decoding: int | None = None,
+    kv_dtype: str = "auto",
     log_level: str = "info",
 ) -> None:
     """Load ``model`` once and serve it until interrupted."""
@@ -422,6 +424,7 @@ def serve(
         max_num_seqs=max_num_seqs,
         max_num_batched_tokens=max_num_batched_tokens,
         max_prefill_tokens_while_decoding=max_prefill_tokens_while_decoding,
+        kv_dtype=KV_DTYPES[kv_dtype],
     )
     embedder = MiniLMEmbedder() if embeddings else None
     log.info(
@@ -441,6 +444,14 @@ def serve(
     )
 
 
+KV_DTYPES: dict[str, torch.dtype | None] = {
+    "auto": None,
+    "float32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="smollm2-135m-instruct", help="name or .gguf path")
     parser.add_argument("--host", default="127.0.0.1")
@@ -455,22 +466,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="cap on prompt tokens in a step that also decodes running streams (default: none)",
     )
+    parser.add_argument(
+        "--kv-dtype",
+        choices=sorted(KV_DTYPES),
+        default="auto",
+        help="KV cache element type (default auto: the model's, float32 on CPU, bfloat16 on CUDA)",
+    )
+
+
+def serve_options(o: dict) -> dict:
+    """``serve`` keyword arguments from parsed ``add_arguments`` options (CLI and manage.py)."""
+    return {
+        "host": o["host"],
+        "port": o["port"],
+        "embeddings": not o["no_embeddings"],
+        "kv_cache_bytes": o["kv_cache_mb"] * (1 << 20) if o["kv_cache_mb"] else None,
+        "max_num_seqs": o["max_num_seqs"],
+        "max_num_batched_tokens": o["max_num_batched_tokens"],
+        "max_prefill_tokens_while_decoding": o["max_prefill_tokens_while_decoding"],
+        "kv_dtype": o["kv_dtype"],
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Switchyard model worker")
     add_arguments(parser)
-    a = parser.parse_args(argv)
-    serve(
-        a.model,
-        host=a.host,
-        port=a.port,
-        embeddings=not a.no_embeddings,
-        kv_cache_bytes=a.kv_cache_mb * (1 << 20) if a.kv_cache_mb else None,
-        max_num_seqs=a.max_num_seqs,
-        max_num_batched_tokens=a.max_num_batched_tokens,
-        max_prefill_tokens_while_decoding=a.max_prefill_tokens_while_decoding,
-    )
+    o = vars(parser.parse_args(argv))
+    serve(o["model"], **serve_options(o))
 
 
 if __name__ == "__main__":

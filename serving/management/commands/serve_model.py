@@ -12,12 +12,4 @@ class Command(BaseCommand):
         server.add_arguments(parser)
 
     def handle(self, *args, **o):
-        server.serve(
-            o["model"],
-            host=o["host"],
-            port=o["port"],
-            embeddings=not o["no_embeddings"],
-            kv_cache_bytes=o["kv_cache_mb"] * (1 << 20) if o["kv_cache_mb"] else None,
-            max_num_seqs=o["max_num_seqs"],
-            max_num_batched_tokens=o["max_num_batched_tokens"],
-        )
+        server.serve(o["model"], **server.serve_options(o))

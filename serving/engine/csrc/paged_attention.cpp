@@ -1,0 +1,235 @@
+// Decode attention that reads the paged KV pool in place, through each sequence's block table.
+//
+// One query token per sequence (decode). Work is split over (sequence, KV head) pairs; the
+// query heads that share a KV head (grouped-query attention) are handled together, so every K
+// and V row is read once per step. Scores are kept for the whole context (two passes: scores
+// and max, then exp-sum and the V accumulation), which for decode is a few KB per task.
+//
+// Registered as torch.ops.switchyard.paged_decode_attention; the Python wrapper lives in
+// serving/engine/kernels.py and falls back to a gather + SDPA path when this cannot be built.
+
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+namespace {
+
+#if defined(__AVX512F__)
+template <typename kv_t>
+inline __m512 load16(const kv_t* p);
+template <>
+inline __m512 load16<float>(const float* p) { return _mm512_loadu_ps(p); }
+template <>
+inline __m512 load16<c10::BFloat16>(const c10::BFloat16* p) {
+  const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(raw), 16));
+}
+template <>
+inline __m512 load16<c10::Half>(const c10::Half* p) {
+  return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+}
+template <>
+inline __m512 load16<double>(const double* p) {
+  return _mm512_insertf32x8(_mm512_castps256_ps512(_mm512_cvtpd_ps(_mm512_loadu_pd(p))),
+                            _mm512_cvtpd_ps(_mm512_loadu_pd(p + 8)), 1);
+}
+
+// exp(x) for x <= 0 (scores minus their max): 2^n * p(r), r in [-ln2/2, ln2/2], degree-6
+// polynomial; relative error about 2e-7, underflows cleanly to 0.
+inline __m512 exp16(__m512 x) {
+  x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+  p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+  return _mm512_scalef_ps(p, n);
+}
+
+constexpr int kMaxGroup = 8;
+constexpr int kMaxVecs = 16;  // head_dim up to 256
+
+// One (sequence, KV head) task with AVX-512: the group's query heads against every K row,
+// then softmax, then the V rows weighted into accumulators that stay in registers/L1.
+template <typename kv_t>
+void decode_task_avx512(const float* qb, const kv_t* k_pool, const kv_t* v_pool,
+                        const int32_t* table, int64_t L, int64_t h, int64_t group, int64_t D,
+                        int64_t block_size, int64_t slot_stride, float scale, float* scores,
+                        float* ob) {
+  const int64_t nv = D / 16;
+  __m512 qv[kMaxGroup][kMaxVecs];
+  for (int64_t g = 0; g < group; ++g)
+    for (int64_t i = 0; i < nv; ++i)
+      qv[g][i] = _mm512_mul_ps(_mm512_loadu_ps(qb + g * D + i * 16), _mm512_set1_ps(scale));
+  __m512 mx[kMaxGroup];
+  for (int64_t g = 0; g < group; ++g) mx[g] = _mm512_set1_ps(-INFINITY);
+  for (int64_t start = 0; start < L; start += block_size) {
+    const int64_t n = std::min(block_size, L - start);
+    const kv_t* kb = k_pool + static_cast<int64_t>(table[start / block_size]) * block_size * slot_stride + h * D;
+    for (int64_t j = 0; j < n; ++j) {
+      const kv_t* k = kb + j * slot_stride;
+      __m512 kv[kMaxVecs];
+      for (int64_t i = 0; i < nv; ++i) kv[i] = load16<kv_t>(k + i * 16);
+      for (int64_t g = 0; g < group; ++g) {
+        __m512 s = _mm512_mul_ps(qv[g][0], kv[0]);
+        for (int64_t i = 1; i < nv; ++i) s = _mm512_fmadd_ps(qv[g][i], kv[i], s);
+        scores[g * L + start + j] = _mm512_reduce_add_ps(s);
+      }
+    }
+  }
+  float inv[kMaxGroup];
+  for (int64_t g = 0; g < group; ++g) {
+    float* sg = scores + g * L;
+    float m = -INFINITY;
+    for (int64_t t = 0; t < L; ++t) m = std::max(m, sg[t]);
+    const __m512 mv = _mm512_set1_ps(m);
+    __m512 total = _mm512_setzero_ps();
+    int64_t t = 0;
+    for (; t + 16 <= L; t += 16) {
+      const __m512 e = exp16(_mm512_sub_ps(_mm512_loadu_ps(sg + t), mv));
+      _mm512_storeu_ps(sg + t, e);
+      total = _mm512_add_ps(total, e);
+    }
+    if (t < L) {
+      const __mmask16 mask = static_cast<__mmask16>((1u << (L - t)) - 1u);
+      const __m512 e = exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(mask, sg + t), mv));
+      _mm512_mask_storeu_ps(sg + t, mask, e);
+      total = _mm512_add_ps(total, _mm512_maskz_mov_ps(mask, e));
+    }
+    inv[g] = 1.f / _mm512_reduce_add_ps(total);
+  }
+  __m512 acc[kMaxGroup][kMaxVecs];
+  for (int64_t g = 0; g < group; ++g)
+    for (int64_t i = 0; i < nv; ++i) acc[g][i] = _mm512_setzero_ps();
+  for (int64_t start = 0; start < L; start += block_size) {
+    const int64_t n = std::min(block_size, L - start);
+    const kv_t* vb = v_pool + static_cast<int64_t>(table[start / block_size]) * block_size * slot_stride + h * D;
+    for (int64_t j = 0; j < n; ++j) {
+      const kv_t* v = vb + j * slot_stride;
+      __m512 vv[kMaxVecs];
+      for (int64_t i = 0; i < nv; ++i) vv[i] = load16<kv_t>(v + i * 16);
+      for (int64_t g = 0; g < group; ++g) {
+        const __m512 p = _mm512_set1_ps(scores[g * L + start + j]);
+        for (int64_t i = 0; i < nv; ++i) acc[g][i] = _mm512_fmadd_ps(p, vv[i], acc[g][i]);
+      }
+    }
+  }
+  for (int64_t g = 0; g < group; ++g)
+    for (int64_t i = 0; i < nv; ++i)
+      _mm512_storeu_ps(ob + g * D + i * 16, _mm512_mul_ps(acc[g][i], _mm512_set1_ps(inv[g])));
+}
+#endif
+
+// Portable version of the same task (any head_dim, any group size).
+template <typename kv_t>
+void decode_task_scalar(const float* qb, const kv_t* k_pool, const kv_t* v_pool,
+                        const int32_t* table, int64_t L, int64_t h, int64_t group, int64_t D,
+                        int64_t block_size, int64_t slot_stride, float scale, float* scores,
+                        float* ob) {
+  for (int64_t g = 0; g < group; ++g) {
+    float* sg = scores + g * L;
+    float m = -INFINITY;
+    for (int64_t t = 0; t < L; ++t) {
+      const kv_t* k = k_pool + (static_cast<int64_t>(table[t / block_size]) * block_size + t % block_size) * slot_stride + h * D;
+      float s = 0.f;
+      for (int64_t d = 0; d < D; ++d) s += qb[g * D + d] * static_cast<float>(k[d]);
+      sg[t] = s * scale;
+      m = std::max(m, sg[t]);
+    }
+    float total = 0.f;
+    for (int64_t t = 0; t < L; ++t) {
+      sg[t] = std::exp(sg[t] - m);
+      total += sg[t];
+    }
+    float* og = ob + g * D;
+    std::fill(og, og + D, 0.f);
+    for (int64_t t = 0; t < L; ++t) {
+      const kv_t* v = v_pool + (static_cast<int64_t>(table[t / block_size]) * block_size + t % block_size) * slot_stride + h * D;
+      for (int64_t d = 0; d < D; ++d) og[d] += sg[t] * static_cast<float>(v[d]);
+    }
+    for (int64_t d = 0; d < D; ++d) og[d] /= total;
+  }
+}
+
+template <typename kv_t>
+void decode_kernel(const float* q, const kv_t* k_pool, const kv_t* v_pool, const int32_t* tables,
+                   const int32_t* lens, float* out, int64_t batch, int64_t n_heads,
+                   int64_t n_kv_heads, int64_t head_dim, int64_t max_blocks, int64_t block_size,
+                   int64_t slot_stride, float scale) {
+  const int64_t group = n_heads / n_kv_heads;
+  const int64_t D = head_dim;
+  // Split long contexts' tasks finer than one per thread: grain 1, tasks are (seq, KV head).
+  at::parallel_for(0, batch * n_kv_heads, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> scores;
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t b = task / n_kv_heads, h = task % n_kv_heads;
+      const int64_t L = lens[b];
+      scores.resize(group * L);
+      const float* qb = q + (b * n_heads + h * group) * D;
+      float* ob = out + (b * n_heads + h * group) * D;
+      const int32_t* table = tables + b * max_blocks;
+#if defined(__AVX512F__)
+      if (D % 16 == 0 && D / 16 <= kMaxVecs && group <= kMaxGroup) {
+        decode_task_avx512<kv_t>(qb, k_pool, v_pool, table, L, h, group, D, block_size,
+                                 slot_stride, scale, scores.data(), ob);
+        continue;
+      }
+#endif
+      decode_task_scalar<kv_t>(qb, k_pool, v_pool, table, L, h, group, D, block_size,
+                               slot_stride, scale, scores.data(), ob);
+    }
+  });
+}
+
+// q: (B, Hq, D) float32; k_pool, v_pool: (slots, Hkv, D) of one layer; block_tables: (B, M)
+// int32; context_lens: (B,) int32. Returns (B, Hq, D) float32.
+at::Tensor paged_decode_attention(const at::Tensor& q, const at::Tensor& k_pool,
+                                  const at::Tensor& v_pool, const at::Tensor& block_tables,
+                                  const at::Tensor& context_lens, int64_t block_size,
+                                  double scale) {
+  TORCH_CHECK(q.device().is_cpu(), "paged_decode_attention runs on the CPU");
+  TORCH_CHECK(q.scalar_type() == at::kFloat, "q must be float32");
+  TORCH_CHECK(q.dim() == 3 && k_pool.dim() == 3, "q (B, Hq, D) and k_pool (slots, Hkv, D)");
+  TORCH_CHECK(k_pool.scalar_type() == v_pool.scalar_type(), "K and V pools differ in dtype");
+  TORCH_CHECK(block_tables.scalar_type() == at::kInt && context_lens.scalar_type() == at::kInt,
+              "block_tables and context_lens must be int32");
+  const auto qc = q.contiguous();
+  const auto tables = block_tables.contiguous();
+  const auto lens = context_lens.contiguous();
+  TORCH_CHECK(k_pool.is_contiguous() && v_pool.is_contiguous(), "KV pools must be contiguous");
+  const int64_t B = qc.size(0), Hq = qc.size(1), D = qc.size(2), Hkv = k_pool.size(1);
+  TORCH_CHECK(Hq % Hkv == 0 && k_pool.size(2) == D, "head shapes do not match");
+  auto out = at::empty_like(qc);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, k_pool.scalar_type(), "paged_decode", [&] {
+    decode_kernel<scalar_t>(qc.data_ptr<float>(), k_pool.data_ptr<scalar_t>(),
+                            v_pool.data_ptr<scalar_t>(), tables.data_ptr<int32_t>(),
+                            lens.data_ptr<int32_t>(), out.data_ptr<float>(), B, Hq, Hkv, D,
+                            tables.size(1), block_size, Hkv * D, static_cast<float>(scale));
+  });
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY(switchyard, m) {
+  m.def(
+      "paged_decode_attention(Tensor q, Tensor k_pool, Tensor v_pool, Tensor block_tables, "
+      "Tensor context_lens, int block_size, float scale) -> Tensor");
+  m.impl("paged_decode_attention", c10::DispatchKey::CPU, &paged_decode_attention);
+}
