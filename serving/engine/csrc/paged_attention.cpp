@@ -9,7 +9,6 @@
 // serving/engine/kernels.py and falls back to a gather + SDPA path when this cannot be built.
 
 #include <ATen/ATen.h>
-#include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
@@ -38,11 +37,6 @@ template <>
 inline __m512 load16<c10::Half>(const c10::Half* p) {
   return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
 }
-template <>
-inline __m512 load16<double>(const double* p) {
-  return _mm512_insertf32x8(_mm512_castps256_ps512(_mm512_cvtpd_ps(_mm512_loadu_pd(p))),
-                            _mm512_cvtpd_ps(_mm512_loadu_pd(p + 8)), 1);
-}
 
 // exp(x) for x <= 0 (scores minus their max): 2^n * p(r), r in [-ln2/2, ln2/2], degree-6
 // polynomial; relative error about 2e-7, underflows cleanly to 0.
@@ -62,45 +56,43 @@ inline __m512 exp16(__m512 x) {
   return _mm512_scalef_ps(p, n);
 }
 
-constexpr int kMaxGroup = 8;
-constexpr int kMaxVecs = 16;  // head_dim up to 256
-
-// One (sequence, KV head) task with AVX-512: the group's query heads against every K row,
-// then softmax, then the V rows weighted into accumulators that stay in registers/L1.
-template <typename kv_t>
+// One (sequence, KV head) task with AVX-512 for a group of G query heads and head_dim 16*NV,
+// both compile-time so queries and accumulators live in registers: the group's query heads
+// against every K row, then softmax, then the V rows weighted into the accumulators.
+template <typename kv_t, int G, int NV>
 void decode_task_avx512(const float* qb, const kv_t* k_pool, const kv_t* v_pool,
-                        const int32_t* table, int64_t L, int64_t h, int64_t group, int64_t D,
-                        int64_t block_size, int64_t slot_stride, float scale, float* scores,
-                        float* ob) {
-  const int64_t nv = D / 16;
-  __m512 qv[kMaxGroup][kMaxVecs];
-  for (int64_t g = 0; g < group; ++g)
-    for (int64_t i = 0; i < nv; ++i)
+                        const int32_t* table, int64_t L, int64_t h, int64_t block_size,
+                        int64_t slot_stride, float scale, float* scores, float* ob) {
+  constexpr int64_t D = 16 * NV;
+  __m512 qv[G][NV];
+  for (int g = 0; g < G; ++g)
+    for (int i = 0; i < NV; ++i)
       qv[g][i] = _mm512_mul_ps(_mm512_loadu_ps(qb + g * D + i * 16), _mm512_set1_ps(scale));
-  __m512 mx[kMaxGroup];
-  for (int64_t g = 0; g < group; ++g) mx[g] = _mm512_set1_ps(-INFINITY);
   for (int64_t start = 0; start < L; start += block_size) {
     const int64_t n = std::min(block_size, L - start);
     const kv_t* kb = k_pool + static_cast<int64_t>(table[start / block_size]) * block_size * slot_stride + h * D;
     for (int64_t j = 0; j < n; ++j) {
       const kv_t* k = kb + j * slot_stride;
-      __m512 kv[kMaxVecs];
-      for (int64_t i = 0; i < nv; ++i) kv[i] = load16<kv_t>(k + i * 16);
-      for (int64_t g = 0; g < group; ++g) {
+      __m512 kv[NV];
+      for (int i = 0; i < NV; ++i) kv[i] = load16<kv_t>(k + i * 16);
+      for (int g = 0; g < G; ++g) {
         __m512 s = _mm512_mul_ps(qv[g][0], kv[0]);
-        for (int64_t i = 1; i < nv; ++i) s = _mm512_fmadd_ps(qv[g][i], kv[i], s);
+        for (int i = 1; i < NV; ++i) s = _mm512_fmadd_ps(qv[g][i], kv[i], s);
         scores[g * L + start + j] = _mm512_reduce_add_ps(s);
       }
     }
   }
-  float inv[kMaxGroup];
-  for (int64_t g = 0; g < group; ++g) {
+  float inv[G];
+  for (int g = 0; g < G; ++g) {
     float* sg = scores + g * L;
-    float m = -INFINITY;
-    for (int64_t t = 0; t < L; ++t) m = std::max(m, sg[t]);
-    const __m512 mv = _mm512_set1_ps(m);
-    __m512 total = _mm512_setzero_ps();
+    __m512 mv = _mm512_set1_ps(-INFINITY);
     int64_t t = 0;
+    for (; t + 16 <= L; t += 16) mv = _mm512_max_ps(mv, _mm512_loadu_ps(sg + t));
+    float m = _mm512_reduce_max_ps(mv);
+    for (; t < L; ++t) m = std::max(m, sg[t]);
+    mv = _mm512_set1_ps(m);
+    __m512 total = _mm512_setzero_ps();
+    t = 0;
     for (; t + 16 <= L; t += 16) {
       const __m512 e = exp16(_mm512_sub_ps(_mm512_loadu_ps(sg + t), mv));
       _mm512_storeu_ps(sg + t, e);
@@ -114,25 +106,51 @@ void decode_task_avx512(const float* qb, const kv_t* k_pool, const kv_t* v_pool,
     }
     inv[g] = 1.f / _mm512_reduce_add_ps(total);
   }
-  __m512 acc[kMaxGroup][kMaxVecs];
-  for (int64_t g = 0; g < group; ++g)
-    for (int64_t i = 0; i < nv; ++i) acc[g][i] = _mm512_setzero_ps();
+  __m512 acc[G][NV];
+  for (int g = 0; g < G; ++g)
+    for (int i = 0; i < NV; ++i) acc[g][i] = _mm512_setzero_ps();
   for (int64_t start = 0; start < L; start += block_size) {
     const int64_t n = std::min(block_size, L - start);
     const kv_t* vb = v_pool + static_cast<int64_t>(table[start / block_size]) * block_size * slot_stride + h * D;
     for (int64_t j = 0; j < n; ++j) {
       const kv_t* v = vb + j * slot_stride;
-      __m512 vv[kMaxVecs];
-      for (int64_t i = 0; i < nv; ++i) vv[i] = load16<kv_t>(v + i * 16);
-      for (int64_t g = 0; g < group; ++g) {
+      __m512 vv[NV];
+      for (int i = 0; i < NV; ++i) vv[i] = load16<kv_t>(v + i * 16);
+      for (int g = 0; g < G; ++g) {
         const __m512 p = _mm512_set1_ps(scores[g * L + start + j]);
-        for (int64_t i = 0; i < nv; ++i) acc[g][i] = _mm512_fmadd_ps(p, vv[i], acc[g][i]);
+        for (int i = 0; i < NV; ++i) acc[g][i] = _mm512_fmadd_ps(p, vv[i], acc[g][i]);
       }
     }
   }
-  for (int64_t g = 0; g < group; ++g)
-    for (int64_t i = 0; i < nv; ++i)
+  for (int g = 0; g < G; ++g)
+    for (int i = 0; i < NV; ++i)
       _mm512_storeu_ps(ob + g * D + i * 16, _mm512_mul_ps(acc[g][i], _mm512_set1_ps(inv[g])));
+}
+
+using TaskFn = void (*)(const float*, const void*, const void*, const int32_t*, int64_t, int64_t,
+                        int64_t, int64_t, float, float*, float*);
+
+template <typename kv_t, int G, int NV>
+void task_entry(const float* qb, const void* k, const void* v, const int32_t* table, int64_t L,
+                int64_t h, int64_t block_size, int64_t slot_stride, float scale, float* scores,
+                float* ob) {
+  decode_task_avx512<kv_t, G, NV>(qb, static_cast<const kv_t*>(k), static_cast<const kv_t*>(v),
+                                  table, L, h, block_size, slot_stride, scale, scores, ob);
+}
+
+// The specialised task for (group, head_dim), or nullptr: groups 1-8, head_dim 64 or 128.
+template <typename kv_t>
+TaskFn pick_task(int64_t group, int64_t head_dim) {
+#define SY_CASE(G)                                                             \
+  case G:                                                                      \
+    return head_dim == 64 ? &task_entry<kv_t, G, 4>                            \
+                          : (head_dim == 128 ? &task_entry<kv_t, G, 8> : nullptr);
+  switch (group) {
+    SY_CASE(1) SY_CASE(2) SY_CASE(3) SY_CASE(4) SY_CASE(5) SY_CASE(6) SY_CASE(7) SY_CASE(8)
+    default:
+      return nullptr;
+  }
+#undef SY_CASE
 }
 #endif
 
@@ -174,7 +192,13 @@ void decode_kernel(const float* q, const kv_t* k_pool, const kv_t* v_pool, const
                    int64_t slot_stride, float scale) {
   const int64_t group = n_heads / n_kv_heads;
   const int64_t D = head_dim;
-  // Split long contexts' tasks finer than one per thread: grain 1, tasks are (seq, KV head).
+#if defined(__AVX512F__)
+  const TaskFn fast = pick_task<kv_t>(group, D);
+#else
+  const void* fast = nullptr;
+#endif
+  // Tasks are (sequence, KV head) pairs, grain 1: a long context is one task, not a thread's
+  // whole share.
   at::parallel_for(0, batch * n_kv_heads, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> scores;
     for (int64_t task = begin; task < end; ++task) {
@@ -185,9 +209,8 @@ void decode_kernel(const float* q, const kv_t* k_pool, const kv_t* v_pool, const
       float* ob = out + (b * n_heads + h * group) * D;
       const int32_t* table = tables + b * max_blocks;
 #if defined(__AVX512F__)
-      if (D % 16 == 0 && D / 16 <= kMaxVecs && group <= kMaxGroup) {
-        decode_task_avx512<kv_t>(qb, k_pool, v_pool, table, L, h, group, D, block_size,
-                                 slot_stride, scale, scores.data(), ob);
+      if (fast != nullptr) {
+        fast(qb, k_pool, v_pool, table, L, h, block_size, slot_stride, scale, scores.data(), ob);
         continue;
       }
 #endif
@@ -216,12 +239,30 @@ at::Tensor paged_decode_attention(const at::Tensor& q, const at::Tensor& k_pool,
   const int64_t B = qc.size(0), Hq = qc.size(1), D = qc.size(2), Hkv = k_pool.size(1);
   TORCH_CHECK(Hq % Hkv == 0 && k_pool.size(2) == D, "head shapes do not match");
   auto out = at::empty_like(qc);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, k_pool.scalar_type(), "paged_decode", [&] {
-    decode_kernel<scalar_t>(qc.data_ptr<float>(), k_pool.data_ptr<scalar_t>(),
-                            v_pool.data_ptr<scalar_t>(), tables.data_ptr<int32_t>(),
-                            lens.data_ptr<int32_t>(), out.data_ptr<float>(), B, Hq, Hkv, D,
-                            tables.size(1), block_size, Hkv * D, static_cast<float>(scale));
-  });
+  const int64_t M = tables.size(1);
+  const float sc = static_cast<float>(scale);
+  const float* qp = qc.data_ptr<float>();
+  const int32_t* tp = tables.data_ptr<int32_t>();
+  const int32_t* lp = lens.data_ptr<int32_t>();
+  float* op = out.data_ptr<float>();
+  switch (k_pool.scalar_type()) {
+    case at::kFloat:
+      decode_kernel<float>(qp, k_pool.data_ptr<float>(), v_pool.data_ptr<float>(), tp, lp, op, B,
+                           Hq, Hkv, D, M, block_size, Hkv * D, sc);
+      break;
+    case at::kBFloat16:
+      decode_kernel<c10::BFloat16>(qp, k_pool.data_ptr<c10::BFloat16>(),
+                                   v_pool.data_ptr<c10::BFloat16>(), tp, lp, op, B, Hq, Hkv, D, M,
+                                   block_size, Hkv * D, sc);
+      break;
+    case at::kHalf:
+      decode_kernel<c10::Half>(qp, k_pool.data_ptr<c10::Half>(), v_pool.data_ptr<c10::Half>(), tp,
+                               lp, op, B, Hq, Hkv, D, M, block_size, Hkv * D, sc);
+      break;
+    default:
+      TORCH_CHECK(false, "KV pools must be float32, bfloat16 or float16, not ",
+                  k_pool.scalar_type());
+  }
   return out;
 }
 
