@@ -300,6 +300,11 @@ def main() -> None:
     ap.add_argument("--skip-llamacpp", action="store_true")
     ap.add_argument("--skip-hf", action="store_true", help="skip the transformers generate row")
     ap.add_argument("--only-hf", action="store_true", help="only the transformers row (a check)")
+    ap.add_argument(
+        "--hf-levels",
+        default="1,8,32",
+        help="stream counts for transformers (its padded 64-stream waves take most of an hour)",
+    )
     ap.add_argument("--levels", default="1,8,32,64")
     ap.add_argument("--write", action="store_true", help="write the tables to RESULTS.md")
     a = ap.parse_args()
@@ -324,7 +329,8 @@ def main() -> None:
         nonlocal hf_peak_rss
         from benchmarks.engine.hf_baseline import run_hf
 
-        for c, res in run_hf({c: wl(c) for c in levels}, THREADS, warmup=wl(1)[:2]):
+        hf_levels = [c for c in levels if str(c) in a.hf_levels.split(",")]
+        for c, res in run_hf({c: wl(c) for c in hf_levels}, THREADS, warmup=wl(1)[:2]):
             if c == "peak_rss_mb":
                 hf_peak_rss = res
                 print(f"transformers generate: process peak RSS {res:.0f} MiB", flush=True)

@@ -8,9 +8,12 @@ name carries a hash of the source, the CPU's flags and torch's version) with
 ``torch.utils.cpp_extension`` and cached under ``TORCH_EXTENSIONS_DIR`` (torch's default,
 ``~/.cache/torch_extensions``).
 
-When it cannot be built (no compiler, no ninja) or ``SWITCHYARD_ENGINE_KERNELS=0`` is set,
-:func:`decode_attention_kernel` returns ``None``, a warning says why, and the model uses its
-gather + SDPA path: the same numbers, more memory traffic. CUDA always uses that path.
+``rope_and_cache`` applies the rotary embedding to Q and K and writes K and V into the pool in
+one pass, in place of about twenty small torch ops per layer.
+
+When they cannot be built (no compiler, no ninja) or ``SWITCHYARD_ENGINE_KERNELS=0`` is set,
+:func:`native_ops` returns ``None``, a warning says why, and the model uses plain torch ops
+(gather + SDPA for decode): the same numbers, more memory traffic. CUDA always uses those.
 """
 
 from __future__ import annotations
@@ -19,8 +22,8 @@ import hashlib
 import logging
 import os
 import threading
-from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
@@ -28,7 +31,7 @@ log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).parent / "csrc" / "paged_attention.cpp"
 _lock = threading.Lock()
-_loaded: dict[str, Callable | None] = {}
+_loaded: dict[str, SimpleNamespace | None] = {}
 
 
 def _cpu_flags() -> str:
@@ -41,7 +44,7 @@ def _cpu_flags() -> str:
     return ""
 
 
-def _build() -> Callable:
+def _build() -> SimpleNamespace:
     from torch.utils import cpp_extension
 
     digest = hashlib.sha256(
@@ -55,22 +58,27 @@ def _build() -> Callable:
         is_python_module=False,
         verbose=False,
     )
-    return torch.ops.switchyard.paged_decode_attention
+    ops = torch.ops.switchyard
+    return SimpleNamespace(
+        paged_decode_attention=ops.paged_decode_attention, rope_and_cache=ops.rope_and_cache
+    )
 
 
-def decode_attention_kernel() -> Callable | None:
-    """The compiled ``paged_decode_attention`` op, or ``None`` where it is unavailable."""
+def native_ops() -> SimpleNamespace | None:
+    """The compiled ops (``paged_decode_attention``, ``rope_and_cache``), or ``None`` where
+    they are unavailable."""
     with _lock:
-        if "decode" not in _loaded:
+        if "ops" not in _loaded:
             if os.environ.get("SWITCHYARD_ENGINE_KERNELS", "1").lower() in ("0", "false", "no"):
-                _loaded["decode"] = None
+                _loaded["ops"] = None
             else:
                 try:
-                    _loaded["decode"] = _build()
+                    _loaded["ops"] = _build()
                 except Exception as exc:  # noqa: BLE001 - any build failure means "fall back"
+                    text = str(exc).strip()
                     log.warning(
-                        "Native decode attention unavailable (%s); using gather + SDPA.",
-                        str(exc).strip().splitlines()[-1] if str(exc).strip() else exc,
+                        "Native engine kernels unavailable (%s); using plain torch ops.",
+                        text.splitlines()[-1] if text else type(exc).__name__,
                     )
-                    _loaded["decode"] = None
-        return _loaded["decode"]
+                    _loaded["ops"] = None
+        return _loaded["ops"]

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from serving.engine.gguf_loader import LlamaConfig
-from serving.engine.kernels import decode_attention_kernel
+from serving.engine.kernels import native_ops
 
 MAX_DECODE_GROUPS = 4
 
@@ -123,7 +123,7 @@ class LlamaModel:
         self.q_size = cfg.n_heads * cfg.head_dim
         self.kv_size = cfg.n_kv_heads * cfg.head_dim
         self.scale = cfg.head_dim**-0.5
-        self.decode_kernel = decode_attention_kernel() if device.type == "cpu" else None
+        self.ops = native_ops() if device.type == "cpu" else None
 
     def _rms(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         var = x.pow(2).mean(-1, keepdim=True)
@@ -144,7 +144,7 @@ class LlamaModel:
         if meta.decode_tables is not None:
             t = meta.decode_tables
             bd = t.context_lens.shape[0]
-            out[:bd] = self.decode_kernel(
+            out[:bd] = self.ops.paged_decode_attention(
                 q[:bd], k_pool, v_pool, t.block_tables, t.context_lens, kv.block_size, self.scale
             )
         for group in meta.decode_groups:
@@ -179,8 +179,9 @@ class LlamaModel:
         """Hidden states (T, dim) after the final norm; K/V of every token are written."""
         cfg = self.cfg
         x = self.embed[input_ids]
-        cos = self.cos[positions].unsqueeze(1)
-        sin = self.sin[positions].unsqueeze(1)
+        if self.ops is None:
+            cos = self.cos[positions].unsqueeze(1)
+            sin = self.sin[positions].unsqueeze(1)
         T = input_ids.shape[0]
         for i, w in enumerate(self.layers):
             h = self._rms(x, w["attn_norm"])
@@ -190,10 +191,15 @@ class LlamaModel:
                 T, cfg.n_kv_heads, cfg.head_dim
             )
             v = qkv[:, self.q_size + self.kv_size :].view(T, cfg.n_kv_heads, cfg.head_dim)
-            q = self._rope(q, cos, sin)
-            k = self._rope(k, cos, sin)
-            kv.k[i][meta.slot_mapping] = k.to(kv.dtype)
-            kv.v[i][meta.slot_mapping] = v.to(kv.dtype)
+            if self.ops is not None:
+                q = self.ops.rope_and_cache(
+                    qkv, self.cos, self.sin, positions, meta.slot_mapping, kv.k[i], kv.v[i],
+                    cfg.n_heads,
+                )  # fmt: skip
+            else:
+                q = self._rope(q, cos, sin)
+                kv.k[i][meta.slot_mapping] = self._rope(k, cos, sin).to(kv.dtype)
+                kv.v[i][meta.slot_mapping] = v.to(kv.dtype)
             attn = self._attention(i, q, kv, meta)
             x = x + F.linear(attn.reshape(T, self.q_size), w["wo"])
             h = self._rms(x, w["ffn_norm"])

@@ -62,7 +62,7 @@ class ModelRunner:
             positions.extend(range(a, b))
             slots.extend(self._slots(s.block_table, a, b))
         meta = AttentionMetadata(slot_mapping=torch.tensor(slots, device=dev))
-        if decode and self.model.decode_kernel is not None:
+        if decode and self.model.ops is not None:
             width = max(len(it.seq.block_table) for it in decode)
             meta.decode_tables = DecodeTables(
                 block_tables=torch.tensor(

@@ -8,17 +8,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from serving.engine.kernels import decode_attention_kernel
+from serving.engine.kernels import native_ops
 from tests.engine.conftest import chat_request
 
 
 @pytest.fixture(scope="module")
 def kernel():
-    op = decode_attention_kernel()
-    if op is None and os.environ.get("SWITCHYARD_ENGINE_KERNELS", "1") == "0":
+    ops = native_ops()
+    if ops is None and os.environ.get("SWITCHYARD_ENGINE_KERNELS", "1") == "0":
         pytest.skip("native kernels switched off")
-    assert op is not None, "the native decode kernel did not build (see the warning logged)"
-    return op
+    assert ops is not None, "the native kernels did not build (see the warning logged)"
+    return ops.paged_decode_attention
 
 
 def reference(q, k_pool, v_pool, tables, lens, block_size, scale):
@@ -56,6 +56,32 @@ def test_kernel_matches_gather_and_sdpa(kernel, dtype, tol, heads, kv_heads, hea
     torch.testing.assert_close(got, want, atol=tol, rtol=tol)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_rope_and_cache_matches_torch(kernel, loaded, dtype):
+    """The fused rotary + cache write gives the model's own torch rotary and index_put."""
+    model, _ = loaded
+    cfg = model.cfg
+    gen = torch.Generator().manual_seed(7)
+    T = 37
+    qkv = torch.randn(T, (cfg.n_heads + 2 * cfg.n_kv_heads) * cfg.head_dim, generator=gen)
+    positions = torch.randint(0, 2000, (T,), generator=gen)
+    slots = torch.randperm(512, generator=gen)[:T]
+    pools = [torch.zeros(512, cfg.n_kv_heads, cfg.head_dim, dtype=dtype) for _ in range(4)]
+    q = native_ops().rope_and_cache(
+        qkv, model.cos, model.sin, positions, slots, pools[0], pools[1], cfg.n_heads
+    )
+    cos, sin = model.cos[positions].unsqueeze(1), model.sin[positions].unsqueeze(1)
+    nq, nk = cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
+    want_q = model._rope(qkv[:, :nq].view(T, cfg.n_heads, -1), cos, sin)
+    pools[2][slots] = model._rope(qkv[:, nq : nq + nk].view(T, cfg.n_kv_heads, -1), cos, sin).to(
+        dtype
+    )
+    pools[3][slots] = qkv[:, nq + nk :].view(T, cfg.n_kv_heads, -1).to(dtype)
+    torch.testing.assert_close(q, want_q, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(pools[0].float(), pools[2].float(), atol=1e-2, rtol=1e-2)
+    assert torch.equal(pools[1], pools[3])
+
+
 def test_kernel_refuses_bad_input(kernel):
     q = torch.randn(2, 9, 64)
     pool = torch.randn(64, 3, 64)
@@ -85,12 +111,12 @@ def _greedy(engine, tokenizer) -> dict:
 def test_engine_output_is_the_same_with_and_without_the_kernel(kernel, make_engine, loaded):
     model, tokenizer = loaded
     with_kernel = _greedy(make_engine(), tokenizer)
-    saved = model.decode_kernel
-    model.decode_kernel = None
+    saved = model.ops
+    model.ops = None
     try:
         without = _greedy(make_engine(), tokenizer)
     finally:
-        model.decode_kernel = saved
+        model.ops = saved
     assert with_kernel == without
 
 

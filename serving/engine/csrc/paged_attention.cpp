@@ -1,12 +1,17 @@
-// Decode attention that reads the paged KV pool in place, through each sequence's block table.
+// The engine's native CPU ops (see serving/engine/kernels.py).
+//
+// paged_decode_attention: decode attention that reads the paged KV pool in place, through each
+// sequence's block table.
 //
 // One query token per sequence (decode). Work is split over (sequence, KV head) pairs; the
 // query heads that share a KV head (grouped-query attention) are handled together, so every K
 // and V row is read once per step. Scores are kept for the whole context (two passes: scores
 // and max, then exp-sum and the V accumulation), which for decode is a few KB per task.
 //
-// Registered as torch.ops.switchyard.paged_decode_attention; the Python wrapper lives in
-// serving/engine/kernels.py and falls back to a gather + SDPA path when this cannot be built.
+// rope_and_cache: rotary embedding of Q and K fused with the K/V write into the pool.
+//
+// Registered as torch.ops.switchyard.*; serving/engine/kernels.py builds and loads them, and
+// the model falls back to plain torch ops when they cannot be built.
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -266,11 +271,93 @@ at::Tensor paged_decode_attention(const at::Tensor& q, const at::Tensor& k_pool,
   return out;
 }
 
+// Rotary embedding on Q and K (GGUF layout: rotary pairs (2i, 2i+1)) and the KV cache write,
+// fused: qkv (T, (Hq + 2 Hkv) D) float32 from the QKV projection; cos/sin (positions, D/2)
+// float32; positions (T,) int64; slots (T,) int64. K (rotated) and V go into the pools at
+// their slots in the pools' dtype; returns the rotated Q, (T, Hq, D) float32.
+template <typename kv_t>
+void rope_cache_kernel(const float* qkv, const float* cos, const float* sin,
+                       const int64_t* positions, const int64_t* slots, float* q_out,
+                       kv_t* k_pool, kv_t* v_pool, int64_t T, int64_t Hq, int64_t Hkv,
+                       int64_t D) {
+  const int64_t row = (Hq + 2 * Hkv) * D, half = D / 2;
+  at::parallel_for(0, T, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      const float* c = cos + positions[t] * half;
+      const float* s = sin + positions[t] * half;
+      const float* src = qkv + t * row;
+      for (int64_t h = 0; h < Hq; ++h) {
+        const float* x = src + h * D;
+        float* o = q_out + (t * Hq + h) * D;
+#pragma omp simd
+        for (int64_t i = 0; i < half; ++i) {
+          o[2 * i] = x[2 * i] * c[i] - x[2 * i + 1] * s[i];
+          o[2 * i + 1] = x[2 * i] * s[i] + x[2 * i + 1] * c[i];
+        }
+      }
+      kv_t* kd = k_pool + slots[t] * Hkv * D;
+      for (int64_t h = 0; h < Hkv; ++h) {
+        const float* x = src + (Hq + h) * D;
+        kv_t* o = kd + h * D;
+        for (int64_t i = 0; i < half; ++i) {
+          o[2 * i] = static_cast<kv_t>(x[2 * i] * c[i] - x[2 * i + 1] * s[i]);
+          o[2 * i + 1] = static_cast<kv_t>(x[2 * i] * s[i] + x[2 * i + 1] * c[i]);
+        }
+      }
+      const float* v = src + (Hq + Hkv) * D;
+      kv_t* vd = v_pool + slots[t] * Hkv * D;
+      for (int64_t i = 0; i < Hkv * D; ++i) vd[i] = static_cast<kv_t>(v[i]);
+    }
+  });
+}
+
+at::Tensor rope_and_cache(const at::Tensor& qkv, const at::Tensor& cos, const at::Tensor& sin,
+                          const at::Tensor& positions, const at::Tensor& slots,
+                          at::Tensor k_pool, at::Tensor v_pool, int64_t n_heads) {
+  TORCH_CHECK(qkv.device().is_cpu() && qkv.scalar_type() == at::kFloat && qkv.dim() == 2,
+              "qkv must be a 2-D float32 CPU tensor");
+  TORCH_CHECK(cos.scalar_type() == at::kFloat && sin.scalar_type() == at::kFloat &&
+                  cos.is_contiguous() && sin.is_contiguous(),
+              "cos and sin must be contiguous float32");
+  TORCH_CHECK(positions.scalar_type() == at::kLong && slots.scalar_type() == at::kLong,
+              "positions and slots must be int64");
+  TORCH_CHECK(k_pool.is_contiguous() && v_pool.is_contiguous() &&
+                  k_pool.scalar_type() == v_pool.scalar_type(),
+              "KV pools must be contiguous and of one dtype");
+  const auto x = qkv.contiguous();
+  const auto pos = positions.contiguous();
+  const auto sl = slots.contiguous();
+  const int64_t T = x.size(0), Hkv = k_pool.size(1), D = k_pool.size(2);
+  TORCH_CHECK(x.size(1) == (n_heads + 2 * Hkv) * D && cos.size(1) * 2 == D,
+              "qkv, pool and rotary shapes do not match");
+  TORCH_CHECK(pos.size(0) == T && sl.size(0) == T, "one position and one slot per token");
+  auto q = at::empty({T, n_heads, D}, x.options());
+  switch (k_pool.scalar_type()) {
+#define SY_ROPE(type, ctype)                                                                 \
+  case type:                                                                                 \
+    rope_cache_kernel<ctype>(x.data_ptr<float>(), cos.data_ptr<float>(), sin.data_ptr<float>(), \
+                             pos.data_ptr<int64_t>(), sl.data_ptr<int64_t>(), q.data_ptr<float>(), \
+                             k_pool.data_ptr<ctype>(), v_pool.data_ptr<ctype>(), T, n_heads, Hkv, D); \
+    break;
+    SY_ROPE(at::kFloat, float)
+    SY_ROPE(at::kBFloat16, c10::BFloat16)
+    SY_ROPE(at::kHalf, c10::Half)
+#undef SY_ROPE
+    default:
+      TORCH_CHECK(false, "KV pools must be float32, bfloat16 or float16");
+  }
+  return q;
+}
+
 }  // namespace
 
 TORCH_LIBRARY(switchyard, m) {
   m.def(
       "paged_decode_attention(Tensor q, Tensor k_pool, Tensor v_pool, Tensor block_tables, "
       "Tensor context_lens, int block_size, float scale) -> Tensor");
+  m.def(
+      "rope_and_cache(Tensor qkv, Tensor cos, Tensor sin, Tensor positions, Tensor slots, "
+      "Tensor(a!) k_pool, Tensor(b!) v_pool, int n_heads) -> Tensor");
   m.impl("paged_decode_attention", c10::DispatchKey::CPU, &paged_decode_attention);
+  m.impl("rope_and_cache", c10::DispatchKey::CPU, &rope_and_cache);
 }
