@@ -39,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[2]
 BENCH_DIR = ROOT / ".switchyard" / "bench"
 MODEL = "smollm2-135m-instruct"
 THREADS = os.cpu_count() or 2
+ISOLATION_TOKENS = 0  # the second fairness run's --isolation-tokens (0: steps of its own)
 WORDS = [
     "the",
     "quick",
@@ -258,9 +259,24 @@ async def run_static(url: str, reqs: list[Req], batch: int) -> Result:
     )
 
 
-async def fairness_probe(url: str) -> tuple[list[float], list[float]]:
-    """Tenant B's request latencies (s) alone, then beside tenant A sending 10x B's load
-    (A keeps 20 requests in flight; B sends one at a time)."""
+@dataclass
+class Fairness:
+    solo: list[float]  # tenant B's request latencies (s) alone
+    shared: list[float]  # B's latencies beside tenant A
+    a_tok_s: float  # tenant A's output tokens/s over its flood
+
+    def line(self) -> str:
+        s99, b99 = pct(self.solo, 0.99), pct(self.shared, 0.99)
+        return (
+            f"tenant B alone P50 {pct(self.solo, 0.5):.2f} s / P99 {s99:.2f} s; beside tenant A "
+            f"at 10x the load P50 {pct(self.shared, 0.5):.2f} s / P99 {b99:.2f} s "
+            f"(**{b99 / s99:.2f}x** at P99); tenant A's flood ran at {self.a_tok_s:.1f} output tok/s"
+        )
+
+
+async def fairness_probe(url: str) -> Fairness:
+    """Tenant B's request latencies alone, then beside tenant A sending 10x B's load (A keeps
+    20 requests in flight; B sends one at a time), and A's throughput meanwhile."""
     async with httpx.AsyncClient(timeout=None, limits=NO_KEEPALIVE) as client:
         b_reqs = workload(6, 99, (50, 200), (32, 32))
         solo = []
@@ -268,23 +284,29 @@ async def fairness_probe(url: str) -> tuple[list[float], list[float]]:
             solo.append((await one(client, url, r, tenant="B"))[2])
         a_reqs = workload(60, 98, (50, 200), (32, 32))
         shared: list[float] = []
+        a_tokens = 0
 
-        async def flood():
+        async def flood() -> float:
+            nonlocal a_tokens
             sem = asyncio.Semaphore(20)
 
             async def go(r):
+                nonlocal a_tokens
                 async with sem:
-                    await one(client, url, r, tenant="A")
+                    tokens = (await one(client, url, r, tenant="A"))[0]
+                    a_tokens += tokens  # not `+= await ...`: that reads a_tokens before awaiting
 
+            start = time.perf_counter()
             await asyncio.gather(*(go(r) for r in a_reqs))
+            return time.perf_counter() - start
 
         async def b_load():
             await asyncio.sleep(1.0)
             for r in b_reqs:
                 shared.append((await one(client, url, r, tenant="B"))[2])
 
-        await asyncio.gather(flood(), b_load())
-        return solo, shared
+        a_seconds, _ = await asyncio.gather(flood(), b_load())
+        return Fairness(solo, shared, a_tokens / a_seconds)
 
 
 def row(name: str, conc: int, res: Result, base: float | None = None) -> str:
@@ -306,6 +328,17 @@ def main() -> None:
         help="stream counts for transformers (its padded 64-stream waves take most of an hour)",
     )
     ap.add_argument("--levels", default="1,8,32,64")
+    ap.add_argument(
+        "--static-levels",
+        default="8,32",
+        help="stream counts for static batching (the targets compare at 32)",
+    )
+    ap.add_argument(
+        "--isolation-tokens",
+        type=int,
+        default=ISOLATION_TOKENS,
+        help="the worker option for the second fairness run",
+    )
     ap.add_argument("--write", action="store_true", help="write the tables to RESULTS.md")
     a = ap.parse_args()
     levels = [int(x) for x in a.levels.split(",")]
@@ -356,7 +389,7 @@ def main() -> None:
         for c in levels:
             results[("continuous", c)] = asyncio.run(run_concurrent(srv.url, wl(c), c))
             print(row("switchyard continuous", c, results[("continuous", c)]), flush=True)
-        for c in [x for x in levels if x > 1]:
+        for c in [x for x in levels if x > 1 and str(x) in a.static_levels.split(",")]:
             results[("static", c)] = asyncio.run(run_static(srv.url, wl(c), c))
             print(row("switchyard static batches", c, results[("static", c)]), flush=True)
         peak_rss = srv.peak_rss_mb()
@@ -375,9 +408,14 @@ def main() -> None:
         asyncio.run(prefix_probe())
 
         # 3. fairness: B alone, then B beside A at 10x the load
-        solo, shared = asyncio.run(fairness_probe(srv.url))
+        fair = asyncio.run(fairness_probe(srv.url))
     finally:
         srv.stop()
+    iso = switchyard_server(64, "--isolation-tokens", str(a.isolation_tokens))
+    try:
+        fair_iso = asyncio.run(fairness_probe(iso.url))
+    finally:
+        iso.stop()
     seq = switchyard_server(1)
     try:
         reqs = wl(8)
@@ -400,8 +438,9 @@ def main() -> None:
     for c in (32, 64):
         if ("continuous", c) in results:
             cont = results[("continuous", c)].tok_s
-            ratios.append(f"- {c} streams: continuous / one-at-a-time = {cont / seq_tok_s:.1f}x; "
-                          f"continuous / static = {cont / results[('static', c)].tok_s:.2f}x"
+            ratios.append(f"- {c} streams: continuous / one-at-a-time = {cont / seq_tok_s:.1f}x"
+                          + (f"; continuous / static = {cont / results[('static', c)].tok_s:.2f}x"
+                             if ("static", c) in results else "")
                           + (f"; continuous / llama.cpp = {cont / results[('llama.cpp', c)].tok_s:.2f}x"
                              if ("llama.cpp", c) in results else "")
                           + (f"; continuous / transformers = {cont / results[('transformers', c)].tok_s:.2f}x"
@@ -426,8 +465,9 @@ def main() -> None:
             f"{statistics.median(cold) * 1000:.0f} ms, warm p50 {statistics.median(warm) * 1000:.0f} ms "
             f"({statistics.median(cold) / statistics.median(warm):.1f}x lower).",
             "",
-            f"Fairness: tenant B alone P99 latency {pct(solo, 0.99):.2f} s; beside tenant A at 10x "
-            f"the load, B's P99 {pct(shared, 0.99):.2f} s ({pct(shared, 0.99) / pct(solo, 0.99):.2f}x).",
+            f"Fairness, default worker: {fair.line()}.",
+            "",
+            f"Fairness, `--isolation-tokens {a.isolation_tokens}`: {fair_iso.line()}.",
             "",
             f"Memory: KV cache {kv_bytes} bytes per token (float32, 30 layers x 3 KV heads x 64 "
             f"x K and V); worker peak RSS {peak_rss:.0f} MiB after the 64-stream run "

@@ -71,6 +71,8 @@ class LLMEngine:
         max_num_seqs: int = 64,
         max_num_batched_tokens: int = 512,
         max_prefill_tokens_while_decoding: int | None = None,
+        isolation_tokens: int | None = None,
+        isolation_prefill_tokens: int = 64,
         max_model_len: int | None = None,
         max_waiting: int = 1024,
         kv_dtype: torch.dtype | None = None,
@@ -95,6 +97,8 @@ class LLMEngine:
             max_num_seqs=max_num_seqs,
             max_num_batched_tokens=max_num_batched_tokens,
             max_prefill_tokens_while_decoding=max_prefill_tokens_while_decoding,
+            isolation_tokens=isolation_tokens,
+            isolation_prefill_tokens=isolation_prefill_tokens,
         )
         self.runner = ModelRunner(model, self.kv)
         self.max_waiting = max_waiting

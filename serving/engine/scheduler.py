@@ -17,6 +17,17 @@ sequences and admissions from the waiting queue compete for the budget in order 
 tenant's counter (charged as the step is built), so a flooding tenant's long prompts do not
 hold back a light tenant's new request for several steps. On a tie a newcomer goes before
 running prefills, and the tenant with fewer running sequences first.
+
+Optional latency isolation (``isolation_tokens``) for hardware where a step's time grows with
+every token in it (CPUs): while two or more tenants are active, the least-served tenant (the
+lead) gets the step and every other tenant shares a small token allowance (0: none), their
+running sequences taking turns in it (least recently served first); a lead that already has
+sequences running beside other tenants' has its prompt chunks capped
+(``isolation_prefill_tokens``; its decodes are not), so catching up on its share never means
+one long prefill step in the middle of another tenant's stream. The counter still decides who
+leads, so each tenant gets its weighted share, in steps of its own instead of in every step.
+Off by default: it trades the heavy tenant's throughput for the light one's latency while both
+are busy.
 """
 
 from __future__ import annotations
@@ -30,6 +41,8 @@ from serving.engine.sequence import SeqStatus, Sequence
 
 INPUT_COST = 1.0
 OUTPUT_COST = 2.0
+# Steps a tenant whose last sequence finished still counts as present for latency isolation.
+ISOLATION_LINGER_STEPS = 2
 
 
 @dataclass
@@ -51,7 +64,15 @@ class Scheduler:
         max_num_seqs: int = 64,
         max_num_batched_tokens: int = 512,
         max_prefill_tokens_while_decoding: int | None = None,
+        isolation_tokens: int | None = None,
+        isolation_prefill_tokens: int = 64,
     ) -> None:
+        if isolation_tokens is not None and isolation_tokens < 0:
+            raise ValueError(f"isolation_tokens must be 0 or more, got {isolation_tokens}")
+        if isolation_prefill_tokens < 1:
+            raise ValueError(
+                f"isolation_prefill_tokens must be at least 1, got {isolation_prefill_tokens}"
+            )
         self.bm = block_manager
         self.max_num_seqs = max_num_seqs
         self.max_num_batched_tokens = max_num_batched_tokens
@@ -59,6 +80,18 @@ class Scheduler:
         # Smaller bounds the time between tokens of running streams (as Sarathi-Serve's
         # token budget does) at some cost to prompt throughput.
         self.max_prefill_tokens_while_decoding = max_prefill_tokens_while_decoding
+        # Latency isolation (None: off). While two or more tenants are active, the
+        # least-served one (by the counter below) gets the whole step and all the others
+        # share this many tokens of it. On a CPU, where a step's time grows with every token
+        # in it, that keeps a light tenant's steps almost as short as when it is alone, at
+        # the cost of the heavy tenant's throughput while the light one is busy.
+        self.isolation_tokens = isolation_tokens
+        # Under isolation, the prompt tokens a lead that is already in service may take in a
+        # step that other tenants' streams share (so the lead's catching up never means one
+        # long prefill step in the middle of their streams).
+        self.isolation_prefill_tokens = isolation_prefill_tokens
+        self.steps = 0
+        self.last_finished: dict[str, int] = {}  # tenant -> the step its last sequence ended
         self.waiting: dict[str, list[tuple[int, int, int, Sequence]]] = {}
         self.running: list[Sequence] = []
         self.counters: dict[str, float] = {}
@@ -127,18 +160,85 @@ class Scheduler:
             self._preempt(victim)
         return True
 
+    def _lingering(self, active: set[str]) -> set[str]:
+        """Tenants with nothing queued whose last sequence finished a step or two ago: a
+        client that sends its next request as the last one ends is still "here"."""
+        return {
+            t
+            for t, step in self.last_finished.items()
+            if t not in active and self.steps - step <= ISOLATION_LINGER_STEPS
+        }
+
+    def _isolated_tenant(self) -> str | None:
+        """The least-served tenant this step can serve, when latency isolation applies (two
+        or more tenants active or just finished); ``None`` otherwise."""
+        if self.isolation_tokens is None:
+            return None
+        present = self._active_tenants()
+        if not present or len(present | self._lingering(present)) < 2:
+            return None
+        servable = {s.tenant for s in self.running}
+        if len(self.running) < self.max_num_seqs:  # a waiting tenant can be admitted
+            servable |= {t for t, q in self.waiting.items() if q}
+        in_service = Counter(s.tenant for s in self.running)
+        return min(
+            servable, key=lambda t: (self.counters.get(t, 0.0), in_service[t], t), default=None
+        )
+
     def schedule(self) -> list[ScheduledSeq]:
+        self.steps += 1
+        lead = self._isolated_tenant()
+        scheduled = self._schedule(lead)
+        if not scheduled and lead is not None:
+            # The lead could not use the step (no blocks for its prompt): a plain step.
+            scheduled = self._schedule(None)
+        for item in scheduled:
+            item.seq.last_step = self.steps
+            prompt_left = max(0, item.seq.num_prompt_tokens - item.seq.num_computed)
+            self.charge(item.seq, input_tokens=min(item.num_tokens, prompt_left))
+        return scheduled
+
+    def _schedule(self, lead: str | None) -> list[ScheduledSeq]:
         budget = self.max_num_batched_tokens
         scheduled: list[ScheduledSeq] = []
-        # 1. Decodes of running sequences, oldest first.
-        for seq in sorted(self.running, key=lambda s: s.arrival):
-            if seq not in self.running or seq.num_tokens - seq.num_computed != 1 or budget < 1:
+        others = self.isolation_tokens if lead is not None else budget  # tokens for non-lead
+
+        lead_prefill = budget  # the lead tenant's prefill tokens left this step
+
+        def allowance(tenant: str) -> int:
+            if lead is None:
+                return budget
+            return min(budget, lead_prefill if tenant == lead else others)
+
+        # 1. Decodes of running sequences, oldest first (under isolation: the lead tenant's,
+        #    then the others' least recently served first).
+        order = (
+            sorted(self.running, key=lambda s: s.arrival)
+            if lead is None
+            else sorted(self.running, key=lambda s: (s.tenant != lead, s.last_step, s.arrival))
+        )
+        for seq in order:
+            if seq not in self.running or seq.num_tokens - seq.num_computed != 1:
+                continue
+            if allowance(seq.tenant) < 1:
                 continue
             if self._reserve(seq, seq.num_tokens, scheduled):
                 scheduled.append(ScheduledSeq(seq, 1))
                 budget -= 1
+                if seq.tenant != lead:
+                    others -= 1
         if scheduled and self.max_prefill_tokens_while_decoding is not None:
             budget = min(budget, self.max_prefill_tokens_while_decoding)
+        if lead is not None:
+            tenants_running = {s.tenant for s in self.running}
+            others_here = len(tenants_running) > 1 or self._lingering(self._active_tenants())
+            if lead in tenants_running and others_here:
+                # A lead that is already in service shares the step with the others' running
+                # streams (or with one whose next request is on its way): its prompt chunks
+                # are capped, so the others' tokens are not held behind long prefills. A lead
+                # with nothing running yet (a light tenant's new request) gets its prompt in
+                # at once.
+                lead_prefill = self.isolation_prefill_tokens
         # 2. Prefill chunks, least-served tenant first: unfinished prefills of running
         #    sequences and admissions from the waiting queue compete for what is left.
         served: dict[str, float] = {}  # this step's prefill so far, weighted, by tenant
@@ -151,11 +251,11 @@ class Scheduler:
             key=lambda s: s.arrival,
         )
         while budget > 0:
-            pending = [s for s in pending if s in self.running]
+            pending = [s for s in pending if s in self.running and allowance(s.tenant) > 0]
             running_next = min(pending, key=lambda s: (level(s.tenant), s.arrival), default=None)
             waiting_next = None
             if len(self.running) < self.max_num_seqs:
-                candidates = [t for t, q in self.waiting.items() if q]
+                candidates = [t for t, q in self.waiting.items() if q and allowance(t) > 0]
                 in_service = Counter(s.tenant for s in self.running)
                 waiting_next = min(
                     candidates, key=lambda t: (level(t), in_service[t], t), default=None
@@ -167,14 +267,14 @@ class Scheduler:
             ):
                 seq = running_next
                 pending.remove(seq)
-                n = min(seq.num_tokens - seq.num_computed, budget)
+                n = min(seq.num_tokens - seq.num_computed, allowance(seq.tenant))
                 if not self._reserve(seq, seq.num_computed + n, scheduled):
                     continue
             else:
                 seq = self.waiting[waiting_next][0][3]
                 self.bm.match_prefix(seq)
                 seq.was_admitted = True
-                n = min(seq.num_tokens - seq.num_computed, budget)
+                n = min(seq.num_tokens - seq.num_computed, allowance(seq.tenant))
                 if not self.bm.allocate(seq, seq.num_computed + n):
                     self.bm.free_sequence(seq)
                     if running_next is None:
@@ -182,7 +282,7 @@ class Scheduler:
                     # No room for a newcomer: keep serving the running prefills.
                     seq = running_next
                     pending.remove(seq)
-                    n = min(seq.num_tokens - seq.num_computed, budget)
+                    n = min(seq.num_tokens - seq.num_computed, allowance(seq.tenant))
                     if not self._reserve(seq, seq.num_computed + n, scheduled):
                         continue
                 else:
@@ -191,15 +291,17 @@ class Scheduler:
                     self.running.append(seq)
             scheduled.append(ScheduledSeq(seq, n))
             budget -= n
+            if lead is not None and seq.tenant != lead:
+                others -= n
+            elif lead is not None:
+                lead_prefill -= n
             served[seq.tenant] = served.get(seq.tenant, 0.0) + n * INPUT_COST / seq.weight
-        for item in scheduled:
-            prompt_left = max(0, item.seq.num_prompt_tokens - item.seq.num_computed)
-            self.charge(item.seq, input_tokens=min(item.num_tokens, prompt_left))
         return scheduled
 
     def finish(self, seq: Sequence, reason: str) -> None:
         seq.status = SeqStatus.FINISHED
         seq.finish_reason = reason
+        self.last_finished[seq.tenant] = self.steps
         if seq in self.running:
             self.running.remove(seq)
         else:

@@ -54,6 +54,7 @@ class Sequence:
             self.generator = torch.Generator()
             self.generator.manual_seed((params.seed + index) & 0xFFFF_FFFF_FFFF_FFFF)
         self.was_admitted = False
+        self.last_step = -1  # the scheduler step that last carried this sequence
 
     @property
     def num_tokens(self) -> int:

@@ -408,6 +408,8 @@ def serve(
     max_num_seqs: int = 64,
     max_num_batched_tokens: int = 512,
     max_prefill_tokens_while_decoding: int | None = None,
+    isolation_tokens: int | None = None,
+    isolation_prefill_tokens: int = 64,
     kv_dtype: str = "auto",
     log_level: str = "info",
 ) -> None:
@@ -424,6 +426,8 @@ def serve(
         max_num_seqs=max_num_seqs,
         max_num_batched_tokens=max_num_batched_tokens,
         max_prefill_tokens_while_decoding=max_prefill_tokens_while_decoding,
+        isolation_tokens=isolation_tokens,
+        isolation_prefill_tokens=isolation_prefill_tokens,
         kv_dtype=KV_DTYPES[kv_dtype],
     )
     embedder = MiniLMEmbedder() if embeddings else None
@@ -452,6 +456,18 @@ KV_DTYPES: dict[str, torch.dtype | None] = {
 }
 
 
+def bounded_int(low: int):
+    """An argparse type: an integer of at least ``low``."""
+
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+
+    return parse
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="smollm2-135m-instruct", help="name or .gguf path")
     parser.add_argument("--host", default="127.0.0.1")
@@ -465,6 +481,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         help="cap on prompt tokens in a step that also decodes running streams (default: none)",
+    )
+    parser.add_argument(
+        "--isolation-tokens",
+        type=bounded_int(0),
+        default=None,
+        help="latency isolation: while several tenants are active, all but the least-served "
+        "share this many tokens per step, 0 for none (default: off; docs/engine.md)",
+    )
+    parser.add_argument(
+        "--isolation-prefill-tokens",
+        type=bounded_int(1),
+        default=64,
+        help="under isolation, prompt tokens per step for a least-served tenant that is "
+        "already running beside other tenants' streams (default 64)",
     )
     parser.add_argument(
         "--kv-dtype",
@@ -484,6 +514,8 @@ def serve_options(o: dict) -> dict:
         "max_num_seqs": o["max_num_seqs"],
         "max_num_batched_tokens": o["max_num_batched_tokens"],
         "max_prefill_tokens_while_decoding": o["max_prefill_tokens_while_decoding"],
+        "isolation_tokens": o["isolation_tokens"],
+        "isolation_prefill_tokens": o["isolation_prefill_tokens"],
         "kv_dtype": o["kv_dtype"],
     }
 

@@ -37,10 +37,13 @@ def reference(q, k_pool, v_pool, tables, lens, block_size, scale):
 @pytest.mark.parametrize(
     "dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 1e-5), (torch.float16, 1e-5)]
 )
-@pytest.mark.parametrize("heads,kv_heads,head_dim", [(9, 3, 64), (4, 4, 32), (6, 2, 40)])
+@pytest.mark.parametrize(
+    "heads,kv_heads,head_dim", [(9, 3, 64), (4, 4, 32), (6, 2, 40), (6, 2, 36)]
+)
 def test_kernel_matches_gather_and_sdpa(kernel, dtype, tol, heads, kv_heads, head_dim):
-    """Context lengths around block edges, blocks scattered over the pool, GQA groups of 1-3,
-    a head size (40) that takes the portable path; the pool's own dtype is the reference's."""
+    """Context lengths around block edges, blocks scattered over the pool, GQA groups of 1-3;
+    head sizes that take the AVX-512 path (64, where the CPU has it), the AVX2 path (32, 40,
+    and 64 elsewhere) and the portable loop (36); the pool's own dtype is the reference's."""
     gen = torch.Generator().manual_seed(heads * head_dim)
     block_size, num_blocks = 16, 512
     lens = torch.tensor([1, 15, 16, 17, 33, 250, 1000], dtype=torch.int32)
@@ -120,19 +123,40 @@ def test_engine_output_is_the_same_with_and_without_the_kernel(kernel, make_engi
     assert with_kernel == without
 
 
+def _greedy_tokens(engine, tokenizer, questions: dict[str, str]) -> dict:
+    """Greedy token ids and per-token top-2 logprobs of each request, run as one batch."""
+    out: dict[str, list] = {rid: [] for rid in questions}
+    for rid, q in questions.items():
+        engine.add_request(
+            chat_request(tokenizer, rid, q, max_tokens=40, logprobs=True, top_logprobs=2)
+        )
+    while engine.has_work():
+        for d in engine.step():
+            out[d.request_id].extend(zip(d.token_ids, d.logprobs or [], strict=True))
+    return out
+
+
 @pytest.mark.parametrize("kv_dtype", [torch.bfloat16, torch.float16])
 def test_half_precision_kv_cache(make_engine, loaded, kv_dtype):
-    """A 16-bit KV pool holds twice the tokens, still answers, and batching still does not
-    change what a request gets."""
+    """A 16-bit KV pool holds twice the tokens, still answers, and batching changes nothing
+    but float rounding: a batched request gets the tokens it gets alone, or parts from them
+    only at a near tie (the BLAS library rounds a 1-row product differently from a 4-row one,
+    and a 16-bit cache can turn that into a different token where two are all but equal)."""
     _model, tokenizer = loaded
     full = make_engine()
     half = make_engine(kv_dtype=kv_dtype)
     assert half.kv.k.dtype == kv_dtype
     assert len(half.block_manager.blocks) == 2 * len(full.block_manager.blocks)
-    batched = _greedy(half, tokenizer)
-    assert "Paris" in str(batched["r0"])
-    alone = {}
-    for i, q in enumerate(QUESTIONS):
-        engine = make_engine(kv_dtype=kv_dtype)
-        alone.update(engine.generate_sync([chat_request(tokenizer, f"r{i}", q, max_tokens=40)]))
-    assert batched == alone
+    questions = {f"r{i}": q for i, q in enumerate(QUESTIONS)}
+    batched = _greedy_tokens(half, tokenizer, questions)
+    assert "Paris" in tokenizer.decode([t for t, _ in batched["r0"]])
+    for rid, q in questions.items():
+        alone = _greedy_tokens(make_engine(kv_dtype=kv_dtype), tokenizer, {rid: q})[rid]
+        for (tok_b, _), (tok_a, lp_a) in zip(batched[rid], alone, strict=False):
+            if tok_b != tok_a:
+                (first, _, lp1), (second, _, lp2) = lp_a.top
+                assert (first, second) == (tok_a, tok_b), f"{rid}: not the runner-up alone"
+                assert lp1 - lp2 < 0.05, f"{rid}: parted at a logprob gap of {lp1 - lp2:.3f}"
+                break
+        else:
+            assert len(batched[rid]) == len(alone)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import itertools
 from collections import Counter
 
+import pytest
+
 from serving.engine.block_manager import BlockManager
 from serving.engine.scheduler import Scheduler
 from serving.engine.sequence import Sequence
@@ -141,3 +143,135 @@ def test_prefill_beside_decodes_can_be_capped():
     sched.max_prefill_tokens_while_decoding = None
     batch = step(sched, served)
     assert sum(item.num_tokens for item in batch if item.seq not in running) == 256 - 2
+
+
+def test_isolation_bounds_other_tenants_tokens_per_step_and_rotates_them():
+    sched = scheduler(max_num_seqs=32, max_num_batched_tokens=256, isolation_tokens=3)
+    served: Counter = Counter()
+    flood = [make_seq("A", 20, 200) for _ in range(12)]
+    for seq in flood:
+        sched.add(seq)
+    while any(s.num_computed < s.num_prompt_tokens for s in flood):
+        step(sched, served)  # A alone: no cap, every sequence runs and decodes each step
+    batch = step(sched, served)
+    assert sum(item.num_tokens for item in batch) == 12
+    light = make_seq("B", 40, 30)
+    sched.add(light)
+    b_steps = led_by_b = 0
+    while not light.is_finished:
+        b_leads = sched.counters["B"] <= sched.counters["A"]
+        batch = step(sched, served)
+        b_steps += 1
+        a_tokens = sum(item.num_tokens for item in batch if item.seq.tenant == "A")
+        if b_leads:  # B is the least served: A shares 3 tokens of the step
+            led_by_b += 1
+            assert a_tokens <= 3
+        else:  # A is owed service (B's prompt cost 40): A has the step, B still rides in it
+            assert a_tokens == 12
+        assert any(item.seq is light for item in batch)  # B is in every step until done
+    # B needed one step for its prompt and one per further output token: it never waited.
+    assert b_steps == 30
+    assert led_by_b > b_steps // 2
+    # A's sequences took turns while B led: each was carried in the meantime.
+    assert all(seq.num_output_tokens > 2 for seq in flood)
+    # With B gone, A has the whole batch again.
+    batch = step(sched, served)
+    assert sum(item.num_tokens for item in batch) == 12
+
+
+def test_isolation_is_off_for_a_single_tenant():
+    sched = scheduler(max_num_seqs=32, max_num_batched_tokens=256, isolation_tokens=1)
+    served: Counter = Counter()
+    seqs = [make_seq("A", 20, 10) for _ in range(8)]
+    for seq in seqs:
+        sched.add(seq)
+    first = step(sched, served)
+    assert sum(item.num_tokens for item in first) == 160  # every prompt in one step
+
+
+def test_isolation_settings_are_checked():
+    with pytest.raises(ValueError, match="isolation_tokens"):
+        scheduler(isolation_tokens=-1)
+    with pytest.raises(ValueError, match="isolation_prefill_tokens"):
+        scheduler(isolation_tokens=0, isolation_prefill_tokens=0)
+
+
+def test_strict_isolation_gives_each_tenant_steps_of_its_own():
+    """isolation_tokens=0: a step serves only the lead, and the lead alternates as the counter
+    says, so the light tenant's stream never shares a step and the flood still gets its share."""
+    sched = scheduler(max_num_seqs=32, max_num_batched_tokens=256, isolation_tokens=0)
+    served: Counter = Counter()
+    flood = [make_seq("A", 20, 400) for _ in range(10)]
+    for seq in flood:
+        sched.add(seq)
+    while any(s.num_computed < s.num_prompt_tokens for s in flood):
+        step(sched, served)
+    light = make_seq("B", 20, 60)
+    sched.add(light)
+    served.clear()
+    while not light.is_finished:
+        batch = step(sched, served)
+        assert len({item.seq.tenant for item in batch}) == 1
+    assert served["B"] == 60
+    assert 0.7 < served["A"] * 2 / (20 + 60 * 2) < 1.5  # A's share of counter units ~ B's
+
+
+def test_isolation_falls_back_to_a_plain_step_when_the_lead_cannot_run():
+    """A lead whose prompt has no blocks does not empty the step: the others run."""
+    sched = Scheduler(
+        BlockManager(num_blocks=8, block_size=16),
+        max_num_seqs=8,
+        max_num_batched_tokens=256,
+        isolation_tokens=0,
+    )
+    served: Counter = Counter()
+    a = make_seq("A", 20, 200)
+    sched.add(a)
+    step(sched, served)
+    big = make_seq("B", 200, 4)  # 13 blocks: never fits while A holds its own
+    sched.add(big)
+    assert sched._isolated_tenant() == "B"
+    batch = step(sched, served)
+    assert [item.seq for item in batch] == [a]
+
+
+def test_isolation_caps_a_busy_leads_prompt_chunks_beside_other_tenants_streams():
+    sched = scheduler(
+        max_num_seqs=32, max_num_batched_tokens=256, isolation_tokens=4, isolation_prefill_tokens=8
+    )
+    served: Counter = Counter()
+    a_running = [make_seq("A", 20, 200) for _ in range(4)]
+    b = make_seq("B", 20, 200)
+    for seq in [*a_running, b]:
+        sched.add(seq)
+    while any(s.num_computed < s.num_prompt_tokens for s in [*a_running, b]):
+        step(sched, served)
+    long_prompt = make_seq("A", 200, 10)
+    sched.add(long_prompt)
+    sched.counters["B"] = sched.counters["A"] + 1000  # B is ahead: A leads
+    batch = step(sched, served)
+    kinds = Counter((item.seq.tenant, item.num_tokens) for item in batch)
+    assert kinds[("A", 1)] == 4  # A's decodes are not capped
+    assert kinds[("B", 1)] == 1  # B's stream rides in A's step
+    # A's new prompt gets the lead's prefill cap, not the 251 tokens left in the budget.
+    assert next(item.num_tokens for item in batch if item.seq is long_prompt) == 8
+
+
+def test_isolation_keeps_steps_short_while_a_finished_tenants_next_request_is_on_its_way():
+    sched = scheduler(
+        max_num_seqs=32, max_num_batched_tokens=256, isolation_tokens=0, isolation_prefill_tokens=8
+    )
+    served: Counter = Counter()
+    a = make_seq("A", 20, 300)
+    b = make_seq("B", 20, 3)
+    sched.add(a)
+    sched.add(b)
+    while not b.is_finished:
+        step(sched, served)
+    for seq in [make_seq("A", 300, 4) for _ in range(2)]:
+        sched.add(seq)
+    sizes = [sum(item.num_tokens for item in step(sched, served)) for _ in range(3)]
+    # B's client may be about to send its next request: A's prompts come in capped chunks
+    # for ISOLATION_LINGER_STEPS steps, then A has the whole budget.
+    assert sizes[:2] == [1 + 8, 1 + 8]
+    assert sizes[2] == 256

@@ -3,7 +3,9 @@
 // paged_decode_attention: decode attention that reads the paged KV pool in place, through each
 // sequence's block table.
 //
-// One query token per sequence (decode). Work is split over (sequence, KV head) pairs; the
+// One query token per sequence (decode). Three versions of each (sequence, KV head) task: AVX-512
+// (head sizes 64 and 128), AVX2 with FMA (head sizes 32 to 128 in steps of 8, on CPUs without
+// AVX-512 and for the head sizes it lacks) and a portable loop for the rest. Work is split over (sequence, KV head) pairs; the
 // query heads that share a KV head (grouped-query attention) are handled together, so every K
 // and V row is read once per step. Scores are kept for the whole context (two passes: scores
 // and max, then exp-sum and the V accumulation), which for decode is a few KB per task.
@@ -22,7 +24,7 @@
 #include <limits>
 #include <vector>
 
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) || defined(__AVX2__)
 #include <immintrin.h>
 #endif
 
@@ -159,6 +161,150 @@ TaskFn pick_task(int64_t group, int64_t head_dim) {
 }
 #endif
 
+#if defined(__AVX2__) && defined(__FMA__)
+// The same task with AVX2 and FMA (8 lanes), for CPUs without AVX-512: head_dim = 8*NV with
+// NV compile-time, any group size. One K row at a time sits in registers while each of the
+// group's query heads (pre-scaled, in L1) is dotted with it; the V pass runs once per query
+// head with that head's accumulators in registers (V rows come back from L1/L2).
+template <typename kv_t>
+inline __m256 load8(const kv_t* p);
+template <>
+inline __m256 load8<float>(const float* p) { return _mm256_loadu_ps(p); }
+template <>
+inline __m256 load8<c10::BFloat16>(const c10::BFloat16* p) {
+  const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(raw), 16));
+}
+#if defined(__F16C__)
+template <>
+inline __m256 load8<c10::Half>(const c10::Half* p) {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+#endif
+
+inline float hsum8(__m256 v) {
+  __m128 x = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  x = _mm_add_ps(x, _mm_movehl_ps(x, x));
+  x = _mm_add_ss(x, _mm_shuffle_ps(x, x, 0x55));
+  return _mm_cvtss_f32(x);
+}
+
+inline float hmax8(__m256 v) {
+  __m128 x = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  x = _mm_max_ps(x, _mm_movehl_ps(x, x));
+  x = _mm_max_ss(x, _mm_shuffle_ps(x, x, 0x55));
+  return _mm_cvtss_f32(x);
+}
+
+// exp(x) for x <= 0, as exp16 above: 2^n * p(r), the power of two built in the exponent bits.
+inline __m256 exp8(__m256 x) {
+  x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+  p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+  const __m256i e = _mm256_slli_epi32(
+      _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+template <typename kv_t, int NV>
+void decode_task_avx2(const float* qb, const kv_t* k_pool, const kv_t* v_pool,
+                      const int32_t* table, int64_t L, int64_t h, int64_t group,
+                      int64_t block_size, int64_t slot_stride, float scale, float* scores,
+                      float* ob) {
+  constexpr int64_t D = 8 * NV;
+  float qs[8 * D];  // the group's query heads, scaled (group <= 8)
+  for (int64_t i = 0; i < group * D; ++i) qs[i] = qb[i] * scale;
+  for (int64_t start = 0; start < L; start += block_size) {
+    const int64_t n = std::min(block_size, L - start);
+    const kv_t* kb = k_pool + static_cast<int64_t>(table[start / block_size]) * block_size * slot_stride + h * D;
+    for (int64_t j = 0; j < n; ++j) {
+      const kv_t* k = kb + j * slot_stride;
+      __m256 kv[NV];
+      for (int i = 0; i < NV; ++i) kv[i] = load8<kv_t>(k + i * 8);
+      for (int64_t g = 0; g < group; ++g) {
+        const float* q = qs + g * D;
+        __m256 s = _mm256_mul_ps(_mm256_loadu_ps(q), kv[0]);
+        for (int i = 1; i < NV; ++i) s = _mm256_fmadd_ps(_mm256_loadu_ps(q + i * 8), kv[i], s);
+        scores[g * L + start + j] = hsum8(s);
+      }
+    }
+  }
+  for (int64_t g = 0; g < group; ++g) {
+    float* sg = scores + g * L;
+    __m256 mv = _mm256_set1_ps(-INFINITY);
+    int64_t t = 0;
+    for (; t + 8 <= L; t += 8) mv = _mm256_max_ps(mv, _mm256_loadu_ps(sg + t));
+    float m = hmax8(mv);
+    for (; t < L; ++t) m = std::max(m, sg[t]);
+    mv = _mm256_set1_ps(m);
+    __m256 total = _mm256_setzero_ps();
+    t = 0;
+    for (; t + 8 <= L; t += 8) {
+      const __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(sg + t), mv));
+      _mm256_storeu_ps(sg + t, e);
+      total = _mm256_add_ps(total, e);
+    }
+    float sum = hsum8(total);
+    for (; t < L; ++t) {
+      sg[t] = std::exp(sg[t] - m);
+      sum += sg[t];
+    }
+    __m256 acc[NV];
+    for (int i = 0; i < NV; ++i) acc[i] = _mm256_setzero_ps();
+    for (int64_t start = 0; start < L; start += block_size) {
+      const int64_t n = std::min(block_size, L - start);
+      const kv_t* vb = v_pool + static_cast<int64_t>(table[start / block_size]) * block_size * slot_stride + h * D;
+      for (int64_t j = 0; j < n; ++j) {
+        const kv_t* v = vb + j * slot_stride;
+        const __m256 p = _mm256_set1_ps(sg[start + j]);
+        for (int i = 0; i < NV; ++i) acc[i] = _mm256_fmadd_ps(p, load8<kv_t>(v + i * 8), acc[i]);
+      }
+    }
+    const __m256 inv = _mm256_set1_ps(1.f / sum);
+    for (int i = 0; i < NV; ++i) _mm256_storeu_ps(ob + g * D + i * 8, _mm256_mul_ps(acc[i], inv));
+  }
+}
+
+using Avx2TaskFn = void (*)(const float*, const void*, const void*, const int32_t*, int64_t,
+                            int64_t, int64_t, int64_t, int64_t, float, float*, float*);
+
+template <typename kv_t, int NV>
+void avx2_entry(const float* qb, const void* k, const void* v, const int32_t* table, int64_t L,
+                int64_t h, int64_t group, int64_t block_size, int64_t slot_stride, float scale,
+                float* scores, float* ob) {
+  decode_task_avx2<kv_t, NV>(qb, static_cast<const kv_t*>(k), static_cast<const kv_t*>(v), table,
+                             L, h, group, block_size, slot_stride, scale, scores, ob);
+}
+
+// The AVX2 task for head_dim 32, 40, 64, 80, 96 or 128 and groups of up to 8, or nullptr.
+template <typename kv_t>
+Avx2TaskFn pick_avx2_task(int64_t group, int64_t head_dim) {
+  if (group < 1 || group > 8) return nullptr;
+  switch (head_dim) {
+    case 32: return &avx2_entry<kv_t, 4>;
+    case 40: return &avx2_entry<kv_t, 5>;
+    case 64: return &avx2_entry<kv_t, 8>;
+    case 80: return &avx2_entry<kv_t, 10>;
+    case 96: return &avx2_entry<kv_t, 12>;
+    case 128: return &avx2_entry<kv_t, 16>;
+    default: return nullptr;
+  }
+}
+#if !defined(__F16C__)
+template <>
+Avx2TaskFn pick_avx2_task<c10::Half>(int64_t, int64_t) { return nullptr; }
+#endif
+#endif
+
 // Portable version of the same task (any head_dim, any group size).
 template <typename kv_t>
 void decode_task_scalar(const float* qb, const kv_t* k_pool, const kv_t* v_pool,
@@ -199,8 +345,9 @@ void decode_kernel(const float* q, const kv_t* k_pool, const kv_t* v_pool, const
   const int64_t D = head_dim;
 #if defined(__AVX512F__)
   const TaskFn fast = pick_task<kv_t>(group, D);
-#else
-  const void* fast = nullptr;
+#endif
+#if defined(__AVX2__) && defined(__FMA__)
+  const Avx2TaskFn fast2 = pick_avx2_task<kv_t>(group, D);
 #endif
   // Tasks are (sequence, KV head) pairs, grain 1: a long context is one task, not a thread's
   // whole share.
@@ -216,6 +363,13 @@ void decode_kernel(const float* q, const kv_t* k_pool, const kv_t* v_pool, const
 #if defined(__AVX512F__)
       if (fast != nullptr) {
         fast(qb, k_pool, v_pool, table, L, h, block_size, slot_stride, scale, scores.data(), ob);
+        continue;
+      }
+#endif
+#if defined(__AVX2__) && defined(__FMA__)
+      if (fast2 != nullptr) {
+        fast2(qb, k_pool, v_pool, table, L, h, group, block_size, slot_stride, scale,
+              scores.data(), ob);
         continue;
       }
 #endif
