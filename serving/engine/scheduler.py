@@ -163,11 +163,11 @@ class Scheduler:
     def _lingering(self, active: set[str]) -> set[str]:
         """Tenants with nothing queued whose last sequence finished a step or two ago: a
         client that sends its next request as the last one ends is still "here"."""
-        return {
-            t
-            for t, step in self.last_finished.items()
-            if t not in active and self.steps - step <= ISOLATION_LINGER_STEPS
-        }
+        for t in [
+            t for t, s in self.last_finished.items() if self.steps - s > ISOLATION_LINGER_STEPS
+        ]:
+            del self.last_finished[t]
+        return set(self.last_finished) - active
 
     def _isolated_tenant(self) -> str | None:
         """The least-served tenant this step can serve, when latency isolation applies (two
@@ -301,7 +301,8 @@ class Scheduler:
     def finish(self, seq: Sequence, reason: str) -> None:
         seq.status = SeqStatus.FINISHED
         seq.finish_reason = reason
-        self.last_finished[seq.tenant] = self.steps
+        if self.isolation_tokens is not None:
+            self.last_finished[seq.tenant] = self.steps
         if seq in self.running:
             self.running.remove(seq)
         else:
