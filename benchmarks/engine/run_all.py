@@ -450,8 +450,7 @@ def main() -> None:
         [
             "## Engine",
             "",
-            f"Command: `.venv/bin/python -m benchmarks.engine.run_all{' --quick' if a.quick else ''}"
-            f"{' --skip-llamacpp' if a.skip_llamacpp else ''}{' --skip-hf' if a.skip_hf else ''} --write` "
+            f"Command: `.venv/bin/python -m benchmarks.engine.run_all {' '.join(sys.argv[1:])}` "
             f"({THREADS} CPU threads, CPU float32, SmolLM2-135M-Instruct Q4_1 GGUF; "
             f"prompts {prompt_range[0]}-{prompt_range[1]} words, outputs {out_range[0]}-{out_range[1]} "
             "tokens, greedy, ignore_eos; 8 requests at 1 stream, else max(8, 2 x streams)). Run on "
