@@ -465,6 +465,7 @@ def bounded_int(low: int):
             raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
         return value
 
+    parse.__name__ = "integer"  # argparse's "invalid integer value: 'x'"
     return parse
 
 

@@ -1,0 +1,38 @@
+"""The worker's command line (`manage.py serve_model` and `python -m serving.engine.server`
+share it): every option reaches ``serve``, and bad values are refused with a message."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from serving.engine import server
+
+
+def parse(*argv: str) -> dict:
+    parser = argparse.ArgumentParser()
+    server.add_arguments(parser)
+    return server.serve_options(vars(parser.parse_args(list(argv))))
+
+
+def test_isolation_is_off_by_default_and_reaches_serve():
+    assert parse()["isolation_tokens"] is None
+    opts = parse("--isolation-tokens", "0", "--isolation-prefill-tokens", "32")
+    assert opts["isolation_tokens"] == 0
+    assert opts["isolation_prefill_tokens"] == 32
+    assert set(opts) <= set(server.serve.__kwdefaults__)  # every option is a serve() keyword
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--isolation-tokens", "-1"], "must be at least 0, got -1"),
+        (["--isolation-prefill-tokens", "0"], "must be at least 1, got 0"),
+        (["--isolation-tokens", "many"], "invalid integer value: 'many'"),
+    ],
+)
+def test_bad_isolation_values_are_refused(capsys, argv, message):
+    with pytest.raises(SystemExit):
+        parse(*argv)
+    assert message in capsys.readouterr().err
