@@ -169,13 +169,10 @@ class Scheduler:
             del self.last_finished[t]
         return set(self.last_finished) - active
 
-    def _isolated_tenant(self) -> str | None:
+    def _isolated_tenant(self, present: set[str], lingering: set[str]) -> str | None:
         """The least-served tenant this step can serve, when latency isolation applies (two
         or more tenants active or just finished); ``None`` otherwise."""
-        if self.isolation_tokens is None:
-            return None
-        present = self._active_tenants()
-        if not present or len(present | self._lingering(present)) < 2:
+        if self.isolation_tokens is None or not present or len(present | lingering) < 2:
             return None
         servable = {s.tenant for s in self.running}
         if len(self.running) < self.max_num_seqs:  # a waiting tenant can be admitted
@@ -187,22 +184,23 @@ class Scheduler:
 
     def schedule(self) -> list[ScheduledSeq]:
         self.steps += 1
-        lead = self._isolated_tenant()
-        scheduled = self._schedule(lead)
+        present = self._active_tenants()
+        lingering = self._lingering(present) if self.isolation_tokens is not None else set()
+        lead = self._isolated_tenant(present, lingering)
+        scheduled = self._schedule(lead, bool(lingering))
         if not scheduled and lead is not None:
             # The lead could not use the step (no blocks for its prompt): a plain step.
-            scheduled = self._schedule(None)
+            scheduled = self._schedule(None, False)
         for item in scheduled:
             item.seq.last_step = self.steps
             prompt_left = max(0, item.seq.num_prompt_tokens - item.seq.num_computed)
             self.charge(item.seq, input_tokens=min(item.num_tokens, prompt_left))
         return scheduled
 
-    def _schedule(self, lead: str | None) -> list[ScheduledSeq]:
+    def _schedule(self, lead: str | None, lingering: bool) -> list[ScheduledSeq]:
         budget = self.max_num_batched_tokens
         scheduled: list[ScheduledSeq] = []
         others = self.isolation_tokens if lead is not None else budget  # tokens for non-lead
-
         lead_prefill = budget  # the lead tenant's prefill tokens left this step
 
         def allowance(tenant: str) -> int:
@@ -231,8 +229,7 @@ class Scheduler:
             budget = min(budget, self.max_prefill_tokens_while_decoding)
         if lead is not None:
             tenants_running = {s.tenant for s in self.running}
-            others_here = len(tenants_running) > 1 or self._lingering(self._active_tenants())
-            if lead in tenants_running and others_here:
+            if lead in tenants_running and (len(tenants_running) > 1 or lingering):
                 # A lead that is already in service shares the step with the others' running
                 # streams (or with one whose next request is on its way): its prompt chunks
                 # are capped, so the others' tokens are not held behind long prefills. A lead

@@ -230,7 +230,7 @@ def test_isolation_falls_back_to_a_plain_step_when_the_lead_cannot_run():
     step(sched, served)
     big = make_seq("B", 200, 4)  # 13 blocks: never fits while A holds its own
     sched.add(big)
-    assert sched._isolated_tenant() == "B"
+    assert sched._isolated_tenant(sched._active_tenants(), set()) == "B"
     batch = step(sched, served)
     assert [item.seq for item in batch] == [a]
 
