@@ -10,7 +10,9 @@ def ingest_request_logs() -> int:
     return request_log_ingestor.drain(get_redis())
 
 
-@shared_task(name="serving.tasks.check_deployments", ignore_result=True, time_limit=60)
+@shared_task(
+    name="serving.tasks.check_deployments", ignore_result=True, time_limit=60, soft_time_limit=50
+)
 def check_deployments() -> int:
     """Active health checks of every enabled deployment; returns how many are healthy."""
     from serving.health_checks import check_deployments as run_checks
