@@ -16,6 +16,14 @@ from serving.engine.registry import resolve
 from serving.engine.tokenizer import ChatTokenizer
 from tenants import services
 from tenants.roles import Role
+from tests.gateway_fixtures import (  # noqa: F401 - fixtures
+    caller,
+    clean_redis,
+    gateway,
+    make_caller,
+    price,
+    upstream_url,
+)
 from tests.worker_fixtures import MODEL, embedder, worker  # noqa: F401 - fixtures
 
 
