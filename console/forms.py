@@ -51,6 +51,11 @@ class TierForm(forms.Form):
     allow_model_override = forms.BooleanField(required=False)
     pii_redaction = forms.BooleanField(required=False, label="PII redaction")
     log_bodies = forms.BooleanField(required=False, label="Log bodies (redacted)")
+    max_output_tokens = forms.IntegerField(
+        min_value=0,
+        label="Output tokens reserved without max_tokens",
+        help_text="0: the model's context window. Nothing is injected upstream.",
+    )
     blocklist = forms.CharField(
         required=False,
         widget=forms.Textarea(attrs={"rows": 2}),

@@ -80,6 +80,12 @@ class Tier(models.Model):
     log_bodies = models.BooleanField(
         default=False, help_text="Keep (redacted) request and response bodies in the request log."
     )
+    max_output_tokens = models.PositiveIntegerField(
+        default=4096,
+        help_text="Output tokens a request that names no max_tokens reserves against its limits "
+        "and budget (0: the model's whole context window). Nothing is injected upstream: the "
+        "model stops naturally and the actual tokens are billed.",
+    )
     created = models.DateTimeField(default=timezone.now, editable=False)
     updated = models.DateTimeField(auto_now=True)
 

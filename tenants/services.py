@@ -42,6 +42,7 @@ TIER_FIELDS = [
     "pii_redaction",
     "blocklist",
     "log_bodies",
+    "max_output_tokens",
     "quality_floor",
     "request_budget_micro_usd",
 ]

@@ -30,6 +30,7 @@ class TierSerializer(serializers.ModelSerializer):
             "cache_hit_price_percent",
             "cache_max_entries",
             "allow_model_override",
+            "max_output_tokens",
             "tenant_count",
             "created",
             "updated",
