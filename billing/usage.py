@@ -20,6 +20,7 @@ def usage_event(
     request_id: str,
     tenant_id: int,
     api_key_id: int | None,
+    client_request_id: str = "",
     model: str,
     deployment: str,
     input_tokens: int,
@@ -42,6 +43,7 @@ def usage_event(
     return {
         **prices,
         "request_id": request_id,
+        "client_request_id": client_request_id,
         "tenant_id": str(tenant_id),
         "api_key_id": "" if api_key_id is None else str(api_key_id),
         "model": model,

@@ -207,6 +207,8 @@ METRICS_ALLOWED_IPS = env.list("METRICS_ALLOWED_IPS", default=["127.0.0.1", "::1
 SWITCHYARD_MAX_BODY_BYTES = env.int("SWITCHYARD_MAX_BODY_BYTES", default=1_048_576)
 # Django refuses larger bodies itself; keep its limit above ours so we answer the 413.
 DATA_UPLOAD_MAX_MEMORY_SIZE = SWITCHYARD_MAX_BODY_BYTES * 4
+# Redis streams (usage, request log, cache writes) are capped near this many entries.
+SWITCHYARD_STREAM_MAXLEN = env.int("SWITCHYARD_STREAM_MAXLEN", default=1_000_000)
 SWITCHYARD_MODEL_WORKER_URL = env.str("SWITCHYARD_MODEL_WORKER_URL", default="")
 # Routing and failover (docs/routing.md).
 SWITCHYARD_ROUTE_MAX_ATTEMPTS = env.int("SWITCHYARD_ROUTE_MAX_ATTEMPTS", default=3)

@@ -21,6 +21,15 @@ from django.db import IntegrityError, connection, models, transaction
 log = logging.getLogger(__name__)
 
 
+def stream_add(client, stream: str, fields: dict[str, str]):
+    """XADD one entry, capping the stream near ``SWITCHYARD_STREAM_MAXLEN`` entries (approximate
+    trimming: O(1) amortised) so that a stalled consumer cannot exhaust Redis's memory.
+    ``client`` is a Redis client or pipeline, sync or async (the call is returned as is)."""
+    from django.conf import settings
+
+    return client.xadd(stream, fields, maxlen=settings.SWITCHYARD_STREAM_MAXLEN, approximate=True)
+
+
 @dataclass
 class StreamIngestor:
     stream: str
