@@ -26,7 +26,7 @@ from switchyard.processes import wait_http as _wait_http
 from switchyard.redis_client import get_redis
 from tenants import services
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 MODEL = "smollm2-135m-instruct"
 
 
