@@ -14,6 +14,8 @@ from django.utils import timezone
 
 class UsageRecord(models.Model):
     request_id = models.CharField(max_length=64, unique=True)
+    # The client's X-Request-Id: a label only (repeatable, searchable), never a key.
+    client_request_id = models.CharField(max_length=128, blank=True, default="", db_index=True)
     tenant = models.ForeignKey("tenants.Tenant", on_delete=models.PROTECT, related_name="usage")
     api_key = models.ForeignKey(
         "tenants.ApiKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="usage"

@@ -76,6 +76,8 @@ class RequestLog(models.Model):
     """One row per gateway request, written in batches off the hot path."""
 
     request_id = models.CharField(max_length=64, unique=True)
+    # The client's X-Request-Id: a label only (repeatable, searchable), never a key.
+    client_request_id = models.CharField(max_length=128, blank=True, default="", db_index=True)
     tenant = models.ForeignKey(
         "tenants.Tenant", null=True, on_delete=models.SET_NULL, related_name="request_logs"
     )
@@ -108,6 +110,23 @@ class RequestLog(models.Model):
 
     def __str__(self) -> str:
         return self.request_id
+
+
+class DeadLetter(models.Model):
+    """A stream entry that could not be stored (see switchyard.streams): kept with the reason so
+    an operator can look at it, retry it or delete it; ingestion never blocks on it."""
+
+    stream = models.CharField(max_length=64, db_index=True)
+    entry_id = models.CharField(max_length=64, blank=True)
+    payload = models.JSONField(default=dict, help_text="The entry's fields, sanitised.")
+    error = models.CharField(max_length=500)
+    created = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["-created", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.stream} {self.entry_id}"
 
 
 class ModelGroup(models.Model):

@@ -1,45 +1,57 @@
-"""The per-request log: queued on a Redis stream by the gateway, written in batches by Celery."""
+"""The per-request log: queued on a Redis stream by the gateway, written in batches by Celery.
+
+Every field is read leniently (switchyard.streams): a tenant controls the model name, the
+client request id and the bodies, and none of them may keep the log from landing."""
 
 from __future__ import annotations
 
-import datetime as dt
-import json
-
+from serving.gateway import metrics
 from serving.models import RequestLog
-from switchyard.streams import StreamIngestor
+from switchyard.streams import (
+    StreamIngestor,
+    parse_json,
+    register_metrics,
+    to_datetime,
+    to_float,
+    to_int,
+    to_optional_int,
+)
 
 REQUEST_LOG_STREAM = "sy:requestlog"
 
 
+def _row(e: dict[str, str]) -> RequestLog:
+    ttft = e.get("ttft_ms")
+    return RequestLog(
+        request_id=e["request_id"],  # the only field an entry cannot do without
+        client_request_id=e.get("client_request_id", ""),
+        tenant_id=to_optional_int(e.get("tenant_id")),
+        api_key_id=to_optional_int(e.get("api_key_id")),
+        endpoint=e.get("endpoint", ""),
+        model=e.get("model", ""),
+        deployment=e.get("deployment", ""),
+        status_code=to_int(e.get("status_code"), 0),
+        error_code=e.get("error_code", ""),
+        stream=e.get("stream") == "1",
+        input_tokens=max(0, to_int(e.get("input_tokens"))),
+        output_tokens=max(0, to_int(e.get("output_tokens"))),
+        cost_micro_usd=to_int(e.get("cost_micro_usd")),
+        latency_ms=to_float(e.get("latency_ms")),
+        ttft_ms=to_float(ttft) if ttft else None,
+        cache=e.get("cache") or "miss",
+        route=e.get("route", ""),
+        request_body=parse_json(e.get("request_body")),
+        response_body=parse_json(e.get("response_body")),
+        created=to_datetime(e.get("created")),
+    )
+
+
 def _rows(events: list[dict[str, str]]) -> list[RequestLog]:
-    rows = []
-    for e in events:
-        rows.append(
-            RequestLog(
-                request_id=e["request_id"],
-                tenant_id=int(e["tenant_id"]) if e.get("tenant_id") else None,
-                api_key_id=int(e["api_key_id"]) if e.get("api_key_id") else None,
-                endpoint=e.get("endpoint", ""),
-                model=e.get("model", ""),
-                deployment=e.get("deployment", ""),
-                status_code=int(e["status_code"]),
-                error_code=e.get("error_code", ""),
-                stream=e.get("stream") == "1",
-                input_tokens=int(e.get("input_tokens") or 0),
-                output_tokens=int(e.get("output_tokens") or 0),
-                cost_micro_usd=int(e.get("cost_micro_usd") or 0),
-                latency_ms=float(e.get("latency_ms") or 0),
-                ttft_ms=float(e["ttft_ms"]) if e.get("ttft_ms") else None,
-                cache=e.get("cache", "miss"),
-                route=e.get("route", "")[:255],
-                request_body=json.loads(e["request_body"]) if e.get("request_body") else None,
-                response_body=json.loads(e["response_body"]) if e.get("response_body") else None,
-                created=dt.datetime.fromisoformat(e["created"]),
-            )
-        )
-    return rows
+    # Strings are cut to their columns and cleaned by the ingestor (streams.fit_row).
+    return [_row(e) for e in events]
 
 
 request_log_ingestor = StreamIngestor(
     stream=REQUEST_LOG_STREAM, group="requestlog-ingest", model=RequestLog, build=_rows
 )
+register_metrics(metrics.REGISTRY)

@@ -1,5 +1,6 @@
 """The usage consumer's COPY path: a batch is stored once however often it is delivered, and a
-bad entry (its tenant is gone) is parked on the dead-letter stream without blocking the rest."""
+bad entry (its tenant is gone, a malformed amount) is parked in the dead-letter table without
+blocking the rest."""
 
 import datetime as dt
 
@@ -8,7 +9,9 @@ import pytest
 from billing.models import UsageRecord
 from billing.pricing import Price
 from billing.usage import USAGE_STREAM, usage_event, usage_ingestor
+from serving.models import DeadLetter
 from switchyard.redis_client import get_redis
+from switchyard.streams import DEAD_LETTER_COUNTS, stream_add
 
 pytestmark = pytest.mark.django_db(transaction=True)
 PRICE = Price("m", 100_000, 400_000, 50_000, None)
@@ -25,9 +28,9 @@ def event(rid: str, tenant_id: int, tokens: int = 100) -> dict:
 @pytest.fixture
 def stream():
     r = get_redis()
-    r.delete(USAGE_STREAM, f"{USAGE_STREAM}:dead")
+    r.delete(USAGE_STREAM, DEAD_LETTER_COUNTS)
     yield r
-    r.delete(USAGE_STREAM, f"{USAGE_STREAM}:dead")
+    r.delete(USAGE_STREAM, DEAD_LETTER_COUNTS)
 
 
 def test_copy_ingest_is_exact_and_idempotent(tenant_a, stream):
@@ -46,11 +49,33 @@ def test_copy_ingest_is_exact_and_idempotent(tenant_a, stream):
     assert stream.xlen(USAGE_STREAM) == 0
 
 
-def test_bad_entry_goes_to_the_dead_letter_stream_and_the_rest_is_stored(tenant_a, stream):
-    stream.xadd(USAGE_STREAM, event("req_ok_1", tenant_a.pk))
-    stream.xadd(USAGE_STREAM, event("req_orphan", 987_654))
-    stream.xadd(USAGE_STREAM, event("req_ok_2", tenant_a.pk))
-    usage_ingestor.drain(stream)
+def test_bad_entries_go_to_the_dead_letter_table_and_the_rest_is_stored(tenant_a, stream):
+    stream_add(stream, USAGE_STREAM, event("req_ok_1", tenant_a.pk))
+    stream_add(stream, USAGE_STREAM, event("req_orphan", 987_654))
+    stream_add(
+        stream, USAGE_STREAM, event("req_bad_cost", tenant_a.pk) | {"cost_micro_usd": "1e3x"}
+    )
+    stream_add(stream, USAGE_STREAM, event("req_ok_2", tenant_a.pk))
+    assert usage_ingestor.drain(stream) == 4
     assert set(UsageRecord.objects.values_list("request_id", flat=True)) == {"req_ok_1", "req_ok_2"}
-    ((_, dead),) = stream.xrange(f"{USAGE_STREAM}:dead")
-    assert dead[b"request_id"] == b"req_orphan" and b"error" in dead
+    dead = {d.payload["request_id"]: d for d in DeadLetter.objects.filter(stream=USAGE_STREAM)}
+    assert set(dead) == {"req_orphan", "req_bad_cost"}
+    assert "IntegrityError" in dead["req_orphan"].error
+    assert "ValueError" in dead["req_bad_cost"].error and dead["req_bad_cost"].entry_id
+    assert (
+        stream.xlen(USAGE_STREAM) == 0
+        and not stream.xpending(USAGE_STREAM, "usage-ingest")["pending"]
+    )
+    assert int(stream.hget(DEAD_LETTER_COUNTS, USAGE_STREAM)) == 2
+
+
+def test_nul_and_overlong_strings_are_stored_cleaned(tenant_a, stream):
+    e = event("req_nul", tenant_a.pk) | {
+        "model": "m\x00" + "x" * 300,
+        "client_request_id": "c\x00id",
+    }
+    stream_add(stream, USAGE_STREAM, e)
+    usage_ingestor.drain(stream)
+    rec = UsageRecord.objects.get(request_id="req_nul")
+    assert rec.model == ("m" + "x" * 300)[:128] and rec.client_request_id == "cid"
+    assert not DeadLetter.objects.exists()
