@@ -81,6 +81,7 @@ def bench_ingest(n: int, tenant_ids: list[int], key_ids: list[int]) -> list[tupl
     from billing.pricing import Price
     from billing.usage import USAGE_STREAM, usage_event, usage_ingestor
     from switchyard.redis_client import get_redis
+    from switchyard.streams import stream_add
 
     r = get_redis()
     price = Price(MODELS[0], 100_000, 400_000, 50_000, None)
@@ -93,7 +94,8 @@ def bench_ingest(n: int, tenant_ids: list[int], key_ids: list[int]) -> list[tupl
         t0 = time.perf_counter()
         for i in range(n):
             t = i % TENANTS
-            pipe.xadd(
+            stream_add(
+                pipe,
                 USAGE_STREAM,
                 usage_event(
                     request_id=f"req_ingest_{uuid.uuid4().hex}",
