@@ -1,3 +1,4 @@
+import time
 from datetime import timedelta
 
 import pytest
@@ -5,8 +6,9 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from tenants import auth, services
+from tenants import auth, keys, services
 from tenants.auth import AuthFailure, authenticate_key
+from tenants.auth_throttle import FailureThrottle, address_key
 
 
 @pytest.fixture(autouse=True)
@@ -87,3 +89,100 @@ def test_unknown_key_is_invalid(db):
     with pytest.raises(AuthFailure) as err:
         authenticate_key("sy-AAAAAAAA_" + "b" * 40)
     assert err.value.reason == "invalid"
+
+
+def _random_key() -> str:
+    raw, _ = keys.generate_key()
+    return raw
+
+
+def test_a_flood_of_random_keys_keeps_the_cache_bounded(tenant_a):
+    _, raw = services.api_key_create(tenant=tenant_a, name="ci")
+    authenticate_key(raw)
+    flood = 3 * auth._refused.size
+    for _ in range(flood):
+        with pytest.raises(AuthFailure):
+            authenticate_key(_random_key())
+    usable, refused = auth.cache_size()
+    assert refused == auth._refused.size < flood
+    assert usable == 1
+    # Refusals live apart: the working key was not pushed out.
+    assert auth._valid.get(keys.hash_key(raw)) is not None
+
+
+def test_usable_keys_are_an_lru_of_bounded_size():
+    lru = auth.Lru(3)
+    for k in "abcd":
+        lru.put(k, k)
+    assert len(lru) == 3 and lru.get("a") is None
+    lru.get("b")  # used: "c" is now the oldest
+    lru.put("e", "e")
+    assert lru.get("c") is None and lru.get("b") == "b"
+
+
+def test_failures_from_one_address_are_throttled_without_queries(tenant_a):
+    _, raw = services.api_key_create(tenant=tenant_a, name="ci")
+    authenticate_key(raw)
+    limit = auth.throttle.limit
+    for _ in range(limit):
+        with pytest.raises(AuthFailure) as err:
+            authenticate_key(_random_key(), client="203.0.113.7")
+        assert err.value.reason == "invalid"
+    with CaptureQueriesContext(connection) as queries, pytest.raises(AuthFailure) as err:
+        authenticate_key(_random_key(), client="203.0.113.7")
+    assert len(queries) == 0
+    assert err.value.reason == "throttled"
+    assert 1 <= err.value.retry_after <= auth.throttle.window
+    # A working key already in the cache still works from there; other addresses are untouched.
+    assert authenticate_key(raw, client="203.0.113.7").tenant == tenant_a
+    with pytest.raises(AuthFailure) as err:
+        authenticate_key(_random_key(), client="203.0.113.8")
+    assert err.value.reason == "invalid"
+
+
+def test_throttle_window_ends_and_memory_is_bounded():
+    throttle = FailureThrottle(limit=2, window=0.2, max_addresses=50)
+    throttle.failed("198.51.100.1")
+    throttle.failed("198.51.100.1")
+    assert throttle.retry_after("198.51.100.1") == 1
+    time.sleep(0.25)
+    assert throttle.retry_after("198.51.100.1") is None
+    for i in range(500):
+        throttle.failed(f"10.0.{i // 256}.{i % 256}")
+    assert len(throttle) == 50
+
+
+def test_ipv6_addresses_are_throttled_per_64():
+    assert address_key("2001:db8:1:2:aaaa::1") == address_key("2001:db8:1:2:bbbb::9")
+    assert address_key("2001:db8:1:2::1") != address_key("2001:db8:1:3::1")
+    assert address_key("::ffff:192.0.2.5") == "192.0.2.5"
+    assert address_key(None) is None
+
+
+def test_many_keys_are_rechecked_in_one_query(tenant_a, tenant_b):
+    raws = [services.api_key_create(tenant=t, name="ci")[1] for t in (tenant_a, tenant_b)]
+    hashes = [keys.hash_key(r) for r in raws] + [keys.hash_key(_random_key())]
+    auth.check_hashes(hashes)  # first use stamps last_used
+    auth.clear_cache()
+    with CaptureQueriesContext(connection) as queries:
+        results = auth.check_hashes(hashes)
+    assert len(queries) == 1
+    assert [type(results[h]).__name__ for h in hashes] == [
+        "AuthContext",
+        "AuthContext",
+        "AuthFailure",
+    ]
+    with CaptureQueriesContext(connection) as queries:
+        auth.check_hashes(hashes)  # all fresh in the cache
+    assert len(queries) == 0
+
+
+def test_an_expiry_that_passes_while_cached_takes_effect(tenant_a):
+    _, raw = services.api_key_create(
+        tenant=tenant_a, name="ci", expires=timezone.now() + timedelta(seconds=0.3)
+    )
+    assert authenticate_key(raw).tenant == tenant_a
+    time.sleep(0.35)
+    with pytest.raises(AuthFailure) as err:
+        authenticate_key(raw)  # the cached answer is under a second old
+    assert err.value.reason == "expired"
