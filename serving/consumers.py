@@ -1,6 +1,6 @@
 """WebSocket streaming API at /v1/ws: many requests on one socket, deltas interleaved.
 
-Client → server messages (JSON):
+Client → server messages (JSON text frames):
   {"type": "auth", "api_key": "sy-…"}            (or send "Authorization: Bearer" on connect)
   {"type": "request", "id": "c1", "endpoint": "chat.completions" | "completions",
    "body": {…OpenAI request body…}}                (always streamed)
@@ -11,52 +11,200 @@ Server → client:
   {"type": "done", "id": "c1"}
   {"type": "cancelled", "id": "c1"}
   {"type": "error", "id": "c1" | null, "error": {"message", "type", "param", "code"}}
+
+Each request ends with exactly one ``done``, ``cancelled`` or ``error`` for its id. An error
+with ``"id": null`` is about the socket or a message that named no request in flight.
+
+A socket lives as long as its client: there is no channel layer behind it (nothing here uses
+group messaging) and no timeout but the server's keepalive pings, which a live client answers.
+Its key is authenticated again for every request (so tier changes apply to the next request),
+and watched while the socket is open (:mod:`serving.key_watch`): once the key is revoked or
+expires, or the tenant is suspended, every request in flight ends with that error (and is
+metered as client-closed), the socket gets the error with ``"id": null`` and is closed with
+4401 (invalid key) or 4403 (suspended tenant); refusals close with 4000 + the HTTP status.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import logging
+from typing import Any
 
-from channels.generic.websocket import AsyncJsonWebsocketConsumer
+import orjson
+from channels.generic.websocket import AsyncWebsocketConsumer
 
 from serving.gateway.errors import GatewayError, invalid
 from serving.gateway.pipeline import Call, get_gateway
+from serving.key_watch import key_watch
+from tenants.auth import AuthContext, AuthFailure
 
 MAX_IN_FLIGHT = 16
+MAX_ID_CHARS = 128
 ENDPOINTS = ("chat.completions", "completions")
 
+log = logging.getLogger(__name__)
 
-class StreamConsumer(AsyncJsonWebsocketConsumer):
+
+def _short(value: Any) -> str:
+    """A client value for an error message, bounded."""
+    text = repr(value)
+    return text if len(text) <= 64 else text[:61] + "..."
+
+
+def close_code(error: GatewayError) -> int:
+    """The WebSocket close code for a refusal: 4000 + its HTTP status (4401, 4403, 4429)."""
+    return 4000 + error.status if 400 <= error.status < 600 else 4400
+
+
+def internal_error() -> GatewayError:
+    return GatewayError(
+        500, "The server failed to handle this message.", type="api_error", code="internal_error"
+    )
+
+
+class StreamConsumer(AsyncWebsocketConsumer):
+    # No channel layer: this consumer takes part in no group messaging. (Subscribed to the
+    # Redis layer, every socket died when the layer's idle read timed out, 5 s after opening.)
+    channel_layer_alias = None
+
     async def connect(self) -> None:
-        self.auth = None
+        self.auth: AuthContext | None = None
+        self.authorization: str | None = None
+        client = self.scope.get("client")
+        self.client: str | None = client[0] if client else None
         self.tasks: dict[str, asyncio.Task] = {}
+        self.closing_error: GatewayError | None = None
+        self.closed = False
+        self._unwatch = None
+        self._revocation: asyncio.Task | None = None
         await self.accept()
         header = dict(self.scope.get("headers") or []).get(b"authorization")
         if header:
             await self._authenticate(header.decode(errors="replace"))
 
     async def disconnect(self, code) -> None:
-        for task in list(self.tasks.values()):
+        self.closed = True
+        self._stop_watching()
+        await self._cancel_all()
+
+    # ---- sending and closing ------------------------------------------------------------
+
+    async def _send(self, event: dict[str, Any]) -> None:
+        if self.closed:
+            return
+        try:
+            await self.send(text_data=orjson.dumps(event).decode())
+        except Exception:  # the client is gone; disconnect() cleans up
+            self.closed = True
+
+    async def _send_error(self, request_id: str | None, error: GatewayError) -> None:
+        await self._send({"type": "error", "id": request_id, **error.body()})
+
+    async def _cancel_all(self) -> None:
+        tasks = list(self.tasks.values())
+        for task in tasks:
             task.cancel()
-        for task in list(self.tasks.values()):
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
 
-    async def _send_error(self, request_id, error: GatewayError) -> None:
-        await self.send_json({"type": "error", "id": request_id, **error.body()})
+    async def _fail(self, error: GatewayError) -> None:
+        """End the socket for ``error``: each request in flight ends with it, then the socket
+        gets it and is closed."""
+        if self.closed or self.closing_error is not None:
+            return
+        self.closing_error = error
+        self._stop_watching()
+        await self._cancel_all()
+        await self._send_error(None, error)
+        if not self.closed:
+            self.closed = True
+            with contextlib.suppress(Exception):
+                await self.close(code=close_code(error))
+
+    # ---- authentication -----------------------------------------------------------------
 
     async def _authenticate(self, authorization: str) -> bool:
         try:
-            self.auth = await get_gateway().authenticate(authorization)
+            auth = await get_gateway().authenticate(authorization, client=self.client)
         except GatewayError as exc:
-            await self._send_error(None, exc)
-            await self.close(code=4401)
+            await self._fail(exc)
             return False
-        await self.send_json({"type": "ready"})
+        self.authorization = authorization
+        self.auth = auth
+        self._stop_watching()
+        self._unwatch = key_watch().watch(auth.key.key_hash, self._key_failed)
+        await self._send({"type": "ready"})
         return True
 
-    async def receive_json(self, content, **kwargs) -> None:
+    async def _reauthenticate(self) -> bool:
+        """The key's current context (through the 1-s cache), or end the socket."""
+        try:
+            self.auth = await get_gateway().authenticate(self.authorization, client=self.client)
+        except GatewayError as exc:
+            await self._fail(exc)
+            return False
+        return True
+
+    def _stop_watching(self) -> None:
+        if self._unwatch is not None:
+            self._unwatch()
+            self._unwatch = None
+
+    def _key_failed(self, failure: AuthFailure) -> None:
+        self._unwatch = None  # the watch forgets a key once it reports it
+        if not self.closed and self._revocation is None:
+            self._revocation = asyncio.create_task(self._revoked())
+
+    async def _revoked(self) -> None:
+        # The refusal as HTTP would give it, from the cache the watch just filled (no client
+        # address: the socket did not try again, so nothing counts against its address).
+        try:
+            self.auth = await get_gateway().authenticate(self.authorization)
+        except GatewayError as exc:
+            await self._fail(exc)
+            return
+        finally:
+            self._revocation = None
+        # Usable again by now (e.g. the tenant was reactivated at once): keep watching.
+        if not self.closed and self.auth is not None:
+            self._unwatch = key_watch().watch(self.auth.key.key_hash, self._key_failed)
+
+    # ---- receiving ----------------------------------------------------------------------
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if self.closed:
+            return
+        if text_data is None:
+            await self._send_error(
+                None,
+                invalid(
+                    "Send each message as a JSON text frame; binary frames are not accepted.",
+                    code="invalid_message",
+                ),
+            )
+            return
+        try:
+            content = json.loads(text_data)
+        except RecursionError:
+            await self._send_error(
+                None, invalid("The message is nested too deeply.", code="invalid_json")
+            )
+            return
+        except ValueError:
+            await self._send_error(
+                None, invalid("Each message must be valid JSON.", code="invalid_json")
+            )
+            return
+        try:
+            await self._handle(content)
+        except Exception:
+            log.exception("websocket: handling a message failed")
+            await self._send_error(None, internal_error())
+
+    async def _handle(self, content: Any) -> None:
         if not isinstance(content, dict):
             await self._send_error(None, invalid("Each message must be a JSON object."))
             return
@@ -66,23 +214,39 @@ class StreamConsumer(AsyncJsonWebsocketConsumer):
             await self._authenticate(f"Bearer {key}" if isinstance(key, str) else "")
             return
         if self.auth is None:
+            await self._fail(GatewayError(401, "Authenticate first.", code="missing_api_key"))
+            return
+        if kind not in ("request", "cancel"):
             await self._send_error(
-                None, GatewayError(401, "Authenticate first.", code="missing_api_key")
+                None, invalid(f"Unknown message type {_short(kind)}.", "type", "unknown_type")
             )
-            await self.close(code=4401)
             return
         request_id = content.get("id")
+        if not isinstance(request_id, str) or not 0 < len(request_id) <= MAX_ID_CHARS:
+            await self._send_error(
+                None,
+                invalid(
+                    f"Each {kind} needs a string 'id' of 1 to {MAX_ID_CHARS} characters.", "id"
+                ),
+            )
+            return
         if kind == "cancel":
             task = self.tasks.get(request_id)
-            if task is not None:
+            if task is None:
+                await self._send_error(
+                    None,
+                    invalid(
+                        f"No request {_short(request_id)} is in flight.",
+                        "id",
+                        "request_not_in_flight",
+                    ),
+                )
+            else:
                 task.cancel()
             return
-        if kind != "request":
-            await self._send_error(request_id, invalid(f"Unknown message type {kind!r}.", "type"))
-            return
-        if not isinstance(request_id, str) or not request_id or len(request_id) > 128:
-            await self._send_error(None, invalid("Each request needs a string 'id'.", "id"))
-            return
+        await self._request(request_id, content)
+
+    async def _request(self, request_id: str, content: dict) -> None:
         if request_id in self.tasks:
             await self._send_error(request_id, invalid("This id is already in flight.", "id"))
             return
@@ -101,11 +265,14 @@ class StreamConsumer(AsyncJsonWebsocketConsumer):
         body = content.get("body")
         if endpoint not in ENDPOINTS:
             await self._send_error(
-                request_id, invalid(f"Unknown endpoint {endpoint!r}.", "endpoint")
+                request_id, invalid(f"Unknown endpoint {_short(endpoint)}.", "endpoint")
             )
             return
         if not isinstance(body, dict):
             await self._send_error(request_id, invalid("'body' must be an object.", "body"))
+            return
+        # Every request authenticates again: a revoked key stops here, a new tier applies.
+        if not await self._reauthenticate():
             return
         body = {**body, "stream": True}
         self.tasks[request_id] = asyncio.create_task(self._run(request_id, endpoint, body))
@@ -115,26 +282,32 @@ class StreamConsumer(AsyncJsonWebsocketConsumer):
         call = Call(endpoint=endpoint, body=body, auth=self.auth)
         chunks = None
         try:
-            try:
-                await gw.aprepare(call)
-                await gw.admit(call)
-            except GatewayError as exc:
-                await gw.log_refusal(call, exc)
-                await self._send_error(request_id, exc)
-                return
+            await gw.begin(call)
             chunks = gw.stream(call)
+            errors = []
             async for chunk in chunks:
                 if "error" in chunk and "choices" not in chunk:
-                    await self.send_json({"type": "error", "id": request_id, **chunk})
+                    errors.append(chunk)  # sent last: an error ends the request
                     continue
-                await self.send_json({"type": "chunk", "id": request_id, "data": chunk})
-            await self.send_json({"type": "done", "id": request_id})
+                await self._send({"type": "chunk", "id": request_id, "data": chunk})
+            for error in errors:
+                await self._send({"type": "error", "id": request_id, **error})
+            if not errors:
+                await self._send({"type": "done", "id": request_id})
         except GatewayError as exc:
             await self._send_error(request_id, exc)
         except asyncio.CancelledError:
             if chunks is not None:
-                await chunks.aclose()
-            with contextlib.suppress(Exception):
-                await self.send_json({"type": "cancelled", "id": request_id})
+                await asyncio.shield(chunks.aclose())
+            if self.closing_error is not None:
+                await self._send_error(request_id, self.closing_error)
+            else:
+                await self._send({"type": "cancelled", "id": request_id})
+        except Exception:
+            log.exception("websocket: request %s failed", call.request_id)
+            if chunks is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(chunks.aclose())
+            await self._send_error(request_id, internal_error())
         finally:
             self.tasks.pop(request_id, None)

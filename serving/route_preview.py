@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from serving.gateway.classifier import task_classifier
 from serving.gateway.errors import GatewayError
-from serving.gateway.pipeline import DEFAULT_MAX_TOKENS, _token_count
+from serving.gateway.pipeline import EXPECTED_OUTPUT_TOKENS, _token_count
 from serving.gateway.routing import Route, Router
 from serving.health import DeploymentHealthSync, LiveState
 from serving.routing_table import RouteContext, load_routing_table
@@ -48,7 +48,7 @@ def preview_route(
     try:
         preview.route = Router(random.Random()).route(
             tenant.tier, model, table, ctx=ctx, live=live,
-            max_output=max_tokens or DEFAULT_MAX_TOKENS, max_cost=max_cost_micro_usd,
+            max_output=max_tokens or EXPECTED_OUTPUT_TOKENS, max_cost=max_cost_micro_usd,
         )  # fmt: skip
     except GatewayError as exc:
         preview.error = exc

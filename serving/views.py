@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -15,7 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from serving.gateway import metrics
 from serving.gateway.errors import GatewayError, invalid, model_not_found
-from serving.gateway.pipeline import Call, get_gateway
+from serving.gateway.pipeline import CLIENT_REQUEST_ID_CHARS, Call, clean_label, get_gateway
 from serving.gateway.routing import allowed_models
 from serving.routing_table import arouting_table
 
@@ -40,7 +41,7 @@ def _parse(request) -> dict:
         )
     try:
         body = json.loads(request.body or b"")
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise invalid(
             "We could not parse the JSON body of your request. The body must be valid JSON.",
             code="invalid_json",
@@ -55,10 +56,11 @@ def _max_cost(header: str | None) -> int | None:
     if header is None:
         return None
     try:
-        usd = Decimal(header.strip())
+        # Bounded before any arithmetic: "1e999999" must not become a million-digit integer.
+        usd = Decimal(header.strip()) if len(header) <= 32 else Decimal(-1)
     except InvalidOperation:
         usd = Decimal(-1)
-    if not usd.is_finite() or usd < 0:
+    if not usd.is_finite() or usd < 0 or usd.adjusted() > 6:
         raise invalid(
             "The x-switchyard-max-cost-usd header must be a non-negative amount in US dollars, "
             "e.g. 0.002.",
@@ -81,63 +83,36 @@ def sse_event(chunk: dict) -> bytes:
     return b"data: " + orjson.dumps(chunk) + b"\n\n"
 
 
-async def _sse(gw, call: Call) -> AsyncIterator[bytes]:
-    async for chunk in gw.stream(call):
-        yield sse_event(chunk)
-    yield b"data: [DONE]\n\n"
-
-
 async def _handle(request, endpoint: str):
     if request.method != "POST":
         return _method_not_allowed("POST")
     gw = get_gateway()
     try:
-        auth = await gw.authenticate(request.headers.get("Authorization"))
+        auth = await gw.authenticate(
+            request.headers.get("Authorization"), client=request.META.get("REMOTE_ADDR")
+        )
     except GatewayError as exc:
         return _error(exc)
-    call = None
+    call = Call(endpoint=endpoint, body={}, auth=auth)
+    # The request id is always ours; the client's X-Request-Id is a label, echoed back.
+    call.client_request_id = clean_label(
+        request.headers.get("X-Request-Id", ""), CLIENT_REQUEST_ID_CHARS
+    )
     try:
-        body = _parse(request)
-        call = Call(endpoint=endpoint, body=body, auth=auth)
-        call.cache_control = request.headers.get("Cache-Control", "")
-        if request.headers.get("X-Request-Id"):
-            call.request_id = f"req_{request.headers['X-Request-Id'][:48]}"
+        call.body = _parse(request)
+        call.cache_control = request.headers.get("Cache-Control", "")[:256]
         call.max_cost = _max_cost(request.headers.get("X-Switchyard-Max-Cost-Usd"))
-        await gw.aprepare(call)
     except GatewayError as exc:
-        if call is None:
-            call = Call(endpoint=endpoint, body={}, auth=auth)
         await gw.log_refusal(call, exc)
         return _error(exc, call)
     try:
-        await gw.admit(call)
+        await gw.begin(call)
     except GatewayError as exc:
-        await gw.log_refusal(call, exc)
         return _error(exc, call)
     if call.stream and endpoint != "embeddings":
-        # Open the upstream stream before answering, so a failure before the first token is
-        # a proper HTTP error rather than an error event.
-        chunks = gw.stream(call)
-        try:
-            first = await chunks.__anext__()
-        except StopAsyncIteration:
-            first = None
-        except GatewayError as exc:
-            return _error(exc, call)
-
-        async def body_iter() -> AsyncIterator[bytes]:
-            try:
-                if first is not None:
-                    yield sse_event(first)
-                async for chunk in chunks:
-                    yield sse_event(chunk)
-                yield b"data: [DONE]\n\n"
-            finally:
-                await chunks.aclose()
-
-        resp = StreamingHttpResponse(body_iter(), content_type="text/event-stream")
-        resp["Cache-Control"] = "no-cache"
-        resp["X-Accel-Buffering"] = "no"
+        resp = await _stream_response(gw, call)
+        if not isinstance(resp, StreamingHttpResponse):
+            return resp
     else:
         try:
             result = await gw.complete(call)
@@ -146,6 +121,42 @@ async def _handle(request, endpoint: str):
         resp = JsonResponse(result)
     for k, v in call.headers().items():
         resp[k] = v
+    return resp
+
+
+async def _stream_response(gw, call: Call):
+    """SSE over the pipeline's stream. The upstream stream is opened before answering, so a
+    failure before the first token is a proper HTTP error rather than an error event. A
+    stream that ends with an error event gets no ``[DONE]`` after it: ``[DONE]`` means the
+    answer is whole."""
+    chunks = gw.stream(call)
+    try:
+        first = await chunks.__anext__()
+    except StopAsyncIteration:
+        first = None
+    except GatewayError as exc:
+        return _error(exc, call)
+    except BaseException:
+        await asyncio.shield(chunks.aclose())
+        raise
+
+    async def body_iter() -> AsyncIterator[bytes]:
+        failed = False
+        try:
+            if first is not None:
+                failed = "error" in first and "choices" not in first
+                yield sse_event(first)
+            async for chunk in chunks:
+                failed = failed or ("error" in chunk and "choices" not in chunk)
+                yield sse_event(chunk)
+            if not failed:
+                yield b"data: [DONE]\n\n"
+        finally:
+            await asyncio.shield(chunks.aclose())
+
+    resp = StreamingHttpResponse(body_iter(), content_type="text/event-stream")
+    resp["Cache-Control"] = "no-cache"
+    resp["X-Accel-Buffering"] = "no"
     return resp
 
 
@@ -174,7 +185,9 @@ async def models(request, model: str | None = None):
         return _method_not_allowed("GET")
     gw = get_gateway()
     try:
-        auth = await gw.authenticate(request.headers.get("Authorization"))
+        auth = await gw.authenticate(
+            request.headers.get("Authorization"), client=request.META.get("REMOTE_ADDR")
+        )
     except GatewayError as exc:
         return _error(exc)
     names = allowed_models(auth.tier, await arouting_table())

