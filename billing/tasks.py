@@ -28,3 +28,14 @@ def check_budget_alerts() -> int:
     created = alerts.check_budgets()
     alerts.deliver_pending()
     return len(created)
+
+
+@shared_task(
+    name="billing.tasks.reconcile_budgets", ignore_result=True, time_limit=120, soft_time_limit=100
+)
+def reconcile_budgets() -> int:
+    """Put the gateway's Redis budget counters right against the usage records (expired
+    reservations released, spend re-based); returns how many counters moved."""
+    from serving.gateway.budget import reconcile_budgets as run
+
+    return sum(1 for r in run(get_redis()) if r.correction)

@@ -16,6 +16,7 @@ app.conf.beat_schedule = {
     "ingest-request-logs": {"task": "serving.tasks.ingest_request_logs", "schedule": 2.0},
     "rollup-usage": {"task": "billing.tasks.rollup_usage", "schedule": 60.0},
     "check-budget-alerts": {"task": "billing.tasks.check_budget_alerts", "schedule": 30.0},
+    "reconcile-budgets": {"task": "billing.tasks.reconcile_budgets", "schedule": 300.0},
     "expire-cache-entries": {"task": "serving.cache.tasks.expire_cache_entries", "schedule": 60.0},
     "enforce-cache-caps": {"task": "serving.cache.tasks.enforce_cache_caps", "schedule": 300.0},
     "check-deployments": {
