@@ -4,7 +4,12 @@ It answers at once and deterministically, so what is measured through it is the 
 reply echoes the last user message (``"echo: …"``), one word a token, cut at ``max_tokens``.
 Path prefixes change its behaviour, for failure tests: ``/v1`` normal, ``/fail/v1`` answers
 500, ``/slow/v1`` waits ``SLOW_SECONDS`` before answering, ``/drop/v1`` streams three tokens
-and then breaks the connection.
+and then breaks the connection, ``/paced/<ms>/v1`` waits ``ms`` milliseconds before each token
+(a long stream from a slow model), ``/delay/<ms>/v1`` waits ``ms`` milliseconds before
+answering, ``/nousage/v1`` never reports usage, ``/unauth/v1`` refuses the operator's key
+(401, with a provider message that must not reach tenants), ``/loading/v1`` answers 503
+``model_loading`` with ``Retry-After`` like a model worker still loading, and ``/echo/v1``
+adds the body it received as ``x_received`` (non-streaming).
 
 Run: ``python -m serving.instant_upstream --port 8300`` (uvicorn, no Django).
 """
@@ -45,7 +50,8 @@ def _words(body: dict, endpoint: str) -> tuple[list[str], int]:
 
 def _mode(request: Request) -> str:
     first = request.url.path.strip("/").split("/")[0]
-    return first if first in ("fail", "slow", "drop") else "ok"
+    modes = ("fail", "slow", "drop", "delay", "nousage", "unauth", "loading", "echo")
+    return first if first in modes else "ok"
 
 
 async def _completion(request: Request, endpoint: str) -> Response:
@@ -57,6 +63,19 @@ async def _completion(request: Request, endpoint: str) -> Response:
         )
     if mode == "slow":
         await asyncio.sleep(SLOW_SECONDS)
+    if mode == "delay":
+        await asyncio.sleep(request.path_params["ms"] / 1000)
+    if mode == "unauth":
+        return JSONResponse(
+            {"error": {"message": "Incorrect API key provided: sk-op***", "type": "auth"}}, 401
+        )
+    if mode == "loading":
+        return JSONResponse(
+            {"error": {"message": "loading", "type": "api_error", "code": "model_loading"}},
+            status_code=503,
+            headers={"Retry-After": "7"},
+        )
+    pace = request.path_params.get("ms", 0) / 1000
     body = await request.json()
     words, prompt_tokens = _words(body, endpoint)
     limit = body.get("max_tokens") or body.get("max_completion_tokens") or 16
@@ -82,16 +101,13 @@ async def _completion(request: Request, endpoint: str) -> Response:
         else:
             choice = {"index": 0, "text": text, "finish_reason": finish, "logprobs": None}
             obj = "text_completion"
-        return JSONResponse(
-            {
-                "id": rid,
-                "object": obj,
-                "created": created,
-                "model": model,
-                "choices": [choice],
-                "usage": usage,
-            }  # fmt: skip
-        )
+        answer = {"id": rid, "object": obj, "created": created, "model": model,
+                  "choices": [choice], "usage": usage}  # fmt: skip
+        if mode == "echo":
+            answer["x_received"] = body
+        if mode == "nousage":
+            del answer["usage"]
+        return JSONResponse(answer)
 
     obj = "chat.completion.chunk" if endpoint == "chat" else "text_completion"
 
@@ -106,11 +122,13 @@ async def _completion(request: Request, endpoint: str) -> Response:
 
     async def events():
         for i, w in enumerate(words):
+            if pace:
+                await asyncio.sleep(pace)
             if mode == "drop" and i == 3:
                 raise ConnectionResetError("instant upstream: dropping the stream on purpose")
             yield chunk(w if i == 0 else " " + w, None)
         yield chunk(None, finish)
-        if (body.get("stream_options") or {}).get("include_usage"):
+        if mode != "nousage" and (body.get("stream_options") or {}).get("include_usage"):
             data = {"id": rid, "object": obj, "created": created, "model": model,
                     "choices": [], "usage": usage}  # fmt: skip
             yield b"data: " + json.dumps(data).encode() + b"\n\n"
@@ -156,7 +174,8 @@ async def health(request: Request) -> Response:
 
 def _routes() -> list[Route]:
     routes = [Route("/health", health)]
-    for prefix in ("", "/fail", "/slow", "/drop"):
+    prefixes = ("", "/fail", "/slow", "/drop", "/paced/{ms:int}", "/delay/{ms:int}")
+    for prefix in (*prefixes, "/nousage", "/unauth", "/loading", "/echo"):
         routes += [
             Route(f"{prefix}/v1/chat/completions", chat, methods=["POST"]),
             Route(f"{prefix}/v1/completions", completions, methods=["POST"]),

@@ -214,6 +214,14 @@ class Call:
         return h
 
 
+def _count(value: Any) -> int:
+    """A token count reported by an upstream: a non-negative integer, whatever it sent."""
+    try:
+        return max(int(value or 0), 0) if not isinstance(value, bool) else 0
+    except (TypeError, ValueError, OverflowError):
+        return 0
+
+
 def prefix_salt(call: Call) -> str:
     """What a model worker salts its prefix cache with: blocks are shared only within one
     tenant, or among the tenants that opted into the shared cache pool."""
@@ -331,7 +339,8 @@ class Gateway:
             max_output=expected,
             max_cost=call.max_cost,
         )
-        body = dict(call.body)
+        # A null optional field is an absent one (OpenAI's semantics): never forwarded.
+        body = {k: v for k, v in call.body.items() if v is not None}
         body["model"] = call.route.target.upstream_model
         if call.endpoint == "embeddings":
             call.max_output = 0
@@ -475,11 +484,24 @@ class Gateway:
             call.status, call.error_code = 499, "client_closed"
             await asyncio.shield(self._abandon_and_finish(call))
             raise
-        usage = resp.get("usage") or {}
-        call.input_tokens = int(usage.get("prompt_tokens") or 0)
-        call.output_tokens = int(usage.get("completion_tokens") or 0)
+        usage = resp.get("usage") if isinstance(resp.get("usage"), dict) else {}
+        call.input_tokens = _count(usage.get("prompt_tokens"))
+        call.output_tokens = _count(usage.get("completion_tokens"))
         details = usage.get("prompt_tokens_details") or {}
-        call.cached_tokens = int(details.get("cached_tokens") or 0)
+        call.cached_tokens = _count(
+            details.get("cached_tokens") if isinstance(details, dict) else 0
+        )
+        if call.endpoint != "embeddings":
+            texts = {
+                i: [self._choice_text(call, c, final=True)]
+                for i, c in enumerate(resp.get("choices") or [])
+                if isinstance(c, dict)
+            }
+            await self._count_if_unreported(call, texts)
+        elif not call.input_tokens:
+            call.input_tokens = await asyncio.to_thread(
+                tokens.count_text, prompt_texts(call.endpoint, call.body)
+            )
         resp["model"] = call.route.model
         if call.endpoint != "embeddings":
             self._filter_choices(call, resp)
@@ -570,11 +592,12 @@ class Gateway:
                 chunk["model"] = call.route.model
                 self.cache.observe(call, chunk)
                 usage = chunk.get("usage")
-                if usage:
-                    call.input_tokens = int(usage.get("prompt_tokens") or 0)
-                    call.output_tokens = int(usage.get("completion_tokens") or 0)
+                if isinstance(usage, dict) and usage:
+                    call.input_tokens = _count(usage.get("prompt_tokens"))
+                    call.output_tokens = _count(usage.get("completion_tokens"))
                     details = usage.get("prompt_tokens_details") or {}
-                    call.cached_tokens = int(details.get("cached_tokens") or 0)
+                    if isinstance(details, dict):
+                        call.cached_tokens = _count(details.get("cached_tokens"))
                 if not chunk.get("choices"):
                     if usage and include_usage:
                         last = chunk  # sent after the held-back text, just before [DONE]
@@ -657,10 +680,13 @@ class Gateway:
             call.input_tokens = await asyncio.to_thread(tokens.count_prompt, call.endpoint, prompts)
 
     @staticmethod
-    def _choice_text(call: Call, choice: dict[str, Any]) -> str:
+    def _choice_text(call: Call, choice: dict[str, Any], final: bool = False) -> str:
         if call.endpoint == "chat.completions":
-            return (choice.get("delta") or {}).get("content") or ""
-        return choice.get("text") or ""
+            part = choice.get("message" if final else "delta")
+            text = part.get("content") if isinstance(part, dict) else None
+        else:
+            text = choice.get("text")
+        return text if isinstance(text, str) else ""
 
     @staticmethod
     def _set_choice_text(call: Call, choice: dict[str, Any], text: str) -> None:
