@@ -1,17 +1,49 @@
 """Allocation of KV blocks, with prefix sharing.
 
-Every full block is keyed by a hash chained over the whole prefix before it (and the cache
-salt), so two sequences share a block only if everything before it is the same too. Blocks
-are reference counted; a block whose count drops to zero keeps its contents and hash and
-goes to the end of the free list, so it can be found again until it is reused, least
-recently freed first.
+Every full block is keyed by a cryptographic digest chained over the whole prefix before it:
+``key(block i) = blake2b(key(block i-1) + token ids of block i)``, and the chain starts from a
+digest of the sequence's cache salt. Two sequences share a block only if everything before it
+is the same and they have the same salt (the worker salts by tenant, so tenants share nothing
+unless they chose a shared pool): keys cannot be collided by crafting prompts, and one
+tenant's time to first token says nothing about another's prompts. A block's key is computed
+once, when the block is full. Blocks are reference counted; a block whose count drops to
+zero keeps its contents and key and goes to the end of the free list, so it can be found
+again until it is reused, least recently freed first.
 """
 
 from __future__ import annotations
 
+import hashlib
+from array import array
 from collections import OrderedDict
 
 from serving.engine.sequence import Sequence
+
+KEY_BYTES = 32
+
+
+def salt_root(salt: str | None) -> bytes:
+    """The chain's start for a cache salt (no salt is a salt of its own)."""
+    tag = b"\x00" if salt is None else b"\x01" + salt.encode("utf-8", "surrogatepass")
+    return hashlib.blake2b(tag, digest_size=KEY_BYTES, person=b"sy-prefix-root").digest()
+
+
+def chain_key(parent: bytes, tokens: tuple[int, ...] | list[int]) -> bytes:
+    """The key of a full block whose prefix before it has key ``parent``."""
+    h = hashlib.blake2b(parent, digest_size=KEY_BYTES, person=b"sy-prefix-block")
+    h.update(array("I", tokens).tobytes())
+    return h.digest()
+
+
+def block_key(seq: Sequence, i: int, block_size: int) -> bytes:
+    """The chained key of full block ``i`` of ``seq`` (memoised on the sequence: its tokens
+    only ever grow, so each key is computed once)."""
+    keys = seq.block_keys
+    while len(keys) <= i:
+        n = len(keys)
+        parent = keys[-1] if keys else salt_root(seq.cache_salt)
+        keys.append(chain_key(parent, seq.token_ids[n * block_size : (n + 1) * block_size]))
+    return keys[i]
 
 
 class Block:
@@ -20,12 +52,8 @@ class Block:
     def __init__(self, block_id: int) -> None:
         self.block_id = block_id
         self.ref_count = 0
-        self.hash: int | None = None
+        self.hash: bytes | None = None  # the block's chained key once it is full
         self.token_ids: tuple[int, ...] = ()
-
-
-def chain_hash(prev: int | None, tokens: tuple[int, ...], salt: str | None) -> int:
-    return hash((prev, salt, tokens))
 
 
 class BlockManager:
@@ -33,7 +61,7 @@ class BlockManager:
         self.block_size = block_size
         self.blocks = [Block(i) for i in range(num_blocks)]
         self.free: OrderedDict[int, None] = OrderedDict((i, None) for i in range(num_blocks))
-        self.hash_to_block: dict[int, int] = {}
+        self.hash_to_block: dict[bytes, int] = {}
         self.prefix_queries = 0  # prompt blocks looked up
         self.prefix_hits = 0  # of which found in the cache
 
@@ -65,10 +93,9 @@ class BlockManager:
         compute, so the step yields logits). Sets ``num_computed`` accordingly."""
         bs = self.block_size
         max_blocks = (seq.num_tokens - 1) // bs
-        prev: int | None = None
         for i in range(max_blocks):
             tokens = tuple(seq.token_ids[i * bs : (i + 1) * bs])
-            h = chain_hash(prev, tokens, seq.cache_salt)
+            h = block_key(seq, i, bs)
             if not seq.was_admitted:
                 self.prefix_queries += 1
             block_id = self.hash_to_block.get(h)
@@ -82,7 +109,6 @@ class BlockManager:
             seq.block_hashes.append(h)
             if not seq.was_admitted:
                 self.prefix_hits += 1
-            prev = h
         seq.num_computed = len(seq.block_table) * bs
         if not seq.was_admitted:
             seq.num_cached_tokens = seq.num_computed
@@ -97,19 +123,17 @@ class BlockManager:
         return True
 
     def register_full_blocks(self, seq: Sequence) -> None:
-        """Hash the blocks that became full and computed, so later requests can share them."""
+        """Key the blocks that became full and computed, so later requests can share them."""
         bs = self.block_size
         full = seq.num_computed // bs
-        prev = seq.block_hashes[-1] if seq.block_hashes else None
         for i in range(len(seq.block_hashes), full):
             tokens = tuple(seq.token_ids[i * bs : (i + 1) * bs])
-            h = chain_hash(prev, tokens, seq.cache_salt)
+            h = block_key(seq, i, bs)
             block = self.blocks[seq.block_table[i]]
             block.hash = h
             block.token_ids = tokens
             self.hash_to_block.setdefault(h, block.block_id)
             seq.block_hashes.append(h)
-            prev = h
 
     def free_sequence(self, seq: Sequence) -> None:
         for block_id in reversed(seq.block_table):

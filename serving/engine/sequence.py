@@ -48,7 +48,9 @@ class Sequence:
         self.num_computed = 0  # tokens whose K/V are in the cache
         self.num_cached_tokens = 0  # prompt tokens served from the prefix cache (first admit)
         self.block_table: list[int] = []
-        self.block_hashes: list[int] = []  # hashes of the full blocks registered so far
+        self.block_hashes: list[bytes] = []  # keys of the full blocks registered so far
+        self.block_keys: list[bytes] = []  # chained keys of full blocks, computed once each
+        self.prompt_done = 0  # prompt tokens computed at least once (for usage on abort)
         self.generator: torch.Generator | None = None
         if params.seed is not None:
             self.generator = torch.Generator()

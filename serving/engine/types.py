@@ -8,13 +8,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+# Temperatures below this are greedy: dividing logits by a smaller one overflows float32
+# (a positive 1e-300 even rounds to 0.0), which would turn the row into NaN.
+GREEDY_TEMPERATURE = 1e-5
+
 
 @dataclass
 class SamplingParams:
     """How one request samples. Validated by the server before it reaches the engine.
 
-    ``top_k <= 0`` and ``top_p >= 1`` switch those filters off; ``temperature == 0`` is
-    greedy. ``seed`` makes a sampled request reproducible regardless of batch company.
+    ``top_k <= 0`` and ``top_p >= 1`` switch those filters off; a ``temperature`` below
+    :data:`GREEDY_TEMPERATURE` (0 included) or ``top_p == 0`` is greedy. ``seed`` makes a
+    sampled request reproducible regardless of batch company.
     """
 
     temperature: float = 1.0
@@ -30,6 +35,10 @@ class SamplingParams:
     top_logprobs: int = 0
     n: int = 1
     ignore_eos: bool = False
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature < GREEDY_TEMPERATURE or self.top_p <= 0
 
 
 @dataclass
@@ -59,12 +68,33 @@ class TokenLogprob:
 
 
 @dataclass
+class RequestUsage:
+    """The work done for one request so far: prompt tokens computed (0 while it waits; the
+    whole prompt, cached tokens included, once its prefill is done) and tokens generated
+    over all its choices."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+
+    def __add__(self, other: RequestUsage) -> RequestUsage:
+        return RequestUsage(
+            self.prompt_tokens + other.prompt_tokens,
+            self.completion_tokens + other.completion_tokens,
+            self.cached_tokens + other.cached_tokens,
+        )
+
+
+@dataclass
 class CompletionDelta:
     """What one engine step produced for one choice of one request.
 
     ``text`` is the newly decoded text (stop strings already cut, never split inside a
     UTF-8 character). ``finish_reason`` is set on the last delta of a choice:
-    ``"stop"``, ``"length"`` or ``"abort"``. Token counts are running totals.
+    ``"stop"``, ``"length"``, ``"abort"`` or ``"error"``. Token counts are running totals.
+    An ``"error"`` delta names what went wrong (``error``, ``error_code``, ``error_status``:
+    400 when the request alone failed while the step served others, 500 when nothing in the
+    step could be served); ``"error"`` and ``"abort"`` deltas carry the request's ``usage``.
     """
 
     request_id: str
@@ -76,6 +106,10 @@ class CompletionDelta:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
+    error: str | None = None
+    error_code: str | None = None
+    error_status: int = 500
+    usage: RequestUsage | None = None
 
 
 @dataclass
@@ -89,6 +123,7 @@ class EngineStats:
     prompt_tokens_total: int = 0
     generation_tokens_total: int = 0
     preemptions_total: int = 0
+    failed_total: int = 0  # requests that ended with an error
 
     @property
     def kv_usage(self) -> float:
