@@ -172,8 +172,12 @@ async def health(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
+async def loading_health(request: Request) -> Response:
+    return JSONResponse({"status": "starting"}, status_code=503, headers={"Retry-After": "7"})
+
+
 def _routes() -> list[Route]:
-    routes = [Route("/health", health)]
+    routes = [Route("/health", health), Route("/loading/health", loading_health)]
     prefixes = ("", "/fail", "/slow", "/drop", "/paced/{ms:int}", "/delay/{ms:int}")
     for prefix in (*prefixes, "/nousage", "/unauth", "/loading", "/echo"):
         routes += [

@@ -1,14 +1,51 @@
-"""Liveness and readiness probes, JSON."""
+"""Liveness and readiness probes, JSON.
+
+``/healthz`` says the process is up. ``/readyz`` says whether this gateway can serve: the
+database and Redis answer, and, where deployments point at Switchyard model workers, at least
+one of those workers has loaded its model (a worker answers its ``/health`` with 503
+``starting`` until then). A gateway whose workers are all still loading reports
+``starting`` with 503, so a load balancer sends it no traffic yet.
+"""
 
 from __future__ import annotations
 
 import time
 
+import httpx
 from django.db import connection
 from django.http import JsonResponse
 
 from switchyard.redis_client import get_redis
 from switchyard.tasks import HEARTBEAT_KEY
+
+WORKER_PROBE_SECONDS = 2.0
+
+
+def _worker_readiness() -> dict[str, str]:
+    """Each enabled local-worker deployment's state: ready, starting or unreachable."""
+    from serving.health_checks import health_url
+    from serving.models import Deployment
+
+    workers = list(
+        Deployment.objects.filter(enabled=True, kind="local_worker").values_list("name", "base_url")
+    )
+    states: dict[str, str] = {}
+    if not workers:
+        return states
+    with httpx.Client(timeout=WORKER_PROBE_SECONDS) as client:
+        for name, base_url in workers:
+            try:
+                resp = client.get(health_url(base_url))
+            except httpx.HTTPError:
+                states[name] = "unreachable"
+                continue
+            if resp.status_code == 200:
+                states[name] = "ready"
+            elif resp.status_code == 503:
+                states[name] = "starting"
+            else:
+                states[name] = f"http {resp.status_code}"
+    return states
 
 
 def healthz(request):
@@ -39,8 +76,18 @@ def readyz(request):
     except Exception as exc:  # noqa: BLE001
         ok = False
         checks["redis"] = {"ok": False, "error": type(exc).__name__}
+    status = "ok" if ok else "unavailable"
+    if ok:
+        try:
+            workers = _worker_readiness()
+        except Exception as exc:  # noqa: BLE001 - reported, never a 500
+            workers = {"error": type(exc).__name__}
+        checks["model_workers"] = workers
+        if workers and "ready" not in workers.values():
+            ok = False
+            status = "starting" if "starting" in workers.values() else "unavailable"
     body = {
-        "status": "ok" if ok else "unavailable",
+        "status": status,
         "checks": checks,
         "elapsed_ms": round((time.perf_counter() - started) * 1000, 1),
     }

@@ -23,3 +23,22 @@ def test_readyz_reports_celery_heartbeat_age(client, db):
     age = client.get("/readyz").json()["checks"]["celery"]["heartbeat_age_s"]
     assert age is not None and 0 <= age < 5
     assert float(get_redis().get(HEARTBEAT_KEY)) <= time.time()
+
+
+def test_readyz_says_starting_until_a_model_worker_is_ready(client, db, upstream_url):
+    from serving.deployments import deployment_set
+
+    # A worker still loading answers its /health with 503: the gateway is not ready yet.
+    dep = deployment_set(
+        name="loading-worker", model="m", base_url=f"{upstream_url}/loading/v1", kind="local_worker"
+    )
+    r = client.get("/readyz")
+    assert r.status_code == 503
+    assert r.json()["status"] == "starting"
+    assert r.json()["checks"]["model_workers"] == {"loading-worker": "starting"}
+    deployment_set(name="ready-worker", model="m", base_url=f"{upstream_url}/v1",
+                   kind="local_worker")  # fmt: skip
+    r = client.get("/readyz")
+    assert r.status_code == 200, r.json()
+    assert r.json()["checks"]["model_workers"]["ready-worker"] == "ready"
+    dep.delete()
