@@ -12,8 +12,9 @@ Server → client:
   {"type": "cancelled", "id": "c1"}
   {"type": "error", "id": "c1" | null, "error": {"message", "type", "param", "code"}}
 
-Each request ends with exactly one ``done``, ``cancelled`` or ``error`` for its id. An error
-with ``"id": null`` is about the socket or a message that named no request in flight.
+Each request ends with ``done`` or ``cancelled``, or with ``error`` (one per failed choice of
+a stream): nothing more is sent for that id afterwards. An error with ``"id": null`` is about
+the socket or about a message that named no request in flight.
 
 A socket lives as long as its client: there is no channel layer behind it (nothing here uses
 group messaging) and no timeout but the server's keepalive pings, which a live client answers.
@@ -74,7 +75,8 @@ class StreamConsumer(AsyncWebsocketConsumer):
         self.authorization: str | None = None
         client = self.scope.get("client")
         self.client: str | None = client[0] if client else None
-        self.tasks: dict[str, asyncio.Task] = {}
+        self.tasks: dict[str, asyncio.Task] = {}  # requests in flight, by client id
+        self.ending: set[asyncio.Task] = set()  # ended for the client, still being metered
         self.closing_error: GatewayError | None = None
         self.closed = False
         self._unwatch = None
@@ -102,27 +104,44 @@ class StreamConsumer(AsyncWebsocketConsumer):
     async def _send_error(self, request_id: str | None, error: GatewayError) -> None:
         await self._send({"type": "error", "id": request_id, **error.body()})
 
+    async def _end(self, request_id: str, *events: dict[str, Any]) -> None:
+        """Send a request's last events, once: whoever ends a request first (the request
+        itself, a cancel, the socket failing) is the only one heard."""
+        if self.tasks.pop(request_id, None) is not None:
+            for event in events:
+                await self._send(event)
+
+    def _cancel(self, request_id: str) -> None:
+        """Stop a request; it meters what it produced (client-closed) after its end is sent."""
+        task = self.tasks.get(request_id)
+        if task is not None and task.cancel():
+            self.ending.add(task)
+            task.add_done_callback(self.ending.discard)
+
     async def _cancel_all(self) -> None:
-        tasks = list(self.tasks.values())
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
+        for request_id in list(self.tasks):
+            self._cancel(request_id)
+        self.tasks.clear()
+        for task in list(self.ending):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
 
     async def _fail(self, error: GatewayError) -> None:
-        """End the socket for ``error``: each request in flight ends with it, then the socket
-        gets it and is closed."""
+        """End the socket for ``error``: each request in flight ends with it at once, then
+        the socket gets it and is closed; the cancelled requests are metered after that."""
         if self.closed or self.closing_error is not None:
             return
         self.closing_error = error
         self._stop_watching()
-        await self._cancel_all()
+        for request_id in list(self.tasks):
+            self._cancel(request_id)
+            await self._end(request_id, {"type": "error", "id": request_id, **error.body()})
         await self._send_error(None, error)
         if not self.closed:
             self.closed = True
             with contextlib.suppress(Exception):
                 await self.close(code=close_code(error))
+        await self._cancel_all()
 
     # ---- authentication -----------------------------------------------------------------
 
@@ -231,8 +250,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
             )
             return
         if kind == "cancel":
-            task = self.tasks.get(request_id)
-            if task is None:
+            if request_id not in self.tasks:
                 await self._send_error(
                     None,
                     invalid(
@@ -242,7 +260,8 @@ class StreamConsumer(AsyncWebsocketConsumer):
                     ),
                 )
             else:
-                task.cancel()
+                self._cancel(request_id)
+                await self._end(request_id, {"type": "cancelled", "id": request_id})
             return
         await self._request(request_id, content)
 
@@ -287,27 +306,21 @@ class StreamConsumer(AsyncWebsocketConsumer):
             errors = []
             async for chunk in chunks:
                 if "error" in chunk and "choices" not in chunk:
-                    errors.append(chunk)  # sent last: an error ends the request
+                    errors.append({"type": "error", "id": request_id, **chunk})  # sent last
                     continue
                 await self._send({"type": "chunk", "id": request_id, "data": chunk})
-            for error in errors:
-                await self._send({"type": "error", "id": request_id, **error})
-            if not errors:
-                await self._send({"type": "done", "id": request_id})
+            end = errors or [{"type": "done", "id": request_id}]
         except GatewayError as exc:
-            await self._send_error(request_id, exc)
+            end = [{"type": "error", "id": request_id, **exc.body()}]
         except asyncio.CancelledError:
+            # Ended for the client by whoever cancelled; the stream meters what it produced.
             if chunks is not None:
                 await asyncio.shield(chunks.aclose())
-            if self.closing_error is not None:
-                await self._send_error(request_id, self.closing_error)
-            else:
-                await self._send({"type": "cancelled", "id": request_id})
+            raise
         except Exception:
             log.exception("websocket: request %s failed", call.request_id)
             if chunks is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.shield(chunks.aclose())
-            await self._send_error(request_id, internal_error())
-        finally:
-            self.tasks.pop(request_id, None)
+            end = [{"type": "error", "id": request_id, **internal_error().body()}]
+        await self._end(request_id, *end)

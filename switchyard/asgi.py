@@ -6,6 +6,9 @@ classes, and in an async stack each adds thread hops to every request, serialise
 thread; measured, that capped one gateway process far below its event loop's capacity
 (benchmarks/RESULTS.md, "Gateway"). So ``/v1/`` has a Django handler of its own with no
 middleware: same URLconf, same views, async end to end.
+
+In front of everything, :class:`switchyard.edge.EdgeLimits` enforces the request-body and
+WebSocket-message limits before anything reads a body.
 """
 
 import os
@@ -20,6 +23,7 @@ from django.core.handlers.asgi import ASGIHandler  # noqa: E402
 from django.core.handlers.exception import convert_exception_to_response  # noqa: E402
 
 from serving.routing import websocket_urlpatterns  # noqa: E402
+from switchyard.edge import EdgeLimits  # noqa: E402
 
 API_PREFIX = "/v1/"
 
@@ -53,9 +57,11 @@ async def http_app(scope, receive, send) -> None:
     await app(scope, receive, send)
 
 
-application = ProtocolTypeRouter(
-    {
-        "http": http_app,
-        "websocket": URLRouter(websocket_urlpatterns),
-    }
+application = EdgeLimits.from_settings(
+    ProtocolTypeRouter(
+        {
+            "http": http_app,
+            "websocket": URLRouter(websocket_urlpatterns),
+        }
+    )
 )

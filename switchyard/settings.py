@@ -127,12 +127,10 @@ CACHES = {
     }
 }
 
-CHANNEL_LAYERS = {
-    "default": {
-        "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL]},
-    }
-}
+# No channel layer: nothing uses Channels' group messaging, and a consumer subscribed to a Redis
+# layer died with its socket when the layer's blocking read outlived redis-py's 5 s read timeout
+# (every WebSocket closed 5 s after it opened).
+CHANNEL_LAYERS: dict = {}
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -205,6 +203,15 @@ SWITCHYARD_REDIS_MAX_CONNECTIONS = env.int("SWITCHYARD_REDIS_MAX_CONNECTIONS", d
 # Who may scrape the gateway's /metrics without an operator login (its labels name tenants).
 METRICS_ALLOWED_IPS = env.list("METRICS_ALLOWED_IPS", default=["127.0.0.1", "::1"])
 SWITCHYARD_MAX_BODY_BYTES = env.int("SWITCHYARD_MAX_BODY_BYTES", default=1_048_576)
+# One WebSocket message at most (switchyard/edge.py; larger closes the socket with 1009).
+SWITCHYARD_MAX_WS_MESSAGE_BYTES = env.int("SWITCHYARD_MAX_WS_MESSAGE_BYTES", default=1_048_576)
+# API key authentication (tenants/auth.py): usable keys cached per process (refusals get a
+# tenth of that), and failures allowed per client address per window before 429s.
+SWITCHYARD_AUTH_CACHE_SIZE = env.int("SWITCHYARD_AUTH_CACHE_SIZE", default=10_000)
+SWITCHYARD_AUTH_FAILURE_LIMIT = env.int("SWITCHYARD_AUTH_FAILURE_LIMIT", default=30)
+SWITCHYARD_AUTH_FAILURE_WINDOW_SECONDS = env.float(
+    "SWITCHYARD_AUTH_FAILURE_WINDOW_SECONDS", default=60.0
+)
 # Django refuses larger bodies itself; keep its limit above ours so we answer the 413.
 DATA_UPLOAD_MAX_MEMORY_SIZE = SWITCHYARD_MAX_BODY_BYTES * 4
 # Redis streams (usage, request log, cache writes) are capped near this many entries.
