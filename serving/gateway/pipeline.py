@@ -6,8 +6,9 @@ tenant's limits (body size is enforced earlier still, at the ASGI edge):
     authenticate  key → tenant, tier                       (tenants.auth)
     validate      OpenAI schema, bounded numbers            (validation; linear in the body)
     route         public model → deployment                 (routing: the seam)
-    context       prompt estimate against the window        (arithmetic)
     admit         rate limits + budget reservation          (ratelimit, budget)
+    context       prompt estimate against the window        (arithmetic; after admission,
+                                                             so oversized prompts count)
     screen        blocklist, PII redaction                  (filters; linear, off the loop
                                                              when the prompt is large)
     call          upstream, JSON or stream                  (upstream, failover)
@@ -193,6 +194,7 @@ class Call:
     cache_plan: Any = None
     response_for_log: dict[str, Any] | None = None
     admitted: bool = False
+    context_error: GatewayError | None = None
     finished: bool = False
 
     @property
@@ -280,8 +282,8 @@ class Gateway:
             raise GatewayError(401, exc.message, code=code) from None
 
     async def begin(self, call: Call) -> None:
-        """Everything before the upstream call, cheap stages first: validate, route, check
-        the context, admit (rate limits, budget), then screen the content. A refusal is
+        """Everything before the upstream call, cheap stages first: validate, route, admit
+        (rate limits, budget), check the context, then screen the content. A refusal is
         logged (and any reservation released) before the ``GatewayError`` propagates."""
         try:
             await self.aprepare(call)
@@ -290,6 +292,8 @@ class Gateway:
             await self.log_refusal(call, exc)
             raise
         try:
+            if call.context_error is not None:
+                raise call.context_error
             await self.screen(call)
         except BaseException as exc:
             if isinstance(exc, GatewayError):
@@ -360,7 +364,9 @@ class Gateway:
                 call.max_output = min(cap, room) * int(call.body.get("n") or 1)
                 needed = floor + 1
             if needed > window:
-                raise invalid(
+                # Raised after admission (begin): an oversized prompt counts against the
+                # tenant's request limit like any other, so floods of them are throttled.
+                call.context_error = invalid(
                     f"This model's maximum context length is {window} tokens; you asked for "
                     f"about {floor} prompt tokens plus "
                     f"{max(needed - floor, 1)} completion tokens.",
