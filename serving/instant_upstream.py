@@ -8,8 +8,9 @@ and then breaks the connection, ``/paced/<ms>/v1`` waits ``ms`` milliseconds bef
 (a long stream from a slow model), ``/delay/<ms>/v1`` waits ``ms`` milliseconds before
 answering, ``/nousage/v1`` never reports usage, ``/unauth/v1`` refuses the operator's key
 (401, with a provider message that must not reach tenants), ``/loading/v1`` answers 503
-``model_loading`` with ``Retry-After`` like a model worker still loading, and ``/echo/v1``
-adds the body it received as ``x_received`` (non-streaming).
+``model_loading`` with ``Retry-After`` like a model worker still loading, ``/echo/v1``
+adds the body it received as ``x_received`` (non-streaming), and ``/badreq/v1`` blames the
+request: a 400, or in a stream two tokens and then an ``invalid_request_error`` event.
 
 Run: ``python -m serving.instant_upstream --port 8300`` (uvicorn, no Django).
 """
@@ -50,7 +51,7 @@ def _words(body: dict, endpoint: str) -> tuple[list[str], int]:
 
 def _mode(request: Request) -> str:
     first = request.url.path.strip("/").split("/")[0]
-    modes = ("fail", "slow", "drop", "delay", "nousage", "unauth", "loading", "echo")
+    modes = ("fail", "slow", "drop", "delay", "nousage", "unauth", "loading", "echo", "badreq")
     return first if first in modes else "ok"
 
 
@@ -68,6 +69,10 @@ async def _completion(request: Request, endpoint: str) -> Response:
     if mode == "unauth":
         return JSONResponse(
             {"error": {"message": "Incorrect API key provided: sk-op***", "type": "auth"}}, 401
+        )
+    if mode == "badreq" and not (await request.json()).get("stream"):
+        return JSONResponse(
+            {"error": {"message": "bad", "type": "invalid_request_error", "param": "x"}}, 400
         )
     if mode == "loading":
         return JSONResponse(
@@ -126,6 +131,10 @@ async def _completion(request: Request, endpoint: str) -> Response:
                 await asyncio.sleep(pace)
             if mode == "drop" and i == 3:
                 raise ConnectionResetError("instant upstream: dropping the stream on purpose")
+            if mode == "badreq" and i == 2:
+                err = {"message": "bad", "type": "invalid_request_error", "param": "x"}
+                yield b"data: " + json.dumps({"error": err}).encode() + b"\n\n"
+                return
             yield chunk(w if i == 0 else " " + w, None)
         yield chunk(None, finish)
         if mode != "nousage" and (body.get("stream_options") or {}).get("include_usage"):
@@ -179,7 +188,7 @@ async def loading_health(request: Request) -> Response:
 def _routes() -> list[Route]:
     routes = [Route("/health", health), Route("/loading/health", loading_health)]
     prefixes = ("", "/fail", "/slow", "/drop", "/paced/{ms:int}", "/delay/{ms:int}")
-    for prefix in (*prefixes, "/nousage", "/unauth", "/loading", "/echo"):
+    for prefix in (*prefixes, "/nousage", "/unauth", "/loading", "/echo", "/badreq"):
         routes += [
             Route(f"{prefix}/v1/chat/completions", chat, methods=["POST"]),
             Route(f"{prefix}/v1/completions", completions, methods=["POST"]),

@@ -117,3 +117,28 @@ def test_a_non_streaming_client_that_leaves_releases_its_slot_and_is_logged(
     assert gone.error_code == "client_closed"
     # The budget and tokens-per-minute reservations were settled, not left at the worst case.
     assert not get_redis().keys(f"*{gone.request_id}*")
+
+
+def test_errors_the_request_caused_are_not_retried_and_never_cool_a_deployment(
+    make_caller, upstream_url, price
+):
+    from serving.health import DeploymentHealthSync
+
+    caller = make_caller(requests_per_minute=1000)
+    deployment_set(name="instant", model=MODEL, base_url=f"{upstream_url}/badreq/v1", weight=1000)
+    deployment_set(name="instant-2", model=MODEL, base_url=f"{upstream_url}/v1", weight=1)
+    for _ in range(6):
+        r = caller.post("/chat/completions", {"model": MODEL, "messages": MSG, "max_tokens": 9})
+        assert r.status_code == 400, r.text  # the caller's own error, not retried elsewhere
+        assert "deployment=instant;" in r.headers["x-switchyard-route"]
+        with httpx.stream(
+            "POST",
+            f"{caller.base_url}/v1/chat/completions",
+            json={"model": MODEL, "messages": MSG, "max_tokens": 9, "stream": True},
+            headers={"Authorization": f"Bearer {caller.key}"},
+            timeout=30,
+        ) as s:
+            lines = [line for line in s.iter_lines() if line.startswith("data:")]
+        assert "invalid_request_error" in lines[-1] and "data: [DONE]" not in lines
+    state = DeploymentHealthSync(get_redis()).snapshot(["instant"])["instant"]
+    assert state.fails == 0 and not state.cooling()
