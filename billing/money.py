@@ -22,6 +22,7 @@ def usd_cents(micro: int) -> str:
 
 def usd_per_mtok(micro_per_mtok: int) -> str:
     """A unit price, ``$0.15 / Mtok``; shows as many decimals as it needs (up to six)."""
-    text = f"{micro_to_usd(micro_per_mtok):f}".rstrip("0")
+    text = f"{micro_to_usd(micro_per_mtok):f}"
+    text = text.rstrip("0") if "." in text else text  # "0" (a free model) stays "0"
     whole, _, frac = text.partition(".")
     return f"${int(whole):,}.{frac.ljust(2, '0')}"

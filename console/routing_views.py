@@ -121,8 +121,8 @@ def rule_list(request):
 
 
 @admin_required
-def tier_routing_edit(request, name: str):
-    tier = get_object_or_404(Tier, name=name)
+def tier_routing_edit(request, pk: int):
+    tier = get_object_or_404(Tier, pk=pk)
     form = TierRoutingForm(request.POST or None, initial=TierRoutingForm.initial_for(tier))
     if request.method == "POST" and form.is_valid():
         try:
@@ -130,7 +130,7 @@ def tier_routing_edit(request, name: str):
         except ValidationError as exc:
             apply_errors(form, exc, {"request_budget_micro_usd": "request_budget_usd"})
         else:
-            messages.success(request, f"Routing settings of tier {name} saved.")
+            messages.success(request, f"Routing settings of tier {tier.name} saved.")
             return redirect("console:rule-list")
     return render(request, "console/routing/tier_form.html", {"form": form, "tier": tier})
 
@@ -153,8 +153,8 @@ def group_create(request):
 
 
 @admin_required
-def group_edit(request, name: str):
-    return _group_form_view(request, get_object_or_404(ModelGroup, name=name))
+def group_edit(request, pk: int):
+    return _group_form_view(request, get_object_or_404(ModelGroup, pk=pk))
 
 
 def _rule_form_view(request, rule: RoutingRule | None):

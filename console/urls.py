@@ -1,7 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path, re_path
 
-from console import billing_views, cache_views, routing_views, views
+from console import billing_views, cache_views, dead_letter_views, routing_views, views
 
 app_name = "console"
 
@@ -35,8 +35,9 @@ urlpatterns = [
     ),
     path("tiers/", views.tier_list, name="tier-list"),
     path("tiers/new/", views.tier_create, name="tier-create"),
-    path("tiers/<str:name>/edit/", views.tier_edit, name="tier-edit"),
-    path("tiers/<str:name>/delete/", views.tier_delete, name="tier-delete"),
+    # Names are free text (any character): objects are addressed by primary key in URLs.
+    path("tiers/<int:pk>/edit/", views.tier_edit, name="tier-edit"),
+    path("tiers/<int:pk>/delete/", views.tier_delete, name="tier-delete"),
     path("audit/", views.audit_list, name="audit"),
     path("traffic/", views.traffic, name="traffic"),
     path("playground/", views.playground, name="playground"),
@@ -75,11 +76,22 @@ urlpatterns = [
     path("routing/rules/<int:pk>/edit/", routing_views.rule_edit, name="rule-edit"),
     path("routing/rules/<int:pk>/delete/", routing_views.rule_delete, name="rule-delete"),
     path("routing/groups/new/", routing_views.group_create, name="group-create"),
-    path("routing/groups/<str:name>/edit/", routing_views.group_edit, name="group-edit"),
+    path("routing/groups/<int:pk>/edit/", routing_views.group_edit, name="group-edit"),
     path("routing/test/", routing_views.test_route, name="test-route"),
     path("billing/prices/", billing_views.prices, name="billing-prices"),
     path("billing/prices/add/", billing_views.price_add, name="billing-price-add"),
     path("billing/terms/add/", billing_views.terms_add, name="billing-terms-add"),
     path("billing/contacts/", billing_views.contacts_set, name="billing-contacts"),
-    path("routing/tiers/<str:name>/", routing_views.tier_routing_edit, name="plan-routing-edit"),
+    path("routing/tiers/<int:pk>/", routing_views.tier_routing_edit, name="plan-routing-edit"),
+    path("dead-letters/", dead_letter_views.dead_letter_list, name="dead-letters"),
+    path(
+        "dead-letters/<int:pk>/retry/",
+        dead_letter_views.dead_letter_retry,
+        name="dead-letter-retry",
+    ),
+    path(
+        "dead-letters/<int:pk>/delete/",
+        dead_letter_views.dead_letter_delete,
+        name="dead-letter-delete",
+    ),
 ]

@@ -12,6 +12,7 @@ from django.views.decorators.http import require_POST
 
 from console.decorators import admin_required, operator_required
 from console.forms import ApiKeyForm, BudgetForm, TenantForm, TierForm, apply_errors
+from console.params import query_param
 from serving.catalog import model_names
 from serving.live_usage import limits_and_usage
 from serving.selectors import request_log, traffic_figures
@@ -34,9 +35,9 @@ def dashboard(request):
 
 @operator_required
 def tenant_list(request):
-    q = request.GET.get("q", "").strip()
-    status = request.GET.get("status", "")
-    tier = request.GET.get("tier", "")
+    q = query_param(request, "q")
+    status = query_param(request, "status")
+    tier = query_param(request, "tier")
     tenants = selectors.tenant_list(q=q, status=status, tier=tier)
     ctx = {
         "tenants": tenants,
@@ -240,20 +241,20 @@ def tier_create(request):
 
 
 @admin_required
-def tier_edit(request, name: str):
-    return _tier_form_view(request, get_object_or_404(Tier, name=name))
+def tier_edit(request, pk: int):
+    return _tier_form_view(request, get_object_or_404(Tier, pk=pk))
 
 
 @require_POST
 @admin_required
-def tier_delete(request, name: str):
-    tier = get_object_or_404(Tier, name=name)
+def tier_delete(request, pk: int):
+    tier = get_object_or_404(Tier, pk=pk)
     try:
         services.tier_delete(tier=tier, actor=request.user)
     except TenantsError as exc:
         messages.error(request, exc.message)
     else:
-        messages.success(request, f"Tier {name} deleted.")
+        messages.success(request, f"Tier {tier.name} deleted.")
     return redirect("console:tier-list")
 
 
@@ -278,8 +279,8 @@ def _diff(event: AuditEvent) -> list[dict]:
 
 @operator_required
 def audit_list(request):
-    q = request.GET.get("q", "").strip()
-    action = request.GET.get("action", "")
+    q = query_param(request, "q")
+    action = query_param(request, "action")
     page = Paginator(selectors.audit_list(q=q, action=action), 50).get_page(request.GET.get("page"))
     events = [{"event": e, "diff": _diff(e)} for e in page]
     actions = AuditEvent.objects.order_by().values_list("action", flat=True).distinct()
@@ -295,9 +296,9 @@ def audit_list(request):
 
 def _log_filters(request) -> dict:
     return {
-        "status": request.GET.get("status", ""),
-        "model": request.GET.get("model", ""),
-        "q": request.GET.get("q", "").strip(),
+        "status": query_param(request, "status"),
+        "model": query_param(request, "model"),
+        "q": query_param(request, "q"),
     }
 
 

@@ -48,5 +48,9 @@ def request_log(*, tenant=None, status: str = "", model: str = "", q: str = "", 
     if model:
         qs = qs.filter(model=model)
     if q:
-        qs = qs.filter(Q(request_id__icontains=q) | Q(error_code__icontains=q))
+        qs = qs.filter(
+            Q(request_id__icontains=q)
+            | Q(client_request_id__icontains=q)
+            | Q(error_code__icontains=q)
+        )
     return qs[:limit]

@@ -258,14 +258,17 @@ class StreamIngestor:
         """One storable row from one entry's fields (raises if the entry is unusable)."""
         return fit_row(self.build([fields])[0], numbers=self.lenient_numbers)
 
-    def _lock(self) -> None:
-        if self.advisory_lock is not None:
-            with transaction.get_connection().cursor() as cur:
+    def _prepare(self) -> None:
+        """At the start of an insert transaction: check foreign keys per statement (so a bad
+        row fails here even inside an outer transaction), and take the shared lock."""
+        with transaction.get_connection().cursor() as cur:
+            cur.execute("SET CONSTRAINTS ALL IMMEDIATE")
+            if self.advisory_lock is not None:
                 cur.execute("SELECT pg_advisory_xact_lock_shared(%s)", [self.advisory_lock])
 
     def _insert(self, rows: list[models.Model], *, copy: bool) -> None:
         with transaction.atomic():
-            self._lock()
+            self._prepare()
             if copy:
                 self._copy_insert(rows)
             else:

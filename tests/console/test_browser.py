@@ -186,7 +186,7 @@ def test_admin_manages_tiers(page, live_server, shot, cast, tier):
         600, ["smollm2-135m-instruct"], 2.5)  # fmt: skip
     assert (pro.semantic_cache_ttl_seconds, pro.allow_model_override) == (900, False)
 
-    page.click("a[href='/tiers/pro/edit/']")
+    page.click(f"a[href='/tiers/{pro.pk}/edit/']")
     page.fill("#id_tokens_per_day", "5000000")
     shot("tier-edit")
     page.click("button:has-text('Save')")

@@ -106,11 +106,12 @@ def test_tier_form_sets_cache_switches_price_and_cap(client, alice, tier):
     client.force_login(alice)
     data = {
         "name": "standard", "requests_per_minute": 60, "tokens_per_minute": 100_000,
-        "tokens_per_day": 1_000_000, "max_concurrent_requests": 4, "fairness_weight": 1,
+        "tokens_per_day": 1_000_000, "max_concurrent_requests": 4, "max_output_tokens": 0,
+        "fairness_weight": 1,
         "semantic_cache_threshold": 0.9, "semantic_cache_ttl_seconds": 120,
         "semantic_cache_enabled": "on", "cache_hit_price_percent": 10, "cache_max_entries": 500,
     }  # fmt: skip
-    r = client.post("/tiers/standard/edit/", data)
+    r = client.post(f"/tiers/{tier.pk}/edit/", data)
     assert r.status_code == 302, r.content.decode()[:2000]
     tier = Tier.objects.get(name="standard")
     assert (tier.exact_cache_enabled, tier.semantic_cache_enabled) == (False, True)
@@ -120,6 +121,6 @@ def test_tier_form_sets_cache_switches_price_and_cap(client, alice, tier):
 
 def test_tier_form_refuses_a_price_over_100_percent(client, alice, tier):
     client.force_login(alice)
-    r = client.post("/tiers/standard/edit/", {"name": "standard", "cache_hit_price_percent": 150})
+    r = client.post(f"/tiers/{tier.pk}/edit/", {"name": "standard", "cache_hit_price_percent": 150})
     assert r.status_code == 200
     assert "less than or equal to 100" in r.content.decode()

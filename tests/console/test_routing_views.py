@@ -143,11 +143,11 @@ def test_the_dry_run_says_why_a_request_would_be_refused(client, bob, tenant_a):
 
 def test_admin_sets_a_tiers_quality_floor_and_request_budget(client, alice, bob, tier):
     client.force_login(bob)
-    assert client.post(f"/routing/tiers/{tier.name}/", {"quality_floor": 0.5}).status_code == 403
+    assert client.post(f"/routing/tiers/{tier.pk}/", {"quality_floor": 0.5}).status_code == 403
     client.force_login(alice)
-    resp = client.post(f"/routing/tiers/{tier.name}/", {"quality_floor": 1.5})
+    resp = client.post(f"/routing/tiers/{tier.pk}/", {"quality_floor": 1.5})
     assert "less than or equal to 1.0" in resp.content.decode()
-    resp = client.post(f"/routing/tiers/{tier.name}/",
+    resp = client.post(f"/routing/tiers/{tier.pk}/",
                        {"quality_floor": 0.9, "request_budget_usd": "0.0025"})  # fmt: skip
     assert resp.status_code == 302
     tier.refresh_from_db()

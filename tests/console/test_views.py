@@ -21,7 +21,8 @@ PAGES = [
     "/traffic/",
     "/playground/",
 ]
-ADMIN_ONLY_PAGES = ["/tenants/new/", "/tenants/acme/edit/", "/tiers/new/", "/tiers/standard/edit/"]
+# Tiers are addressed by primary key ({tier} is the standard tier's).
+ADMIN_ONLY_PAGES = ["/tenants/new/", "/tenants/acme/edit/", "/tiers/new/", "/tiers/{tier}/edit/"]
 
 TIER_DATA = {
     "name": "pro",
@@ -29,6 +30,7 @@ TIER_DATA = {
     "tokens_per_minute": 1_000_000,
     "tokens_per_day": 20_000_000,
     "max_concurrent_requests": 16,
+    "max_output_tokens": 0,
     "allowed_models": ["smollm2-135m-instruct"],
     "default_model": "smollm2-135m-instruct",
     "fairness_weight": 2,
@@ -62,6 +64,7 @@ def test_every_page_renders_for_admin_and_viewer(client, alice, bob, tenant_a, u
 
 @pytest.mark.parametrize("url", ADMIN_ONLY_PAGES)
 def test_forms_render_for_admin_and_are_refused_to_viewer(client, alice, bob, tenant_a, url):
+    url = url.format(tier=tenant_a.tier.pk)
     client.force_login(alice)
     assert client.get(url).status_code == 200
     client.force_login(bob)
@@ -71,7 +74,7 @@ def test_forms_render_for_admin_and_are_refused_to_viewer(client, alice, bob, te
 
 @pytest.mark.parametrize("url", PAGES + ADMIN_ONLY_PAGES)
 def test_anonymous_is_sent_to_login(client, tenant_a, url):
-    r = client.get(url)
+    r = client.get(url.format(tier=tenant_a.tier.pk))
     assert r.status_code == 302 and r["Location"].startswith("/login/?next=")
 
 
@@ -154,8 +157,8 @@ def test_viewer_posts_get_403_and_change_nothing(as_bob, tenant_a):
         ),
         (f"/tenants/acme/budgets/{budget.pk}/delete/", {}),
         ("/tiers/new/", TIER_DATA),
-        ("/tiers/standard/edit/", TIER_DATA | {"name": "standard"}),
-        ("/tiers/standard/delete/", {}),
+        (f"/tiers/{tenant_a.tier.pk}/edit/", TIER_DATA | {"name": "standard"}),
+        (f"/tiers/{tenant_a.tier.pk}/delete/", {}),
     ]
     for url, data in posts:
         r = as_bob.post(url, data)
@@ -303,7 +306,7 @@ def test_create_and_edit_tier(as_alice):
         "blocklist": "foo, bar baz",
     }
     del edited["allow_model_override"]
-    r = as_alice.post("/tiers/pro/edit/", edited)
+    r = as_alice.post(f"/tiers/{pro.pk}/edit/", edited)
     assert r.status_code == 302
     pro.refresh_from_db()
     assert (pro.fairness_weight, pro.allowed_models, pro.blocklist) == (4.0, [], ["foo", "bar baz"])
@@ -329,11 +332,11 @@ def test_tier_form_refuses_duplicate_name_and_default_outside_allowed(as_alice, 
 
 
 def test_tier_delete_refused_while_in_use(as_alice, tier, tenant_a):
-    r = as_alice.post("/tiers/standard/delete/", follow=True)
+    r = as_alice.post(f"/tiers/{tier.pk}/delete/", follow=True)
     assert b"Tier standard is used by 1 tenant(s); move them first." in r.content
     assert Tier.objects.filter(name="standard").exists()
-    services.tier_create(name="spare")
-    r = as_alice.post("/tiers/spare/delete/", follow=True)
+    spare = services.tier_create(name="spare")
+    r = as_alice.post(f"/tiers/{spare.pk}/delete/", follow=True)
     assert b"Tier spare deleted." in r.content and not Tier.objects.filter(name="spare").exists()
 
 
