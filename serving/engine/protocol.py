@@ -7,7 +7,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from serving.engine.types import CompletionDelta, SamplingParams, TokenLogprob
+from serving.engine.types import GREEDY_TEMPERATURE, CompletionDelta, SamplingParams, TokenLogprob
 
 
 class ProtocolError(Exception):
@@ -73,12 +73,22 @@ def parse(body: Any, kind: str, tokenizer, model_name: str, max_model_len: int) 
                 raise ProtocolError("Each message needs a 'role'.", param=f"messages[{i}]")
             content = m.get("content") or ""
             if isinstance(content, list):
-                content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+                parts = [p.get("text") or "" for p in content if isinstance(p, dict)]
+                if not all(isinstance(t, str) for t in parts):
+                    raise ProtocolError(
+                        "Message content parts must be text.", param=f"messages[{i}].content"
+                    )
+                content = "".join(parts)
             if not isinstance(content, str):
                 raise ProtocolError("Message content must be text.", param=f"messages[{i}].content")
             role = "system" if m["role"] == "developer" else m["role"]
             norm.append({"role": role, "content": content})
-        prompt_ids = tokenizer.encode(tokenizer.apply_chat_template(norm))
+        try:
+            prompt_ids = tokenizer.encode(tokenizer.apply_chat_template(norm))
+        except Exception as exc:  # noqa: BLE001 - the template refuses these messages
+            raise ProtocolError(
+                f"These messages do not fit the model's chat template: {exc}", param="messages"
+            ) from None
     else:
         prompt = body.get("prompt")
         if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
@@ -134,9 +144,15 @@ def parse(body: Any, kind: str, tokenizer, model_name: str, max_model_len: int) 
     if not isinstance(opts, dict):
         raise ProtocolError("'stream_options' must be an object.", param="stream_options")
     seed = _int(body, "seed", -(2**63), 2**63 - 1, None)
+    temperature = _num(body, "temperature", 0, 2, 1.0)
+    top_p = _num(body, "top_p", 0, 1, 1.0)
+    if temperature < GREEDY_TEMPERATURE or top_p == 0:
+        # Greedy: a tinier temperature would overflow the logits (1e-300 is 0.0 in float32),
+        # and top_p 0 keeps only the most likely token.
+        temperature, top_p = 0.0, 1.0
     params = SamplingParams(
-        temperature=_num(body, "temperature", 0, 2, 1.0),
-        top_p=_num(body, "top_p", 0, 1, 1.0) or 1.0,
+        temperature=temperature,
+        top_p=top_p,
         top_k=_int(body, "top_k", -1, 10**6, 0) or 0,
         seed=None if seed is None else seed & 0x7FFF_FFFF_FFFF_FFFF,
         max_tokens=max_tokens,

@@ -4,9 +4,18 @@
     (or: manage.py serve_model ...)
 
 Endpoints: /v1/chat/completions, /v1/completions (JSON or SSE), /v1/embeddings, /v1/models,
-/health, /metrics. Tenant, fairness weight and priority come from the headers
-``x-switchyard-tenant``, ``x-switchyard-weight`` and ``x-switchyard-priority`` (the gateway
-sets them). A client that disconnects aborts its request: the engine frees its blocks.
+/v1/abort, /health and /readyz (readiness), /healthz (liveness), /metrics. Tenant, fairness
+weight and priority come from the headers ``x-switchyard-tenant``, ``x-switchyard-weight`` and
+``x-switchyard-priority`` (the gateway sets them); the prefix cache is salted by
+``x-switchyard-prefix-salt``, else by the tenant. A request is known by its ``x-request-id``
+to ``POST /v1/abort``. A client that disconnects aborts its request (queued, streaming or
+not): the engine frees its blocks.
+
+The port is bound at once and the model loads behind it: until it is loaded and has run a
+warm-up step, readiness answers 503 ``{"status": "starting"}`` and generation 503 with
+``Retry-After`` (``code: "model_loading"``). With an auth token (``--auth-token`` or
+``SWITCHYARD_WORKER_TOKEN``) every endpoint but health, readiness, liveness and metrics
+wants ``Authorization: Bearer <token>``. See docs/engine.md.
 """
 
 from __future__ import annotations
@@ -14,12 +23,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
+import hmac
+import ipaddress
 import json
 import logging
+import os
 import struct
 import time
-import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -40,17 +52,23 @@ from starlette.routing import Route
 from serving.engine import protocol
 from serving.engine.embeddings import DIMENSIONS, EMBEDDING_MODEL, DynamicBatcher, MiniLMEmbedder
 from serving.engine.engine import AsyncEngine
-from serving.engine.errors import EngineOverloaded
+from serving.engine.errors import EngineOverloaded, RequestFailed
 from serving.engine.protocol import ProtocolError
-from serving.engine.types import CompletionDelta, GenerationRequest
+from serving.engine.types import CompletionDelta, GenerationRequest, RequestUsage
 
 log = logging.getLogger("serving.engine.server")
 
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+TOKEN_ENV = "SWITCHYARD_WORKER_TOKEN"
+# Open without the token: probes and scrapes (they reveal load, never content).
+OPEN_PATHS = frozenset({"/health", "/healthz", "/livez", "/readyz", "/metrics"})
+RETRY_AFTER_LOADING = 5  # seconds, in Retry-After while the model loads
+MAX_BODY_BYTES = 8 << 20
+MAX_ID_CHARS = 256
 
 
 class WorkerMetrics:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: Callable[[], AsyncEngine | None]) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.engine = engine
         r = self.registry
@@ -78,7 +96,10 @@ class WorkerMetrics:
         r.register(self)
 
     def collect(self):
-        s = self.engine.stats()
+        engine = self.engine()
+        if engine is None:  # still loading
+            return
+        s = engine.stats()
         for name, doc, value in (
             ("switchyard_num_requests_running", "Sequences running.", s.running),
             ("switchyard_num_requests_waiting", "Sequences waiting.", s.waiting),
@@ -88,6 +109,7 @@ class WorkerMetrics:
             ("switchyard_prompt_tokens_total", "Prompt tokens computed.", s.prompt_tokens_total),
             ("switchyard_generation_tokens_total", "Tokens generated.", s.generation_tokens_total),
             ("switchyard_num_preemptions_total", "Sequences preempted.", s.preemptions_total),
+            ("switchyard_failed_requests_total", "Requests ended by an error.", s.failed_total),
         ):
             g = GaugeMetricFamily(name, doc)
             g.add_metric([], float(value))
@@ -97,98 +119,261 @@ class WorkerMetrics:
         return []
 
 
-def _error(exc: ProtocolError) -> JSONResponse:
-    return JSONResponse(exc.body(), status_code=exc.status)
+def _error(exc: ProtocolError, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
 
 
-def _tenant(request: Request) -> tuple[str, float, int]:
+def _failure_body(exc: RequestFailed) -> dict[str, Any]:
+    """The OpenAI error of a request that ended early, with the work it got (``usage``)."""
+    kind = "invalid_request_error" if exc.status < 500 else "server_error"
+    u = exc.usage
+    return {
+        "error": {"message": exc.message, "type": kind, "param": None, "code": exc.code},
+        "usage": protocol.usage(u.prompt_tokens, u.completion_tokens, u.cached_tokens),
+    }
+
+
+def _tenant(request: Request) -> tuple[str, float, int, str]:
+    """Tenant, fairness weight, priority and prefix-cache salt from the gateway's headers."""
     h = request.headers
     try:
-        weight = float(h.get("x-switchyard-weight", "1"))
-        priority = int(h.get("x-switchyard-priority", "0"))
+        weight = float(h.get("x-switchyard-weight", "1")[:32])
+        priority = int(h.get("x-switchyard-priority", "0")[:16])
     except ValueError as exc:
         raise ProtocolError("Bad x-switchyard-weight or x-switchyard-priority header.") from exc
     if not 0 < weight <= 1000:
         raise ProtocolError("x-switchyard-weight must be in (0, 1000].")
-    return h.get("x-switchyard-tenant", "default")[:64], weight, priority
+    tenant = h.get("x-switchyard-tenant", "default")[:64]
+    salt = h.get("x-switchyard-prefix-salt") or tenant
+    return tenant, weight, priority, salt[:MAX_ID_CHARS]
+
+
+def token_matches(header: str | None, token: str) -> bool:
+    """Whether an Authorization header carries ``Bearer <token>`` (constant time)."""
+    scheme, _, given = (header or "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        given.strip().encode("utf-8", "surrogateescape"), token.encode()
+    )
+
+
+class TokenAuth:
+    """ASGI middleware: with a token, every HTTP path outside ``OPEN_PATHS`` needs it."""
+
+    def __init__(self, app, token: str) -> None:
+        self.app = app
+        self.token = token
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope["path"] not in OPEN_PATHS:
+            header = None
+            for name, value in scope["headers"]:
+                if name == b"authorization":
+                    header = value.decode("latin-1")
+                    break
+            if not token_matches(header, self.token):
+                message = (
+                    "This model worker wants its token: send 'Authorization: Bearer <token>'."
+                    if header is None
+                    else "The worker token is not valid."
+                )
+                resp = _error(
+                    ProtocolError(message, code="invalid_api_key", status=401),
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
+                await resp(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+class ClientGone(Exception):
+    """The HTTP client disconnected while its request waited or ran."""
+
+
+async def _until_disconnect(request: Request, aw: Awaitable[Any]) -> Any:
+    """Await ``aw``; if the client disconnects first, cancel it and raise :class:`ClientGone`.
+
+    Cancelling a task that waits on the engine's generator aborts the request there (queued
+    or running) and frees its blocks."""
+
+    async def disconnected() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    work = asyncio.ensure_future(aw)
+    watch = asyncio.ensure_future(disconnected())
+    try:
+        await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:
+        work.cancel()
+        watch.cancel()
+        raise
+    watch.cancel()
+    if work.done():
+        return work.result()
+    work.cancel()
+    with contextlib.suppress(BaseException):
+        await work
+    raise ClientGone
 
 
 def build_app(
-    engine: AsyncEngine,
+    engine: AsyncEngine | None = None,
     embedder: MiniLMEmbedder | None = None,
     *,
+    loader: Callable[[], tuple[AsyncEngine, MiniLMEmbedder | None]] | None = None,
+    auth_token: str | None = None,
+    warm_up: bool = True,
+    on_load_failure: Callable[[BaseException], None] | None = None,
     max_batch: int = 32,
     max_wait_ms: float = 50,
-) -> Starlette:
-    """The Starlette app serving ``engine`` (and embeddings when ``embedder`` is given)."""
-    metrics = WorkerMetrics(engine)
-    batcher = (
-        DynamicBatcher(embedder, max_batch_size=max_batch, max_wait_ms=max_wait_ms)
-        if (embedder)
-        else None
-    )
+):
+    """The ASGI app serving ``engine`` (and embeddings when ``embedder`` is given).
+
+    With ``loader`` instead, the app answers at once and loads in the background: readiness
+    is 503 ``starting`` until the engine is loaded and warmed up (one short request), then
+    200 ``ready``. ``auth_token`` guards every path outside ``OPEN_PATHS``.
+    """
+
+    def current() -> AsyncEngine | None:
+        return app.state.engine if app.state.status == "ready" else None
+
+    metrics = WorkerMetrics(current)
+
+    async def bring_up(eng: AsyncEngine | None, emb: MiniLMEmbedder | None) -> None:
+        try:
+            if loader is not None:
+                eng, emb = await asyncio.to_thread(loader)
+            app.state.engine = eng
+            batcher = (
+                DynamicBatcher(emb, max_batch_size=max_batch, max_wait_ms=max_wait_ms)
+                if emb
+                else None
+            )
+            app.state.batcher = batcher
+            if warm_up:
+                started = time.perf_counter()
+                await asyncio.to_thread(eng.engine.warm_up)
+                log.info("warm-up step ran in %.2f s", time.perf_counter() - started)
+            await eng.start()
+            if batcher:
+                await batcher.start()
+            app.state.status = "ready"
+            log.info("ready: serving %s", eng.model_name)
+        except Exception as exc:  # noqa: BLE001 - reported by readiness and the log
+            log.exception("the model worker could not start")
+            app.state.status, app.state.error = "failed", f"{type(exc).__name__}: {exc}"
+            if on_load_failure is not None:
+                on_load_failure(exc)
 
     @asynccontextmanager
     async def lifespan(app):
-        await engine.start()
-        if batcher:
-            await batcher.start()
+        task = asyncio.create_task(bring_up(engine, embedder))
         try:
             yield
         finally:
-            if batcher:
-                await batcher.stop()
-            await engine.stop()
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+            if app.state.batcher:
+                await app.state.batcher.stop()
+            if app.state.engine is not None:
+                await app.state.engine.stop()
+
+    def not_ready() -> JSONResponse:
+        if app.state.status == "failed":
+            return _error(
+                ProtocolError(
+                    f"The model worker failed to start: {app.state.error}",
+                    code="model_load_failed",
+                    status=503,
+                )
+            )
+        return _error(
+            ProtocolError(
+                "The model is loading; retry in a few seconds.", code="model_loading", status=503
+            ),
+            headers={"Retry-After": str(RETRY_AFTER_LOADING)},
+        )
 
     async def read_json(request: Request) -> Any:
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+            raise ProtocolError(
+                f"The request body is larger than {MAX_BODY_BYTES} bytes.",
+                code="request_too_large",
+                status=413,
+            )
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                raise ProtocolError(
+                    f"The request body is larger than {MAX_BODY_BYTES} bytes.",
+                    code="request_too_large",
+                    status=413,
+                )
+            chunks.append(chunk)
         try:
-            return json.loads(await request.body())
-        except ValueError:
+            return json.loads(b"".join(chunks))
+        except (ValueError, RecursionError):
             raise ProtocolError(
                 "We could not parse the JSON body of your request.", code="invalid_json"
             ) from None
 
     async def completions(request: Request, kind: str) -> Response:
+        eng = current()
+        if eng is None:
+            return not_ready()
         try:
             body = await read_json(request)
-            parsed = protocol.parse(
-                body, kind, engine.tokenizer, engine.model_name, engine.max_model_len
+            parsed = await asyncio.to_thread(
+                protocol.parse, body, kind, eng.tokenizer, eng.model_name, eng.max_model_len
             )
-            if parsed.model != engine.model_name:
+            if parsed.model != eng.model_name:
                 raise ProtocolError(
                     f"The model `{parsed.model}` does not exist on this worker "
-                    f"(it serves `{engine.model_name}`).",
+                    f"(it serves `{eng.model_name}`).",
                     param="model",
                     code="model_not_found",
                     status=404,
                 )
-            tenant, weight, priority = _tenant(request)
+            tenant, weight, priority, salt = _tenant(request)
         except ProtocolError as exc:
             return _error(exc)
         rid = protocol.new_id(kind)
         greq = GenerationRequest(
-            request_id=request.headers.get("x-request-id") or rid + uuid.uuid4().hex[:6],
+            request_id=rid,
             prompt_token_ids=parsed.prompt_ids,
             params=parsed.params,
             tenant=tenant,
             weight=weight,
             priority=priority,
+            cache_salt=salt,
         )
         try:
-            engine.validate(greq)
+            eng.validate(greq)
         except ValueError as exc:
             return _error(ProtocolError(str(exc)))
         started = time.perf_counter()
         created = protocol.now()
+        key = (request.headers.get("x-request-id") or "")[:MAX_ID_CHARS] or None
+        gen = eng.generate(greq, key=key)
+
+        async def first_delta() -> CompletionDelta:
+            return await gen.__anext__()
+
         try:
-            gen = engine.generate(greq)
-            first = await gen.__anext__()
+            first = await _until_disconnect(request, first_delta())
+        except ClientGone:
+            metrics.requests.labels("client_gone").inc()
+            return Response(status_code=499)  # nobody reads it
         except EngineOverloaded as exc:
-            return JSONResponse(
-                ProtocolError(str(exc), code="overloaded", status=503).body(),
-                status_code=503,
-                headers={"Retry-After": "1"},
+            return _error(
+                ProtocolError(str(exc), code="overloaded", status=503), headers={"Retry-After": "1"}
             )
+        except RequestFailed as exc:
+            metrics.requests.labels("error").inc()
+            return JSONResponse(_failure_body(exc), status_code=exc.status)
         except ValueError as exc:
             return _error(ProtocolError(str(exc)))
         metrics.ttft.observe(time.perf_counter() - started)
@@ -204,14 +389,20 @@ def build_app(
 
         if parsed.stream:
             return StreamingResponse(
-                _sse(
-                    kind, rid, created, engine.model_name, deltas(), gen, parsed, metrics, started
-                ),
+                _sse(kind, rid, created, eng.model_name, deltas(), gen, parsed, metrics, started),
                 media_type="text/event-stream",
                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
             )
         try:
-            result = await _collect(kind, rid, created, engine.model_name, deltas(), parsed)
+            result = await _until_disconnect(
+                request, _collect(kind, rid, created, eng.model_name, deltas(), parsed)
+            )
+        except ClientGone:
+            metrics.requests.labels("client_gone").inc()
+            return Response(status_code=499)
+        except RequestFailed as exc:
+            metrics.requests.labels("error").inc()
+            return JSONResponse(_failure_body(exc), status_code=exc.status)
         finally:
             await gen.aclose()
         metrics.e2e.observe(time.perf_counter() - started)
@@ -225,7 +416,38 @@ def build_app(
     async def text(request: Request) -> Response:
         return await completions(request, "text")
 
+    async def abort(request: Request) -> Response:
+        """Abort the request sent with ``x-request-id: <request_id>`` (queued or running);
+        the work it got. Unknown or finished: ``aborted: false`` (with its usage if recent)."""
+        try:
+            body = await read_json(request)
+            rid = body.get("request_id") if isinstance(body, dict) else None
+            if not isinstance(rid, str) or not 0 < len(rid) <= MAX_ID_CHARS:
+                raise ProtocolError(
+                    f"'request_id' must be a string of 1 to {MAX_ID_CHARS} characters.",
+                    param="request_id",
+                )
+        except ProtocolError as exc:
+            return _error(exc)
+        eng = current()
+        result = None if eng is None else await eng.abort_key(rid)
+        u = result.usage if result else None
+        return JSONResponse(
+            {
+                "request_id": rid,
+                "aborted": bool(result and result.aborted),
+                "usage": protocol.usage(
+                    u.prompt_tokens if u else 0,
+                    u.completion_tokens if u else 0,
+                    u.cached_tokens if u else 0,
+                ),
+            }
+        )
+
     async def embeddings(request: Request) -> Response:
+        if current() is None:
+            return not_ready()
+        batcher = app.state.batcher
         if batcher is None:
             return _error(
                 ProtocolError(
@@ -261,7 +483,7 @@ def build_app(
         except ProtocolError as exc:
             return _error(exc)
         vectors = await batcher.embed(inputs)
-        tokens = await asyncio.to_thread(embedder.count_tokens, inputs)
+        tokens = await asyncio.to_thread(batcher.embedder.count_tokens, inputs)
         data = []
         for i, v in enumerate(vectors):
             emb: Any = v
@@ -278,7 +500,10 @@ def build_app(
         )
 
     async def models(request: Request) -> Response:
-        names = [engine.model_name] + ([EMBEDDING_MODEL] if batcher else [])
+        eng = current()
+        if eng is None:
+            return not_ready()
+        names = [eng.model_name] + ([EMBEDDING_MODEL] if app.state.batcher else [])
         return JSONResponse(
             {
                 "object": "list",
@@ -289,21 +514,46 @@ def build_app(
             }
         )
 
+    def readiness() -> JSONResponse | None:
+        """The 503 answer while not ready (None when ready)."""
+        if app.state.status == "ready":
+            return None
+        body: dict[str, Any] = {"status": app.state.status}
+        headers = None
+        if app.state.status == "failed":
+            body["error"] = app.state.error
+        else:
+            headers = {"Retry-After": str(RETRY_AFTER_LOADING)}
+        return JSONResponse(body, status_code=503, headers=headers)
+
     async def health(request: Request) -> Response:
-        s = engine.stats()
+        """Readiness with the engine's numbers (the gateway's active health check)."""
+        eng = current()
+        if eng is None:
+            return readiness()
+        s = eng.stats()
+        batcher = app.state.batcher
         return JSONResponse(
             {
-                "status": "ok" if engine.step_error is None else "degraded",
-                "model": engine.model_name,
+                "status": "ready",
+                "model": eng.model_name,
                 "running": s.running,
                 "waiting": s.waiting,
                 "kv_cache_usage": round(s.kv_usage, 4),
                 "kv_blocks_total": s.kv_blocks_total,
                 "prefix_cache_hit_rate": round(s.prefix_hit_rate, 4),
+                "failed_requests": s.failed_total,
                 "embeddings": EMBEDDING_MODEL if batcher else None,
                 "embedding_dimensions": DIMENSIONS if batcher else None,
             }
         )
+
+    async def readyz(request: Request) -> Response:
+        return readiness() or JSONResponse({"status": "ready"})
+
+    async def healthz(request: Request) -> Response:
+        """Liveness: the process answers (loading or not)."""
+        return JSONResponse({"status": "alive"})
 
     async def prometheus(request: Request) -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
@@ -314,30 +564,66 @@ def build_app(
             Route("/v1/completions", text, methods=["POST"]),
             Route("/v1/embeddings", embeddings, methods=["POST"]),
             Route("/v1/models", models, methods=["GET"]),
+            Route("/v1/abort", abort, methods=["POST"]),
             Route("/health", health, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/livez", healthz, methods=["GET"]),
             Route("/metrics", prometheus, methods=["GET"]),
         ],
         lifespan=lifespan,
     )
+    app.state.status = "starting"
+    app.state.error = None
     app.state.engine = engine
-    app.state.batcher = batcher
+    app.state.batcher = None
+    app.state.auth_token = auth_token or None
+    if auth_token:
+        app.add_middleware(TokenAuth, token=auth_token)
     return app
 
 
+def _sse_event(obj: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
+
+
 async def _sse(kind, rid, created, model, deltas, gen, parsed, metrics, started):
+    """The SSE body. A stream that ends early (the request failed, or was aborted) ends with
+    one ``data: {"error": {...}, "usage": {...}}`` event and no ``[DONE]``."""
     sent_first: set[int] = set()
     completion: dict[int, int] = {}
     last: CompletionDelta | None = None
     try:
-        async for d in deltas:
-            first = d.index not in sent_first
-            sent_first.add(d.index)
-            completion[d.index] = d.completion_tokens
-            if d.finish_reason:
-                metrics.requests.labels(d.finish_reason).inc()
-            last = d
-            data = protocol.chunk(kind, rid, created, model, d, first)
-            yield b"data: " + json.dumps(data, separators=(",", ":")).encode() + b"\n\n"
+        try:
+            async for d in deltas:
+                first = d.index not in sent_first
+                sent_first.add(d.index)
+                completion[d.index] = d.completion_tokens
+                if d.finish_reason:
+                    metrics.requests.labels(d.finish_reason).inc()
+                last = d
+                yield _sse_event(protocol.chunk(kind, rid, created, model, d, first))
+        except RequestFailed as exc:
+            metrics.requests.labels("error").inc()
+            yield _sse_event(_failure_body(exc))
+            return
+        except Exception as exc:  # noqa: BLE001 - the client hears of it, never a bare end
+            log.exception("stream %s failed", rid)
+            metrics.requests.labels("error").inc()
+            done = sum(completion.values())
+            yield _sse_event(
+                _failure_body(
+                    RequestFailed(
+                        f"The worker could not complete this request: {exc}",
+                        code="engine_error",
+                        status=500,
+                        usage=None
+                        if last is None
+                        else RequestUsage(last.prompt_tokens, done, last.cached_tokens),
+                    )
+                )
+            )
+            return
         if parsed.include_usage and last is not None:
             u = {
                 "id": rid,
@@ -349,7 +635,7 @@ async def _sse(kind, rid, created, model, deltas, gen, parsed, metrics, started)
                     last.prompt_tokens, sum(completion.values()), last.cached_tokens
                 ),
             }
-            yield b"data: " + json.dumps(u, separators=(",", ":")).encode() + b"\n\n"
+            yield _sse_event(u)
         yield b"data: [DONE]\n\n"
         metrics.e2e.observe(time.perf_counter() - started)
     finally:
@@ -411,16 +697,22 @@ def serve(
     isolation_tokens: int | None = None,
     isolation_prefill_tokens: int = 64,
     kv_dtype: str = "auto",
+    auth_token: str | None = None,
     log_level: str = "info",
 ) -> None:
-    """Load ``model`` once and serve it until interrupted."""
+    """Serve ``model`` until interrupted: the port answers at once (503 while loading), the
+    model loads and warms up behind it. Exits with status 1 if it cannot load."""
     import uvicorn
 
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
-    started = time.perf_counter()
-    engine = AsyncEngine.from_model(
+    warn_if_open(host, auth_token)
+
+    def load() -> tuple[AsyncEngine, MiniLMEmbedder | None]:
+        return _load(model, embeddings, engine_options)
+
+    engine_options = dict(
         model,
         kv_cache_bytes=kv_cache_bytes,
         max_num_seqs=max_num_seqs,
@@ -430,6 +722,32 @@ def serve(
         isolation_prefill_tokens=isolation_prefill_tokens,
         kv_dtype=KV_DTYPES[kv_dtype],
     )
+    failures: list[BaseException] = []
+
+    def failed(exc: BaseException) -> None:
+        failures.append(exc)
+        server.should_exit = True
+
+    app = build_app(loader=load, auth_token=auth_token, on_load_failure=failed)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            log_level="warning",
+            access_log=False,
+            timeout_graceful_shutdown=2,
+        )
+    )
+    log.info("listening on %s:%d; loading %s", host, port, model)
+    server.run()
+    if failures:
+        raise SystemExit(1)
+
+
+def _load(model: str, embeddings: bool, options: dict) -> tuple[AsyncEngine, MiniLMEmbedder | None]:
+    started = time.perf_counter()
+    engine = AsyncEngine.from_model(model, **options)
     embedder = MiniLMEmbedder() if embeddings else None
     log.info(
         "loaded %s in %.1f s (%d KV blocks)",
@@ -437,15 +755,31 @@ def serve(
         time.perf_counter() - started,
         engine.stats().kv_blocks_total,
     )
-    app = build_app(engine, embedder)
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        log_level="warning",
-        access_log=False,
-        timeout_graceful_shutdown=2,
-    )
+    return engine, embedder
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve anywhere
+
+
+def warn_if_open(host: str, auth_token: str | None) -> None:
+    """Warn loudly when a worker without a token listens beyond this machine."""
+    if not auth_token and not is_loopback(host):
+        bar = "!" * 78
+        log.warning(
+            "\n%s\nThis model worker listens on %s WITHOUT an auth token: anyone who can reach "
+            "it can\ngenerate, and set any tenant, weight and cache salt. Set --auth-token or "
+            "%s,\nand store the same token as the deployment's API key.\n%s",
+            bar,
+            host,
+            TOKEN_ENV,
+            bar,
+        )
 
 
 KV_DTYPES: dict[str, torch.dtype | None] = {
@@ -503,6 +837,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="auto",
         help="KV cache element type (default auto: the model's, float32 on CPU, bfloat16 on CUDA)",
     )
+    parser.add_argument(
+        "--auth-token",
+        default=os.environ.get(TOKEN_ENV) or None,
+        help=f"require 'Authorization: Bearer <token>' on every endpoint but health and metrics "
+        f"(default: ${TOKEN_ENV}; prefer the environment, the command line is visible to ps)",
+    )
 
 
 def serve_options(o: dict) -> dict:
@@ -518,6 +858,7 @@ def serve_options(o: dict) -> dict:
         "isolation_tokens": o["isolation_tokens"],
         "isolation_prefill_tokens": o["isolation_prefill_tokens"],
         "kv_dtype": o["kv_dtype"],
+        "auth_token": o["auth_token"] or None,
     }
 
 

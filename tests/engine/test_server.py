@@ -16,7 +16,7 @@ Q = [{"role": "user", "content": "What is the capital of France?"}]
 
 @pytest.fixture
 def client(worker) -> openai.OpenAI:
-    return openai.OpenAI(api_key="unused", base_url=f"{worker.url}/v1", max_retries=0)
+    return openai.OpenAI(api_key=worker.token, base_url=f"{worker.url}/v1", max_retries=0)
 
 
 def test_chat_completion(client):
@@ -71,7 +71,7 @@ def test_embeddings_are_normalised_and_batched(worker, client):
     assert abs(sum(x * x for x in r.data[0].embedding) - 1) < 1e-3
 
     async def many():
-        c = openai.AsyncOpenAI(api_key="x", base_url=f"{worker.url}/v1", max_retries=0)
+        c = openai.AsyncOpenAI(api_key=worker.token, base_url=f"{worker.url}/v1", max_retries=0)
         return await asyncio.gather(
             *(c.embeddings.create(model="all-minilm-l6-v2", input=f"text {i}") for i in range(12))
         )
@@ -85,7 +85,7 @@ def test_embeddings_are_normalised_and_batched(worker, client):
 def test_models_health_metrics(worker, client):
     assert {m.id for m in client.models.list()} == {MODEL, "all-minilm-l6-v2"}
     h = httpx.get(f"{worker.url}/health").json()
-    assert h["status"] == "ok" and h["kv_blocks_total"] > 0 and "waiting" in h
+    assert h["status"] == "ready" and h["kv_blocks_total"] > 0 and "waiting" in h
     text = httpx.get(f"{worker.url}/metrics").text
     for name in ("switchyard_num_requests_running", "switchyard_kv_cache_usage_perc",
                  "switchyard_prefix_cache_hit_rate", "switchyard_time_to_first_token_seconds",
@@ -104,7 +104,7 @@ def test_models_health_metrics(worker, client):
     ],
 )
 def test_bad_input_is_an_openai_error(worker, body, status, param):
-    r = httpx.post(f"{worker.url}/v1/chat/completions", json=body)
+    r = httpx.post(f"{worker.url}/v1/chat/completions", json=body, headers=worker.headers)
     assert r.status_code == status
     assert r.json()["error"]["param"] == param
 
@@ -113,7 +113,7 @@ def test_disconnect_frees_the_sequence_and_its_blocks(worker):
     engine = worker.app.state.engine
     with httpx.stream("POST", f"{worker.url}/v1/chat/completions", json={
         "model": MODEL, "messages": Q, "max_tokens": 500, "stream": True,
-        "temperature": 1.0, "seed": 1}) as r:  # fmt: skip
+        "temperature": 1.0, "seed": 1}, headers=worker.headers) as r:  # fmt: skip
         for i, _ in enumerate(r.iter_lines()):
             if i > 3:
                 break
@@ -132,7 +132,8 @@ def test_overload_is_503_with_retry_after(worker):
     saved = engine.max_waiting
     engine.max_waiting = 0
     try:
-        r = httpx.post(f"{worker.url}/v1/chat/completions", json={"model": MODEL, "messages": Q})
+        r = httpx.post(f"{worker.url}/v1/chat/completions", json={"model": MODEL, "messages": Q},
+                       headers=worker.headers)  # fmt: skip
     finally:
         engine.max_waiting = saved
     assert r.status_code == 503 and r.headers["retry-after"] == "1"

@@ -11,9 +11,10 @@ from tests.gateway.conftest import MODEL
 
 
 def _point_at_worker(worker) -> None:
-    deployment_set(name="instant", model=MODEL, base_url=f"{worker.url}/v1", kind="local_worker")
+    deployment_set(name="instant", model=MODEL, base_url=f"{worker.url}/v1", kind="local_worker",
+                   api_key=worker.token)  # fmt: skip
     deployment_set(name="instant-embed", model="all-minilm-l6-v2", base_url=f"{worker.url}/v1",
-                   kind="local_worker")  # fmt: skip
+                   kind="local_worker", api_key=worker.token)  # fmt: skip
 
 
 def test_chat_stream_and_embeddings_through_the_gateway(make_caller, worker):
