@@ -108,6 +108,11 @@ def test_nul_in_tenant_fields_neither_blocks_ingestion_nor_loses_honest_rows(
         assert r.xlen(stream) == 0 and pending(r, stream, group) == 0
     assert request_log_ingestor.drain(r) == 0 and usage_ingestor.drain(r) == 0
 
+    # Operators see it in Prometheus (the gateway's /metrics, read from Redis at scrape time).
+    text = httpx.get(f"{honest.base_url}/metrics").text
+    assert 'switchyard_ingest_dead_letters_total{stream="sy:requestlog"} 1.0' in text
+    assert 'switchyard_stream_length{stream="sy:usage"} 0.0' in text
+
     # Ingestion keeps going for everyone afterwards.
     later = chat(honest, "still there?")
     drain(r)

@@ -473,3 +473,25 @@ def test_audit_log_search_and_pagination(as_alice, tier, alice):
     assert "Page 2 of 2" in second and "Newer" in second and "t-54" not in second
     found = as_alice.get("/audit/?q=t-07").content.decode()
     assert "t-07" in found and "t-08" not in found
+
+
+# ---- request log -----------------------------------------------------------------------------
+
+
+def test_request_log_shows_and_finds_the_client_request_id(as_bob, tenant_a, tenant_b):
+    from serving.models import RequestLog
+
+    for i, tenant in enumerate((tenant_a, tenant_a, tenant_b)):
+        RequestLog.objects.create(
+            request_id=f"req_server_{i}", client_request_id="client-dup-42", tenant=tenant,
+            endpoint="chat.completions", status_code=200,
+        )  # fmt: skip
+    RequestLog.objects.create(
+        request_id="req_other", tenant=tenant_a, endpoint="x", status_code=200
+    )
+    body = as_bob.get("/traffic/?q=client-dup").content.decode()
+    assert body.count("client: client-dup-42") == 3 and "req_other" not in body
+    # A repeated client id is only a label: every request keeps its own row and server id.
+    body = as_bob.get("/tenants/acme/requests/?q=dup-42").content.decode()
+    assert "req_server_0" in body and "req_server_1" in body and "req_server_2" not in body
+    assert "req_server_1" in as_bob.get("/traffic/?q=req_server_1").content.decode()
