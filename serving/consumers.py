@@ -42,6 +42,9 @@ from serving.key_watch import key_watch
 from tenants.auth import AuthContext, AuthFailure
 
 MAX_IN_FLIGHT = 16
+# A socket that has not authenticated this long after opening is closed (4401): sockets live
+# as long as their clients, but only an authenticated client may hold one.
+AUTH_TIMEOUT_SECONDS = 10.0
 MAX_ID_CHARS = 128
 ENDPOINTS = ("chat.completions", "completions")
 
@@ -80,14 +83,30 @@ class StreamConsumer(AsyncWebsocketConsumer):
         self.closing_error: GatewayError | None = None
         self.closed = False
         self._unwatch = None
-        self._revocation: asyncio.Task | None = None
+        self._auth_deadline: asyncio.TimerHandle | None = None
+        self._closer: asyncio.Task | None = None
         await self.accept()
         header = dict(self.scope.get("headers") or []).get(b"authorization")
         if header:
             await self._authenticate(header.decode(errors="replace"))
+        if self.auth is None and not self.closed:
+            self._auth_deadline = asyncio.get_running_loop().call_later(
+                AUTH_TIMEOUT_SECONDS, self._auth_timed_out
+            )
+
+    def _auth_timed_out(self) -> None:
+        if self.auth is None and not self.closed and self._closer is None:
+            error = GatewayError(
+                401,
+                f"Authenticate within {AUTH_TIMEOUT_SECONDS:g} s of connecting.",
+                code="missing_api_key",
+            )
+            self._closer = asyncio.create_task(self._fail(error))
 
     async def disconnect(self, code) -> None:
         self.closed = True
+        if self._auth_deadline is not None:
+            self._auth_deadline.cancel()
         self._stop_watching()
         await self._cancel_all()
 
@@ -174,8 +193,8 @@ class StreamConsumer(AsyncWebsocketConsumer):
 
     def _key_failed(self, failure: AuthFailure) -> None:
         self._unwatch = None  # the watch forgets a key once it reports it
-        if not self.closed and self._revocation is None:
-            self._revocation = asyncio.create_task(self._revoked())
+        if not self.closed and self._closer is None:
+            self._closer = asyncio.create_task(self._revoked())
 
     async def _revoked(self) -> None:
         # The refusal as HTTP would give it, from the cache the watch just filled (no client
@@ -186,7 +205,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
             await self._fail(exc)
             return
         finally:
-            self._revocation = None
+            self._closer = None
         # Usable again by now (e.g. the tenant was reactivated at once): keep watching.
         if not self.closed and self.auth is not None:
             self._unwatch = key_watch().watch(self.auth.key.key_hash, self._key_failed)

@@ -137,6 +137,21 @@ async def test_sockets_held_for_minutes_idle_and_busy_under_load(make_caller, up
     assert served["busy"] >= 20 and served["bursty"] >= 9
 
 
+async def test_a_socket_that_never_authenticates_is_closed(caller):
+    """Sockets live as long as their clients, but only authenticated ones: junk does not
+    keep an unauthenticated socket open past the 10 s it has to authenticate."""
+    async with websockets.connect(_ws_url(caller)) as ws:
+        t0 = time.monotonic()
+        await ws.send("junk")
+        assert json.loads(await ws.recv())["error"]["code"] == "invalid_json"
+        msg = json.loads(await asyncio.wait_for(ws.recv(), 15))
+        assert msg["id"] is None and msg["error"]["code"] == "missing_api_key"
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await asyncio.wait_for(ws.recv(), 5)
+        assert closed.value.rcvd.code == 4401
+        assert 9 < time.monotonic() - t0 < 13
+
+
 # ---- revocation ------------------------------------------------------------------------
 
 

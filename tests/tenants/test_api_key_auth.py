@@ -96,7 +96,10 @@ def _random_key() -> str:
     return raw
 
 
-def test_a_flood_of_random_keys_keeps_the_cache_bounded(tenant_a):
+def test_a_flood_of_random_keys_keeps_the_cache_bounded(tenant_a, monkeypatch):
+    # SWITCHYARD_AUTH_CACHE_SIZE sized down, so the flood is quick (each key is a real query).
+    monkeypatch.setattr(auth, "_valid", auth.Lru(1000))
+    monkeypatch.setattr(auth, "_refused", auth.Lru(100))
     _, raw = services.api_key_create(tenant=tenant_a, name="ci")
     authenticate_key(raw)
     flood = 3 * auth._refused.size
