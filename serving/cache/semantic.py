@@ -83,7 +83,7 @@ def search(
         cur.execute(
             f"SELECT id, prompt, response, input_tokens, output_tokens, "
             f"embedding <=> %s::vector AS distance FROM {TABLE} "
-            "WHERE scope = %s AND model = %s AND context_hash = %s AND expires > now() "
+            "WHERE scope = %s AND model = %s AND context_hash = %s AND expires > clock_timestamp() "
             f"ORDER BY {order} LIMIT %s",
             [vec, scope, model, context_hash, vec, limit],
         )
