@@ -730,8 +730,10 @@ class Gateway:
         saved = 0
         if call.cache != "miss":  # a hit costs the tier's cache price and no model tokens
             cost, saved = hit_charge(cost, call.tier.cache_hit_price_percent)
-        # Settlements, the usage record and the log entry go to Redis in one round trip.
-        pipe = self.redis.pipeline(transaction=False)
+        # Settlements, the usage record and the log entry go to Redis in one round trip, as
+        # one transaction: budget reconciliation (billing) snapshots the counters and the
+        # usage stream atomically, so it must never see the settlement without the event.
+        pipe = self.redis.pipeline(transaction=True)
         if call.limit_reservation:
             await self.limiter.settle(
                 call.limit_reservation,
