@@ -710,18 +710,26 @@ def serve(
     warn_if_open(host, auth_token)
 
     def load() -> tuple[AsyncEngine, MiniLMEmbedder | None]:
-        return _load(model, embeddings, engine_options)
+        started = time.perf_counter()
+        engine = AsyncEngine.from_model(
+            model,
+            kv_cache_bytes=kv_cache_bytes,
+            max_num_seqs=max_num_seqs,
+            max_num_batched_tokens=max_num_batched_tokens,
+            max_prefill_tokens_while_decoding=max_prefill_tokens_while_decoding,
+            isolation_tokens=isolation_tokens,
+            isolation_prefill_tokens=isolation_prefill_tokens,
+            kv_dtype=KV_DTYPES[kv_dtype],
+        )
+        embedder = MiniLMEmbedder() if embeddings else None
+        log.info(
+            "loaded %s in %.1f s (%d KV blocks)",
+            engine.model_name,
+            time.perf_counter() - started,
+            engine.stats().kv_blocks_total,
+        )
+        return engine, embedder
 
-    engine_options = dict(
-        model,
-        kv_cache_bytes=kv_cache_bytes,
-        max_num_seqs=max_num_seqs,
-        max_num_batched_tokens=max_num_batched_tokens,
-        max_prefill_tokens_while_decoding=max_prefill_tokens_while_decoding,
-        isolation_tokens=isolation_tokens,
-        isolation_prefill_tokens=isolation_prefill_tokens,
-        kv_dtype=KV_DTYPES[kv_dtype],
-    )
     failures: list[BaseException] = []
 
     def failed(exc: BaseException) -> None:
@@ -743,19 +751,6 @@ def serve(
     server.run()
     if failures:
         raise SystemExit(1)
-
-
-def _load(model: str, embeddings: bool, options: dict) -> tuple[AsyncEngine, MiniLMEmbedder | None]:
-    started = time.perf_counter()
-    engine = AsyncEngine.from_model(model, **options)
-    embedder = MiniLMEmbedder() if embeddings else None
-    log.info(
-        "loaded %s in %.1f s (%d KV blocks)",
-        engine.model_name,
-        time.perf_counter() - started,
-        engine.stats().kv_blocks_total,
-    )
-    return engine, embedder
 
 
 def is_loopback(host: str) -> bool:

@@ -36,3 +36,28 @@ def test_bad_isolation_values_are_refused(capsys, argv, message):
     with pytest.raises(SystemExit):
         parse(*argv)
     assert message in capsys.readouterr().err
+
+
+def test_the_auth_token_comes_from_the_environment(monkeypatch):
+    assert parse()["auth_token"] is None
+    monkeypatch.setenv(server.TOKEN_ENV, "from-env")
+    assert parse()["auth_token"] == "from-env"
+    assert parse("--auth-token", "given")["auth_token"] == "given"
+
+
+@pytest.mark.parametrize(
+    "host,token,warned",
+    [
+        ("0.0.0.0", None, True),
+        ("10.1.2.3", "", True),
+        ("worker.internal", None, True),
+        ("0.0.0.0", "secret", False),
+        ("127.0.0.1", None, False),
+        ("::1", None, False),
+        ("localhost", None, False),
+    ],
+)
+def test_an_open_worker_without_a_token_warns_loudly(caplog, host, token, warned):
+    with caplog.at_level("WARNING", logger="serving.engine.server"):
+        server.warn_if_open(host, token)
+    assert ("WITHOUT an auth token" in caplog.text) is warned
