@@ -10,7 +10,13 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from serving.gateway.validation import REQUIRED, TABLES, schema_of
+from serving.gateway.validation import (
+    MAX_COST_PATTERN,
+    MAX_HEADER_NUMBER_CHARS,
+    REQUIRED,
+    TABLES,
+    schema_of,
+)
 
 # Rules that span fields, which JSON Schema here does not express; a schema-valid body may
 # still get a 400 naming one of these (parameter or error code).
@@ -149,6 +155,40 @@ _ERROR_RESPONSES = {
     )
 }
 
+# The request headers the gateway reads, beside Authorization (the security scheme). The
+# max-cost pattern is the one parse_max_cost_header checks, so schemathesis fuzzes both sides.
+REQUEST_HEADERS: list[dict[str, Any]] = [
+    {
+        "name": "X-Request-Id",
+        "in": "header",
+        "required": False,
+        "description": "Your label for the request: echoed back as x-client-request-id and "
+        "searchable in the console. The server always mints its own x-request-id.",
+        "schema": {"type": "string"},
+    },
+    {
+        "name": "X-Switchyard-Max-Cost-Usd",
+        "in": "header",
+        "required": False,
+        "description": "The most this request may cost, in US dollars (a plain decimal, at "
+        "most 1,000,000); cost-aware routing picks a deployment within it. 400 "
+        "invalid_max_cost otherwise.",
+        "schema": {
+            "type": "string",
+            "pattern": MAX_COST_PATTERN,
+            "maxLength": MAX_HEADER_NUMBER_CHARS,
+        },
+    },
+    {
+        "name": "Cache-Control",
+        "in": "header",
+        "required": False,
+        "description": "no-cache: a fresh answer (which then refreshes the cache); no-store: "
+        "the request stays out of the cache entirely.",
+        "schema": {"type": "string"},
+    },
+]
+
 _OPERATIONS = {
     "chat.completions": ("/v1/chat/completions", "createChatCompletion", "Chat completion"),
     "completions": ("/v1/completions", "createCompletion", "Text completion"),
@@ -183,6 +223,7 @@ def openapi_document() -> dict[str, Any]:
             "post": {
                 "operationId": op_id,
                 "summary": summary,
+                "parameters": REQUEST_HEADERS,
                 "requestBody": {
                     "required": True,
                     "content": {

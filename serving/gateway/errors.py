@@ -47,6 +47,11 @@ def invalid(message: str, param: str | None = None, code: str | None = None) -> 
     return GatewayError(400, message, param=param, code=code)
 
 
+def invalid_json(message: str) -> GatewayError:
+    """A body that is not acceptable JSON (400 ``invalid_json``)."""
+    return GatewayError(400, message, code="invalid_json")
+
+
 def unauthorized(message: str, code: str = "invalid_api_key") -> GatewayError:
     return GatewayError(401, message, type="invalid_request_error", code=code)
 

@@ -55,6 +55,41 @@ def test_unknown_model_is_404_model_not_found(make_caller):
             {"model": MODEL, "messages": MSG, "response_format": {"type": "yaml"}},
             "response_format.type",
         ),
+        # every number bounded: type, finiteness, range; every collection by count
+        ({"model": MODEL, "messages": MSG, "temperature": True}, "temperature"),
+        ({"model": MODEL, "messages": MSG, "temperature": -1e-300}, "temperature"),
+        ({"model": MODEL, "messages": MSG, "top_p": 1.5}, "top_p"),
+        ({"model": MODEL, "messages": MSG, "seed": 2**64}, "seed"),
+        ({"model": MODEL, "messages": MSG, "max_tokens": 1e300}, "max_tokens"),
+        (
+            {"model": MODEL, "messages": MSG, "max_completion_tokens": 10**30},
+            "max_completion_tokens",
+        ),
+        ({"model": MODEL, "messages": MSG, "n": True}, "n"),
+        ({"model": MODEL, "messages": MSG, "presence_penalty": 2.5}, "presence_penalty"),
+        ({"model": MODEL, "messages": MSG, "top_logprobs": 21, "logprobs": True}, "top_logprobs"),
+        ({"model": MODEL, "messages": MSG, "logit_bias": {"50256": 101}}, "logit_bias.50256"),
+        ({"model": MODEL, "messages": MSG, "logit_bias": {"-1": 1}}, "logit_bias"),
+        ({"model": MODEL, "messages": MSG, "logit_bias": {"1" * 40: 1}}, "logit_bias"),
+        (
+            {"model": MODEL, "messages": MSG, "logit_bias": {str(i): 1 for i in range(1025)}},
+            "logit_bias",
+        ),
+        ({"model": MODEL, "messages": MSG, "metadata": {"team": 7}}, "metadata"),
+        (
+            {"model": MODEL, "messages": MSG, "metadata": {str(i): "x" for i in range(17)}},
+            "metadata",
+        ),
+        ({"model": MODEL, "messages": MSG * 2049}, "messages"),
+        (
+            {
+                "model": MODEL,
+                "messages": [{"role": "user", "content": [{"type": "text", "text": "x"}] * 257}],
+            },
+            "messages[0].content",
+        ),
+        ({"model": MODEL, "messages": MSG, "stop": "x" * 257}, "stop"),
+        ({"model": "m" * 257, "messages": MSG}, "model"),
     ],  # fmt: skip
 )
 def test_invalid_parameters_are_400_naming_the_parameter(make_caller, body, param):
@@ -169,3 +204,29 @@ def test_no_deployment_is_503(make_caller):
     r = caller.post("/chat/completions", json={"model": MODEL, "messages": MSG})
     assert r.status_code == 503 and _error(r)["code"] == "model_unavailable"
     assert r.headers["retry-after"]
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "param"),
+    [
+        ("/completions", {"model": MODEL, "prompt": [2**40]}, "prompt"),
+        ("/completions", {"model": MODEL, "prompt": [-1]}, "prompt"),
+        ("/completions", {"model": MODEL, "prompt": ["x"] * 2049}, "prompt"),
+        ("/completions", {"model": MODEL, "prompt": "x", "best_of": 9}, "best_of"),
+        ("/embeddings", {"model": "all-minilm-l6-v2", "input": [[1, 2**40]]}, "input"),
+        ("/embeddings", {"model": "all-minilm-l6-v2", "input": "x", "dimensions": 0}, "dimensions"),
+    ],
+)
+def test_completion_and_embedding_numbers_are_bounded(make_caller, path, body, param):
+    r = make_caller().post(path, json=body)
+    assert r.status_code == 400, r.text
+    assert _error(r)["param"] == param
+
+
+def test_null_optional_fields_are_absent(make_caller):
+    body = {"model": MODEL, "messages": MSG, "max_tokens": None, "temperature": None,
+            "stop": None, "n": None, "user": None, "stream": None, "response_format": None,
+            "logit_bias": None, "metadata": None, "seed": None}  # fmt: skip
+    r = make_caller().post("/chat/completions", json=body)
+    assert r.status_code == 200, r.text
+    assert r.json()["choices"][0]["message"]["content"] == "echo: hi"
