@@ -3,12 +3,17 @@
 Starts embedded PostgreSQL/Redis for whatever DATABASE_URL/REDIS_URL leave unset, checks
 them, migrates, seeds the demo tenant, then runs the Procfile's processes (web, Celery worker
 and beat, model worker) under honcho. Ctrl-C stops every process and the embedded services.
+
+The model worker gets a shared-secret token (``SWITCHYARD_WORKER_TOKEN``, made once and kept
+in the data dir, mode 600, unless the environment sets one); the demo deployments on the
+local worker store it as their API key, so only the gateway can call the worker.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -21,6 +26,21 @@ from switchyard.embedded import data_dir, ensure_services
 from switchyard.preflight import PreflightError, check_database, check_redis
 
 ROOT = Path(__file__).resolve().parent.parent
+WORKER_TOKEN_ENV = "SWITCHYARD_WORKER_TOKEN"
+
+
+def worker_token(directory: Path) -> str:
+    """The local model worker's token: read from ``directory/worker_token``, or made there
+    once (mode 600)."""
+    path = directory / "worker_token"
+    token = path.read_text().strip() if path.exists() else ""
+    if not token:
+        token = secrets.token_urlsafe(32)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(token)
+    os.chmod(path, 0o600)
+    return token
 
 
 def _manage(*args: str, capture: bool = False) -> str:
@@ -95,6 +115,10 @@ def main() -> int:
     os.environ.setdefault(
         "SWITCHYARD_MODEL_WORKER_URL", f"http://127.0.0.1:{os.environ['MODEL_PORT']}"
     )
+    # The worker (Procfile `model`) reads it from the environment; seed_demo stores it as the
+    # local deployments' API key.
+    if not os.environ.get(WORKER_TOKEN_ENV):
+        os.environ[WORKER_TOKEN_ENV] = worker_token(data_dir())
 
     print("Starting services…", flush=True)
     services = ensure_services(scope="run", persistent=True)

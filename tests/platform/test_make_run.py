@@ -85,6 +85,7 @@ def test_run_starts_everything_and_ctrl_c_stops_everything(tmp_path):
         assert f"http://127.0.0.1:{port}/api/docs/" in out
         key = re.search(r"demo API key\s+(sy-\S+)", out).group(1)
         assert (tmp_path / "data" / "demo_api_key").read_text().strip() == key
+        assert (tmp_path / "data" / "worker_token").stat().st_mode & 0o777 == 0o600
         assert "curl -s" in out and "/v1/chat/completions" in out
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=10) as r:
             ready = json.loads(r.read())

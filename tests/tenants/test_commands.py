@@ -66,3 +66,17 @@ def test_seed_demo_reuses_its_key(db, settings, tmp_path):
     assert (tmp_path / "operator_password").stat().st_mode & 0o777 == 0o600
     auth.clear_cache()
     assert auth.authenticate_key(first["api_key"]).tenant.slug == "demo"
+
+
+def test_seed_demo_stores_the_worker_token(db, settings, tmp_path, monkeypatch):
+    from serving import secrets
+    from serving.models import Deployment
+
+    settings.DATA_DIR = tmp_path
+    monkeypatch.setenv("SWITCHYARD_WORKER_TOKEN", "first-token")
+    run("seed_demo")
+    monkeypatch.setenv("SWITCHYARD_WORKER_TOKEN", "second-token")  # a new token file
+    run("seed_demo")
+    for name in ("local-smollm2", "local-minilm"):
+        dep = Deployment.objects.get(name=name)
+        assert secrets.decrypt(dep.api_key_encrypted) == "second-token"

@@ -1,7 +1,9 @@
 """Seed the demo tier, tenant, operator and key that `make run` shows on start.
 
 Safe to run again: the data are reused, and the demo key and operator password kept in the
-data dir (mode 600) are reused while they still work.
+data dir (mode 600) are reused while they still work. The deployments on the local model
+worker get the worker's token (``SWITCHYARD_WORKER_TOKEN``, set by `make run`) as their API
+key, kept up to date while they still point at the local worker.
 """
 
 import json
@@ -34,22 +36,34 @@ class Command(BaseCommand):
     def _seed_serving(self) -> None:
         """Deployments on the local model worker and demo prices, unless they exist."""
         from billing.models import ModelPrice
+        from serving import secrets as upstream_secrets
         from serving.deployments import deployment_set
         from serving.models import Deployment
 
         worker = settings.SWITCHYARD_MODEL_WORKER_URL or "http://127.0.0.1:8100"
+        base_url = f"{worker.rstrip('/')}/v1"
+        token = os.environ.get("SWITCHYARD_WORKER_TOKEN", "")
         for name, model in (
             ("local-smollm2", "smollm2-135m-instruct"),
             ("local-minilm", "all-minilm-l6-v2"),
         ):
-            if not Deployment.objects.filter(name=name).exists():
+            dep = Deployment.objects.filter(name=name).first()
+            if dep is None:
                 deployment_set(
                     name=name,
                     model=model,
                     kind=Deployment.Kind.LOCAL_WORKER,
-                    base_url=f"{worker.rstrip('/')}/v1",
+                    base_url=base_url,
                     context_window=8192 if model.startswith("smollm2") else 512,
+                    api_key=token,
                 )
+            elif token and dep.base_url == base_url:
+                try:
+                    stored = upstream_secrets.decrypt(dep.api_key_encrypted)
+                except ValueError:  # SECRET_KEY rotated: it is unreadable, store it again
+                    stored = ""
+                if stored != token:
+                    deployment_set(name=name, api_key=token)
         # Demo prices, per million tokens: $0.10 in / $0.30 out for chat, $0.02 for embeddings.
         for model, pin, pout in (
             ("smollm2-135m-instruct", 100_000, 300_000),
