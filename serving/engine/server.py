@@ -141,8 +141,8 @@ def _tenant(request: Request) -> tuple[str, float, int, str]:
         priority = int(h.get("x-switchyard-priority", "0")[:16])
     except ValueError as exc:
         raise ProtocolError("Bad x-switchyard-weight or x-switchyard-priority header.") from exc
-    if not 0 < weight <= 1000:
-        raise ProtocolError("x-switchyard-weight must be in (0, 1000].")
+    if not 0.01 <= weight <= 1000:  # a tier's range; tinier ones overflow the counters
+        raise ProtocolError("x-switchyard-weight must be between 0.01 and 1000.")
     tenant = h.get("x-switchyard-tenant", "default")[:64]
     salt = h.get("x-switchyard-prefix-salt") or tenant
     return tenant, weight, priority, salt[:MAX_ID_CHARS]
@@ -482,8 +482,18 @@ def build_app(
                 )
         except ProtocolError as exc:
             return _error(exc)
-        vectors = await batcher.embed(inputs)
-        tokens = await asyncio.to_thread(batcher.embedder.count_tokens, inputs)
+        try:
+            vectors = await batcher.embed(inputs)
+            tokens = await asyncio.to_thread(batcher.embedder.count_tokens, inputs)
+        except Exception as exc:  # noqa: BLE001 - an OpenAI error, never a bare 500 page
+            log.exception("embedding failed")
+            return _error(
+                ProtocolError(
+                    f"The worker could not embed this input: {exc}",
+                    code="embedding_failed",
+                    status=500,
+                )
+            )
         data = []
         for i, v in enumerate(vectors):
             emb: Any = v

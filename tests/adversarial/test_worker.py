@@ -312,6 +312,10 @@ def test_bad_bodies_are_400s_not_500s(worker):
     for field, value in (("temperature", float("nan")), ("top_p", -1e-300), ("n", 10**30)):
         r = post(json.dumps(_chat("x") | {field: value}).encode())
         assert r.status_code == 400 and r.json()["error"]["param"] == field, r.text
+    for weight in ("1e-300", "nan", "inf", "9" * 5000):
+        r = httpx.post(f"{worker.url}/v1/chat/completions", json=_chat("x"), timeout=30,
+                       headers=worker.headers | {"x-switchyard-weight": weight})  # fmt: skip
+        assert r.status_code == 400 and "x-switchyard-weight" in r.json()["error"]["message"]
 
 
 def test_a_worker_process_answers_at_once_and_is_honest_about_warm_up():
