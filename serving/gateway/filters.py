@@ -30,11 +30,12 @@ MAX_MATCH = 80
 # start, and stops at the next match or at the end.
 
 
-def _scanner(hit: str, unit: str, gap: str) -> re.Pattern[str]:
+def _scanner(hit: str, unit: str, gap: str, skip: str = "(?!)") -> re.Pattern[str]:
     """Matched at a position: skips gaps (``gap`` is a character class) and units where
     ``hit`` does not start, then matches ``hit`` (group 1) or the end of the text. ``hit``
-    must only ever start where a unit starts."""
-    return re.compile(rf"{gap}*+(?:(?!{hit}){unit}{gap}*+)*+(?:({hit})|\Z)")
+    must only ever start where a unit starts. ``skip`` matches units where ``hit`` surely
+    does not start, which are passed without trying it."""
+    return re.compile(rf"{gap}*+(?:(?:{skip}|(?!{hit}){unit}){gap}*+)*+(?:({hit})|\Z)")
 
 
 def _scan(scanner: re.Pattern[str], text: str, pos: int = 0) -> Iterator[re.Match[str]]:
@@ -54,8 +55,12 @@ def _scan(scanner: re.Pattern[str], text: str, pos: int = 0) -> Iterator[re.Matc
 # is found from the whole run of local characters before an "@" instead (each run read
 # once), and its start is then the first boundary among the run's last 32 characters.
 _LOCAL = "A-Za-z0-9._%+-"
-_EMAIL_RUN = _scanner(
-    rf"[{_LOCAL}]++@[A-Za-z0-9.-]{{1,32}}\.[A-Za-z]{{2,6}}\b", rf"[{_LOCAL}]++", rf"[^{_LOCAL}]"
+_AT_DOMAIN = r"@[A-Za-z0-9.-]{1,32}\.[A-Za-z]{2,6}\b"
+# A run of local characters is read once, and checked for an address after it; the scanner
+# stops before the first run that has one (group 1: the run, "@" and the domain).
+_EMAIL_RUN = re.compile(
+    rf"[^{_LOCAL}]*+(?:[{_LOCAL}]++(?!{_AT_DOMAIN})[^{_LOCAL}]*+)*+"
+    rf"(?:([{_LOCAL}]++{_AT_DOMAIN})|\Z)"
 )
 _BOUNDARY = re.compile(r"\b")
 MAX_LOCAL = 32
@@ -63,13 +68,23 @@ MAX_LOCAL = 32
 # --- cards, national IDs ------------------------------------------------------------------
 # 13-19 digits, optionally grouped by spaces or dashes; checked with Luhn. Each start reads at
 # most 19 digits (the separators cannot be digits, so nothing backtracks but the count).
-_CARD = _scanner(r"\b\d(?:[ -]?\d){12,18}\b", r"\d++", r"\D")
-# US SSN (not 000/666/9xx area), UK NI number.
-_SSN = _scanner(r"\b(?!000|666|9\d\d)\d{3}-(?!00)\d{2}-(?!0000)\d{4}\b", r"\d++", r"\D")
+# Skipped untried: a short run that no separated digit follows, a run too long to end on a
+# boundary within 19 digits.
+_CARD = _scanner(r"\b\d(?:[ -]?\d){12,18}\b", r"\d++", r"\D", skip=r"\d{1,12}+(?![ -]?\d)|\d{20,}+")
+# US SSN (not 000/666/9xx area), UK NI number. Tried only at a run of three digits and a dash,
+# at two letters and digits.
+_SSN = _scanner(
+    r"\b(?!000|666|9\d\d)\d{3}-(?!00)\d{2}-(?!0000)\d{4}\b",
+    r"\d++",
+    r"\D",
+    skip=r"\d{4,}+|\d{1,2}+(?!\d)|\d{3}(?!-)",
+)
 _NI = _scanner(
     r"\b[A-CEGHJ-PR-TW-Z]{2}\s?\d{2}\s?\d{2}\s?\d{2}\s?[A-D]\b",
     r"[A-CEGHJ-PR-TW-Z]++",
     r"[^A-CEGHJ-PR-TW-Z]",
+    skip=r"[A-CEGHJ-PR-TW-Z]{3,}+|[A-CEGHJ-PR-TW-Z](?![A-CEGHJ-PR-TW-Z])"
+    r"|[A-CEGHJ-PR-TW-Z]{2}(?!\s?\d)",
 )
 
 # --- phone numbers ------------------------------------------------------------------------
@@ -124,6 +139,7 @@ _PHONE = _scanner(
     _INTERNATIONAL + r"|(?<!\w)\(\d{3}\)\s?\d{3}[\s.-]\d{4}\b" + r"|\b\d{3}[.-]\d{3}[.-]\d{4}\b",
     r"(?:\d++|[+(])",
     r"[^\d+(]",
+    skip=r"\d{4,}+|\d{1,2}+(?!\d)|\d{3}(?![.-])",  # digit runs that cannot start NNN-NNN-NNNN
 )
 
 REPLACEMENTS = {
@@ -136,8 +152,15 @@ REPLACEMENTS = {
 _LUHN_DOUBLED = (0, 2, 4, 6, 8, 1, 3, 5, 7, 9)
 
 
+_LUHN_DOUBLED_ASCII = str.maketrans("0123456789", "0246813579")
+
+
 def luhn_ok(digits: str) -> bool:
-    total = sum(map(int, digits[-1::-2])) + sum(_LUHN_DOUBLED[int(d)] for d in digits[-2::-2])
+    if digits.isascii():  # byte sums: a card every 38 characters is 27,000 checks a megabyte
+        kept, doubled = digits[-1::-2], digits[-2::-2].translate(_LUHN_DOUBLED_ASCII)
+        total = sum(kept.encode()) + sum(doubled.encode()) - 48 * len(digits)
+    else:  # other scripts' digits (\d matches them too)
+        total = sum(map(int, digits[-1::-2])) + sum(_LUHN_DOUBLED[int(d)] for d in digits[-2::-2])
     return total % 10 == 0
 
 
@@ -183,6 +206,10 @@ def _emails(text: str) -> list[tuple[int, int]]:
     return found
 
 
+def _earliest_longest(match: tuple[int, int, str]) -> tuple[int, int]:
+    return match[0], match[0] - match[1]
+
+
 def _matches(text: str) -> list[tuple[int, int, str]]:
     if not _maybe_pii(text):
         return []
@@ -196,7 +223,7 @@ def _matches(text: str) -> list[tuple[int, int, str]]:
     found.extend((*m.span(1), "national_id") for m in _scan(_NI, text))
     found.extend((*m.span(1), "phone") for m in _scan(_PHONE, text))
     # Keep the earliest, then longest, non-overlapping matches.
-    found.sort(key=lambda x: (x[0], -(x[1] - x[0])))
+    found.sort(key=_earliest_longest)
     chosen: list[tuple[int, int, str]] = []
     end = -1
     for start, stop, kind in found:
