@@ -222,7 +222,12 @@ def _shape_check(raw: str | None) -> str:
     return keys.hash_key(raw)
 
 
-def _throttled(client: str | None) -> AuthFailure | None:
+def _throttled(key_hash: str, client: str | None) -> AuthFailure | None:
+    """The refusal for an address that has failed too often, unless the key is one this process
+    has recently seen usable (so one client behind a shared address cannot lock the others'
+    working keys out; a flood of random keys never gets one of those)."""
+    if _valid.get(key_hash) is not None:
+        return None
     retry_after = throttle.retry_after(client)
     if retry_after is None:
         return None
@@ -244,13 +249,13 @@ def authenticate_key(raw: str | None, client: str | None = None) -> AuthContext:
     """The context of a usable key, or raise :class:`AuthFailure`.
 
     ``client`` is the caller's address: once it has failed too often
-    (:mod:`tenants.auth_throttle`), anything but a cached usable key is refused as
+    (:mod:`tenants.auth_throttle`), any key but one recently seen usable is refused as
     ``throttled`` without a query."""
     key_hash = _shape_check(raw)
     hit = cached(key_hash)
     if isinstance(hit, AuthContext):
         return hit
-    refusal = _throttled(client)
+    refusal = _throttled(key_hash, client)
     if refusal is not None:
         raise refusal
     if hit is None:
@@ -268,7 +273,7 @@ async def aauthenticate_key(raw: str | None, client: str | None = None) -> AuthC
     hit = cached(key_hash)
     if isinstance(hit, AuthContext):
         return hit
-    refusal = _throttled(client)
+    refusal = _throttled(key_hash, client)
     if refusal is not None:
         raise refusal
     if hit is None:

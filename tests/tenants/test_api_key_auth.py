@@ -136,8 +136,13 @@ def test_failures_from_one_address_are_throttled_without_queries(tenant_a):
     assert len(queries) == 0
     assert err.value.reason == "throttled"
     assert 1 <= err.value.retry_after <= auth.throttle.window
-    # A working key already in the cache still works from there; other addresses are untouched.
+    # A key seen usable still works from there, also once its cached answer is stale (then
+    # it is looked up again); other addresses are untouched.
     assert authenticate_key(raw, client="203.0.113.7").tenant == tenant_a
+    time.sleep(auth.CACHE_SECONDS + 0.05)
+    with CaptureQueriesContext(connection) as queries:
+        assert authenticate_key(raw, client="203.0.113.7").tenant == tenant_a
+    assert len(queries) == 1
     with pytest.raises(AuthFailure) as err:
         authenticate_key(_random_key(), client="203.0.113.8")
     assert err.value.reason == "invalid"
