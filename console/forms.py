@@ -42,6 +42,9 @@ class TierForm(forms.Form):
     semantic_cache_ttl_seconds = forms.IntegerField(min_value=1, label="Cache TTL (s)")
     exact_cache_enabled = forms.BooleanField(required=False, label="Exact cache")
     semantic_cache_enabled = forms.BooleanField(required=False, label="Semantic cache")
+    semantic_cache_sampled = forms.BooleanField(
+        required=False, label="Semantic cache for sampled requests (temperature > 0)"
+    )
     cache_hit_price_percent = forms.IntegerField(
         required=False, min_value=0, max_value=100, label="Cache hit price (% of the call)"
     )

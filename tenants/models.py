@@ -45,6 +45,11 @@ class Tier(models.Model):
     semantic_cache_enabled = models.BooleanField(
         default=True, help_text="Serve answers to prompts that mean the same in the same context."
     )
+    semantic_cache_sampled = models.BooleanField(
+        default=False,
+        help_text="Also answer sampled requests (temperature above 0) from the semantic cache; "
+        "off, only deterministic ones are looked up (and embedded).",
+    )
     cache_hit_price_percent = models.PositiveSmallIntegerField(
         default=0,
         validators=[MaxValueValidator(100)],

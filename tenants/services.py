@@ -9,6 +9,8 @@ or ``tenants.errors.TenantsError`` (a refusal with a reason).
 from __future__ import annotations
 
 import datetime as dt
+import unicodedata
+from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
 
@@ -36,6 +38,7 @@ TIER_FIELDS = [
     "semantic_cache_ttl_seconds",
     "exact_cache_enabled",
     "semantic_cache_enabled",
+    "semantic_cache_sampled",
     "cache_hit_price_percent",
     "cache_max_entries",
     "allow_model_override",
@@ -108,8 +111,46 @@ def _validate_models(tier: Tier) -> None:
         raise ValidationError(errors)
 
 
+# Fields that name things: shown in lists, URLs, headers and logs, so no control characters.
+NAME_FIELDS = ("name", "slug", "model", "upstream_model", "target", "deployment")
+
+
+def _bad_text(value: str, *, is_name: bool) -> str | None:
+    """Why ``value`` cannot be stored (None when it can). PostgreSQL refuses NUL and UTF-8
+    refuses unpaired surrogates anywhere; names refuse every control character too."""
+    for ch in value:
+        category = unicodedata.category(ch)
+        if ch == "\x00" or category == "Cs":
+            return "Contains a NUL or an unpaired surrogate character."
+        if is_name and category == "Cc":
+            return "Control characters (newlines, tabs, NUL, ...) are not allowed in names."
+    return None
+
+
+def check_text(values: dict[str, Any], *, names: Iterable[str] = NAME_FIELDS) -> None:
+    """Raise a ValidationError for each text value (or list of texts) in ``values`` that the
+    database would refuse, and for each name among them with a control character."""
+    names = set(names)
+    errors: dict[str, list[str]] = {}
+    for field, value in values.items():
+        texts = value if isinstance(value, list | tuple) else [value]
+        for text in texts:
+            why = _bad_text(text, is_name=field in names) if isinstance(text, str) else None
+            if why:
+                errors[field] = [why]
+                break
+    if errors:
+        raise ValidationError(errors)
+
+
+def check_model_text(obj, *, names: Iterable[str] = NAME_FIELDS) -> None:
+    """:func:`check_text` over every concrete field of a model instance."""
+    check_text({f.name: getattr(obj, f.attname) for f in obj._meta.concrete_fields}, names=names)
+
+
 def _save(obj, *, unique_field_errors: dict[str, str] | None = None) -> None:
     """full_clean + save, turning a race on a unique column into a field error."""
+    check_model_text(obj)
     obj.full_clean()
     try:
         with transaction.atomic():
@@ -282,6 +323,7 @@ def api_key_create(
         expires=expires,
         created_by=actor if actor is not None and actor.is_authenticated else None,
     )
+    check_model_text(key)
     key.full_clean()
     key.save()
     audit(

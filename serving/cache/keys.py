@@ -63,10 +63,19 @@ class SemanticKey:
     text: str  # the last user message (or the prompt), which is embedded
 
 
-def semantic_key(endpoint: str, body: dict[str, Any]) -> SemanticKey | None:
+def semantic_key(
+    endpoint: str, body: dict[str, Any], *, sampled_ok: bool = False
+) -> SemanticKey | None:
     """Split a request into (context hash, last user text), or ``None`` when the request is not
-    one the semantic cache answers (several choices, a non-user last turn, non-text prompt)."""
+    one the semantic cache answers: several choices, a non-user last turn, a non-text prompt,
+    tools (the answer may be a call that depends on them), or a sampled request (temperature
+    above 0, OpenAI's default of 1 included) unless the tier opts in with ``sampled_ok``.
+    Nothing the cache cannot serve is embedded."""
     if (body.get("n") or 1) != 1 or (body.get("best_of") or 1) != 1:
+        return None
+    if body.get("tools") or body.get("functions"):
+        return None
+    if not sampled_ok and not is_deterministic(body):
         return None
     if endpoint == "chat.completions":
         messages = body["messages"]

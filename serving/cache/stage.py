@@ -80,7 +80,7 @@ class CacheStage:
             key = exact_key(scope_for(call.auth.tenant), call.route.model, call.endpoint, body)
         sem = None
         if tier.semantic_cache_enabled:
-            sem = semantic_key(call.endpoint, body)
+            sem = semantic_key(call.endpoint, body, sampled_ok=tier.semantic_cache_sampled)
             if sem is not None and len(sem.text) > MAX_SEMANTIC_CHARS:
                 sem = None
         if key is None and sem is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from tenants.models import ApiKey, AuditEvent, Budget, Tenant, Tier
+from tenants.services import TIER_FIELDS
 
 
 class TierSerializer(serializers.ModelSerializer):
@@ -12,29 +13,8 @@ class TierSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Tier
-        fields = [
-            "id",
-            "name",
-            "description",
-            "requests_per_minute",
-            "tokens_per_minute",
-            "tokens_per_day",
-            "max_concurrent_requests",
-            "allowed_models",
-            "default_model",
-            "fairness_weight",
-            "semantic_cache_threshold",
-            "semantic_cache_ttl_seconds",
-            "exact_cache_enabled",
-            "semantic_cache_enabled",
-            "cache_hit_price_percent",
-            "cache_max_entries",
-            "allow_model_override",
-            "max_output_tokens",
-            "tenant_count",
-            "created",
-            "updated",
-        ]
+        # Every field the console edits (services.TIER_FIELDS), so the two never drift apart.
+        fields = ["id", *TIER_FIELDS, "tenant_count", "created", "updated"]
         read_only_fields = ["id", "created", "updated", "tenant_count"]
         # Uniqueness is the service's job (one message, race-safe).
         extra_kwargs = {"name": {"validators": []}}

@@ -13,6 +13,11 @@ from serving.cache.keys import (
 MODEL = "smollm2-135m-instruct"
 
 
+def skey(endpoint, body):
+    """The semantic key of a tier that also caches sampled requests (key shape tests)."""
+    return semantic_key(endpoint, body, sampled_ok=True)
+
+
 def _chat(*messages, **params):
     return {"model": "up", "messages": list(messages), **params}
 
@@ -64,12 +69,10 @@ def test_deterministic_means_temperature_zero_or_a_seed():
 
 def test_semantic_key_hashes_context_and_keeps_the_last_user_message():
     sys = {"role": "system", "content": "Be brief."}
-    k1 = semantic_key("chat.completions", _chat(sys, user(" What is 2+2? ")))
-    k2 = semantic_key("chat.completions", _chat(sys, user("Something else entirely")))
-    k3 = semantic_key(
-        "chat.completions", _chat({"role": "system", "content": "Be long."}, user("x"))
-    )
-    k4 = semantic_key("chat.completions", _chat(sys, user("x"), temperature=0.5))
+    k1 = skey("chat.completions", _chat(sys, user(" What is 2+2? ")))
+    k2 = skey("chat.completions", _chat(sys, user("Something else entirely")))
+    k3 = skey("chat.completions", _chat({"role": "system", "content": "Be long."}, user("x")))
+    k4 = skey("chat.completions", _chat(sys, user("x"), temperature=0.5))
     assert k1.text == "What is 2+2?"
     assert k1.context_hash == k2.context_hash
     assert len({k1.context_hash, k3.context_hash, k4.context_hash}) == 3
@@ -78,22 +81,28 @@ def test_semantic_key_hashes_context_and_keeps_the_last_user_message():
 def test_earlier_turns_are_context():
     one = _chat(user("a"), {"role": "assistant", "content": "b"}, user("c"))
     two = _chat(user("a"), {"role": "assistant", "content": "B"}, user("c"))
-    assert (
-        semantic_key("chat.completions", one).context_hash
-        != semantic_key("chat.completions", two).context_hash
-    )
+    assert skey("chat.completions", one).context_hash != skey("chat.completions", two).context_hash
+
+
+def test_sampled_requests_and_tools_are_not_embedded_unless_the_tier_opts_in():
+    sampled = {"messages": [user("a")], "temperature": 0.7}
+    assert semantic_key("chat.completions", sampled) is None
+    assert semantic_key("chat.completions", {"messages": [user("a")]}) is None  # default 1
+    assert semantic_key("chat.completions", sampled, sampled_ok=True).text == "a"
+    assert semantic_key("chat.completions", {**sampled, "seed": 1}).text == "a"
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {}}}]
+    det = {"messages": [user("a")], "temperature": 0}
+    assert semantic_key("chat.completions", det).text == "a"
+    assert semantic_key("chat.completions", {**det, "tools": tools}, sampled_ok=True) is None
 
 
 def test_requests_the_semantic_cache_does_not_answer():
-    assert semantic_key("chat.completions", _chat(user("a"), n=2)) is None
-    assert (
-        semantic_key("chat.completions", _chat(user("a"), {"role": "assistant", "content": "b"}))
-        is None
-    )
-    assert semantic_key("chat.completions", _chat(user("   "))) is None
-    assert semantic_key("completions", {"prompt": [1, 2, 3]}) is None
-    assert semantic_key("embeddings", {"input": "x"}) is None
-    assert semantic_key("completions", {"prompt": ["only one"]}).text == "only one"
+    assert skey("chat.completions", _chat(user("a"), n=2)) is None
+    assert skey("chat.completions", _chat(user("a"), {"role": "assistant", "content": "b"})) is None
+    assert skey("chat.completions", _chat(user("   "))) is None
+    assert skey("completions", {"prompt": [1, 2, 3]}) is None
+    assert skey("embeddings", {"input": "x"}) is None
+    assert skey("completions", {"prompt": ["only one"], "temperature": 0}).text == ("only one")
 
 
 def test_scope_is_private_unless_the_tenant_opted_into_the_pool():

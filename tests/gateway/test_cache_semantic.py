@@ -19,7 +19,12 @@ from tenants.models import AuditEvent
 from tests.gateway.cache_helpers import wait_exact_entries, wait_for, wait_semantic_entries
 from tests.gateway.conftest import MODEL
 
-SEMANTIC = {"exact_cache_enabled": False, "semantic_cache_enabled": True}
+# These tiers also answer sampled requests (the client's default temperature is 1).
+SEMANTIC = {
+    "exact_cache_enabled": False,
+    "semantic_cache_enabled": True,
+    "semantic_cache_sampled": True,
+}
 FRANCE = "What is the capital of France?"
 FRANCE_AGAIN = "Tell me the capital of France."  # MiniLM cosine 0.946
 
@@ -159,8 +164,8 @@ def test_semantic_hit_streams_over_websocket(make_caller):
 
 
 def test_purge_via_api_empties_both_caches(make_caller, alice, bob):
-    caller = make_caller(exact_cache_enabled=True, semantic_cache_enabled=True)
-    other = make_caller(exact_cache_enabled=True, semantic_cache_enabled=True)
+    caller = make_caller(**{**SEMANTIC, "exact_cache_enabled": True})
+    other = make_caller(**{**SEMANTIC, "exact_cache_enabled": True})
     _ask(caller, FRANCE, temperature=0)
     _ask(other, FRANCE, temperature=0)
     wait_semantic_entries(caller.tenant, 1)
@@ -194,3 +199,13 @@ def test_cap_keeps_the_newest_entries(make_caller):
         SemanticCacheEntry.objects.filter(tenant=caller.tenant).values_list("prompt", flat=True)
     )
     assert left == set(prompts[1:])
+
+
+def test_sampled_requests_skip_the_semantic_cache_unless_the_tier_opts_in(make_caller):
+    caller = make_caller(exact_cache_enabled=False, semantic_cache_enabled=True)
+    assert _ask(caller, FRANCE, temperature=0.7)[0] == "miss"  # neither looked up nor stored
+    assert _ask(caller, FRANCE, temperature=0)[0] == "miss"
+    wait_semantic_entries(caller.tenant, 1)  # the deterministic one only
+    assert _ask(caller, FRANCE_AGAIN, temperature=0)[0] == "hit-semantic"
+    assert _ask(caller, FRANCE_AGAIN, temperature=0.7)[0] == "miss"
+    assert SemanticCacheEntry.objects.filter(tenant=caller.tenant).count() == 1
