@@ -4,7 +4,8 @@
 database and Redis answer, and, where deployments point at Switchyard model workers, at least
 one of those workers has loaded its model (a worker answers its ``/health`` with 503
 ``starting`` until then). A gateway whose workers are all still loading reports
-``starting`` with 503, so a load balancer sends it no traffic yet.
+``starting`` with 503, so a load balancer sends it no traffic yet; one whose workers are all
+unreachable says ``degraded`` (200: other deployments may still serve).
 """
 
 from __future__ import annotations
@@ -83,9 +84,14 @@ def readyz(request):
         except Exception as exc:  # noqa: BLE001 - reported, never a 500
             workers = {"error": type(exc).__name__}
         checks["model_workers"] = workers
-        if workers and "ready" not in workers.values():
-            ok = False
-            status = "starting" if "starting" in workers.values() else "unavailable"
+        states = set(workers.values())
+        if "starting" in states and "ready" not in states:
+            # Every local worker still loading: nothing can answer yet.
+            ok, status = False, "starting"
+        elif workers and "ready" not in states:
+            # Workers down: other deployments may still serve, so the gateway stays in
+            # rotation, but says so.
+            status = "degraded"
     body = {
         "status": status,
         "checks": checks,
