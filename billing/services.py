@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from billing.models import BillingProfile, ModelPrice, TenantPriceOverride
 from tenants.models import Tenant
-from tenants.services import audit
+from tenants.services import audit, check_text
 
 PRICE_FIELDS = [
     "input_micro_usd_per_mtok",
@@ -45,6 +45,7 @@ def price_set(
     schedule changes at least that far ahead for an exact switch-over."""
     if not model:
         raise ValidationError({"model": ["Name the model."]})
+    check_text({"model": model, "deployment": deployment})
     _check_rates(
         input_micro_usd_per_mtok=input_micro_usd_per_mtok,
         output_micro_usd_per_mtok=output_micro_usd_per_mtok,
@@ -90,7 +91,8 @@ def tenant_terms_set(
 ) -> TenantPriceOverride:
     """New terms for ``tenant`` (one model, or all): committed-use rates and/or a discount in
     basis points, from ``effective_from`` on."""
-    if not 0 <= discount_bp <= 10_000:
+    check_text({"model": model})
+    if not isinstance(discount_bp, int) or not 0 <= discount_bp <= 10_000:
         raise ValidationError({"discount_bp": ["Between 0 and 10000 basis points (100%)."]})
     _check_rates(
         input_micro_usd_per_mtok=input_micro_usd_per_mtok,
@@ -98,6 +100,8 @@ def tenant_terms_set(
         cached_input_micro_usd_per_mtok=cached_input_micro_usd_per_mtok,
     )
     when = effective_from or timezone.now()
+    if TenantPriceOverride.objects.filter(tenant=tenant, model=model, effective_from=when).exists():
+        raise ValidationError({"effective_from": ["Terms already start at that instant."]})
     terms = TenantPriceOverride.objects.create(
         tenant=tenant,
         model=model,
@@ -121,6 +125,22 @@ def tenant_terms_set(
         tenant=tenant,
     )
     return terms
+
+
+def price_rows_in_force(at: dt.datetime | None = None) -> list[ModelPrice]:
+    """Each (model, deployment) list's row in force at ``at`` (now by default), then the rows
+    scheduled after it, ordered by model, deployment and start."""
+    at = at or timezone.now()
+    rows: list[ModelPrice] = []
+    seen: set[tuple[str, str]] = set()
+    for row in ModelPrice.objects.order_by("model", "deployment", "-effective_from"):
+        key = (row.model, row.deployment)
+        if row.effective_from > at:
+            rows.append(row)
+        elif key not in seen:
+            seen.add(key)
+            rows.append(row)
+    return sorted(rows, key=lambda r: (r.model, r.deployment, r.effective_from))
 
 
 @transaction.atomic

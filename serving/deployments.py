@@ -6,53 +6,89 @@ import time
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db import transaction
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
 
 from serving import secrets
 from serving.models import Deployment
-from tenants.services import audit, snapshot
+from tenants.services import audit, check_model_text, check_text, snapshot
 
+# Every editable column (the encrypted key is not editable): audit, API and config as code
+# follow new deployment fields without a list to keep in step.
 FIELDS = [
-    "name",
-    "model",
-    "upstream_model",
-    "kind",
-    "base_url",
-    "weight",
-    "max_concurrency",
-    "context_window",
-    "enabled",
-    "timeout_seconds",
-    "capabilities",
-    "quality",
-    "health_check",
+    f.name
+    for f in Deployment._meta.concrete_fields
+    if f.editable and f.name not in ("id", "created", "updated")
 ]
 CACHE_SECONDS = settings.SWITCHYARD_TABLE_CACHE_SECONDS
 
 
+EXISTS = "A deployment with this name already exists."
+
+
 @transaction.atomic
-def deployment_set(*, name: str, api_key: str | None = None, actor=None, **fields) -> Deployment:
+def deployment_set(
+    *, name: str, api_key: str | None = None, create: bool = False, actor=None, **fields
+) -> Deployment:
     """Create or update a deployment by name. ``api_key`` (the upstream's) is stored encrypted
-    and never shown again; None keeps the stored one, "" removes it."""
+    and never shown again; None keeps the stored one, "" removes it. ``create`` refuses a name
+    that exists (the API's POST) instead of updating it."""
+    check_text({"name": name, "api_key": api_key})
+    for k in fields:
+        if k not in FIELDS or k == "name":
+            raise ValidationError({k: ["Not a deployment field."]})
     dep = Deployment.objects.select_for_update().filter(name=name).first()
+    if dep is not None and create:
+        raise ValidationError({"name": [EXISTS]})
     before = snapshot(dep, FIELDS) if dep else None
+    had_key = dep.api_key_encrypted if dep else ""
     dep = dep or Deployment(name=name)
     for k, v in fields.items():
         setattr(dep, k, v)
-    if api_key is not None:
-        dep.api_key_encrypted = secrets.encrypt(api_key)
-    dep.full_clean()
-    dep.save()
+    key_changed = False
+    if api_key is not None and api_key != _stored_key(had_key):
+        dep.api_key_encrypted = secrets.encrypt(api_key) if api_key else ""
+        key_changed = True
+    check_model_text(dep)
+    dep.full_clean(validate_unique=False)
+    try:
+        with transaction.atomic():
+            dep.save()
+    except IntegrityError as exc:  # a concurrent create of the same name
+        raise ValidationError({"name": [EXISTS]}) from exc
     after = snapshot(dep, FIELDS) | {"has_api_key": dep.has_api_key}
-    if before is None or before != snapshot(dep, FIELDS) or api_key is not None:
+    if before is None or before != snapshot(dep, FIELDS) or key_changed:
         audit(
             actor=actor,
             action="deployment.create" if before is None else "deployment.update",
             obj=dep,
-            before=before,
+            before=None if before is None else before | {"has_api_key": bool(had_key)},
             after=after,
         )
     return dep
+
+
+def _stored_key(encrypted: str) -> str | None:
+    """The stored upstream key in clear ("" for none, None when it cannot be read)."""
+    try:
+        return secrets.decrypt(encrypted)
+    except ValueError:
+        return None
+
+
+def deployment_key_matches(dep: Deployment, api_key: str) -> bool:
+    """Whether ``api_key`` is the key stored for ``dep`` (config as code compares, never
+    shows)."""
+    return _stored_key(dep.api_key_encrypted) == api_key
+
+
+@transaction.atomic
+def deployment_delete(*, deployment: Deployment, actor=None) -> None:
+    """Remove a deployment (its group memberships go with it; usage keeps its name)."""
+    dep = Deployment.objects.select_for_update().get(pk=deployment.pk)
+    before = snapshot(dep, FIELDS) | {"has_api_key": dep.has_api_key}
+    audit(actor=actor, action="deployment.delete", obj=dep, before=before, after=None)
+    dep.delete()
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from tenants import selectors, services
+from tenants.api.base import ANY_NAME, SafeInputMixin
 from tenants.api.serializers import (
     ApiKeyCreateSerializer,
     ApiKeySerializer,
@@ -19,9 +20,10 @@ from tenants.api.serializers import (
 from tenants.models import ApiKey, Budget, Tenant, Tier
 
 
-class TierViewSet(viewsets.ModelViewSet):
+class TierViewSet(SafeInputMixin, viewsets.ModelViewSet):
     serializer_class = TierSerializer
     lookup_field = "name"
+    lookup_value_regex = ANY_NAME
 
     def get_queryset(self):
         return selectors.tier_list()
@@ -40,7 +42,7 @@ class TierViewSet(viewsets.ModelViewSet):
         services.tier_delete(tier=instance, actor=self.request.user)
 
 
-class TenantViewSet(viewsets.ModelViewSet):
+class TenantViewSet(SafeInputMixin, viewsets.ModelViewSet):
     serializer_class = TenantSerializer
     lookup_field = "slug"
 
@@ -76,7 +78,9 @@ class TenantViewSet(viewsets.ModelViewSet):
         return Response(TenantSerializer(tenant).data)
 
 
-class ApiKeyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+class ApiKeyViewSet(
+    SafeInputMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
+):
     serializer_class = ApiKeySerializer
 
     def get_queryset(self):
@@ -109,7 +113,7 @@ class ApiKeyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
         return Response(ApiKeySerializer(services.api_key_revoke(key=key, actor=request.user)).data)
 
 
-class BudgetViewSet(viewsets.ModelViewSet):
+class BudgetViewSet(SafeInputMixin, viewsets.ModelViewSet):
     """Budgets. POST creates or updates the tenant's budget for that period."""
 
     serializer_class = BudgetSerializer
@@ -146,7 +150,7 @@ class BudgetViewSet(viewsets.ModelViewSet):
         services.budget_delete(budget=instance, actor=self.request.user)
 
 
-class AuditEventViewSet(viewsets.ReadOnlyModelViewSet):
+class AuditEventViewSet(SafeInputMixin, viewsets.ReadOnlyModelViewSet):
     serializer_class = AuditEventSerializer
 
     def get_queryset(self):

@@ -1,0 +1,103 @@
+"""Shapes of the serving and pricing endpoints. Field names are the models'; writes go through
+the services (serving.deployments, serving.routing_services, billing.services)."""
+
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from billing.models import ModelPrice, TenantPriceOverride
+from serving.deployments import FIELDS as DEPLOYMENT_FIELDS
+from serving.models import Deployment, ModelGroup, RoutingRule
+from serving.routing_services import RULE_FIELDS
+from tenants.models import Tenant, Tier
+
+
+class DeploymentSerializer(serializers.ModelSerializer):
+    api_key = serializers.CharField(
+        write_only=True,
+        required=False,
+        allow_null=True,
+        allow_blank=True,
+        trim_whitespace=False,
+        max_length=4096,
+        help_text="The upstream's API key: stored encrypted and never returned. Left out or "
+        'null keeps the stored key; "" removes it.',
+    )
+    has_api_key = serializers.BooleanField(read_only=True)
+
+    class Meta:
+        model = Deployment
+        fields = ["id", *DEPLOYMENT_FIELDS, "api_key", "has_api_key", "created", "updated"]
+        read_only_fields = ["id", "created", "updated"]
+        # Uniqueness is the service's job (one message, race-safe).
+        extra_kwargs = {"name": {"validators": []}}
+
+
+class ModelGroupSerializer(serializers.ModelSerializer):
+    members = serializers.SlugRelatedField(
+        many=True,
+        slug_field="name",
+        queryset=Deployment.objects.all(),
+        required=False,
+        help_text="Deployment names (beside the deployments whose model is the group's name).",
+    )
+
+    class Meta:
+        model = ModelGroup
+        fields = ["id", "name", "strategy", "members", "description", "updated"]
+        read_only_fields = ["id", "updated"]
+        extra_kwargs = {"name": {"validators": []}}
+
+
+class RoutingRuleSerializer(serializers.ModelSerializer):
+    tier = serializers.SlugRelatedField(
+        slug_field="name", queryset=Tier.objects.all(), required=False, allow_null=True
+    )
+    tenant = serializers.SlugRelatedField(
+        slug_field="slug", queryset=Tenant.objects.all(), required=False, allow_null=True
+    )
+
+    class Meta:
+        model = RoutingRule
+        fields = ["id", *RULE_FIELDS, "updated"]
+        read_only_fields = ["id", "updated"]
+        extra_kwargs = {"name": {"validators": []}}
+
+
+class PriceSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = ModelPrice
+        fields = [
+            "id",
+            "model",
+            "deployment",
+            "input_micro_usd_per_mtok",
+            "output_micro_usd_per_mtok",
+            "cached_input_micro_usd_per_mtok",
+            "effective_from",
+            "created",
+        ]
+        read_only_fields = ["id", "created"]
+        extra_kwargs = {"effective_from": {"required": False}}
+        validators = []  # one row per instant: price_set says so in its own words
+
+
+class TenantTermsSerializer(serializers.ModelSerializer):
+    tenant = serializers.SlugRelatedField(slug_field="slug", queryset=Tenant.objects.all())
+
+    class Meta:
+        model = TenantPriceOverride
+        fields = [
+            "id",
+            "tenant",
+            "model",
+            "discount_bp",
+            "input_micro_usd_per_mtok",
+            "output_micro_usd_per_mtok",
+            "cached_input_micro_usd_per_mtok",
+            "effective_from",
+            "created",
+        ]
+        read_only_fields = ["id", "created"]
+        extra_kwargs = {"effective_from": {"required": False}}
+        validators = []
