@@ -17,7 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from serving.gateway import metrics
 from serving.gateway.errors import GatewayError, invalid, model_not_found
 from serving.gateway.pipeline import CLIENT_REQUEST_ID_CHARS, Call, clean_label, get_gateway
-from serving.gateway.routing import allowed_models
+from serving.model_list import callable_models
 from serving.routing_table import arouting_table
 
 
@@ -190,7 +190,7 @@ async def models(request, model: str | None = None):
         )
     except GatewayError as exc:
         return _error(exc)
-    names = allowed_models(auth.tier, await arouting_table())
+    names = callable_models(auth.tier, await arouting_table(), tenant_id=auth.tenant.pk)
     if model is not None:
         if model not in names:
             return _error(model_not_found(model))

@@ -1,4 +1,6 @@
-"""Seed the demo tier, tenant, operator and key that `make run` shows on start.
+"""Seed the demo tier, tenant, operator and key that `make run` shows on start, the local
+deployments and their prices, and the routing policy of SEED.md (``auto`` classifies each
+prompt; simple, complex, code and long-context prompts go to their groups).
 
 Safe to run again: the data are reused, and the demo key and operator password kept in the
 data dir (mode 600) are reused while they still work. The deployments on the local model
@@ -33,12 +35,15 @@ def _write_secret(path, text: str) -> None:
 class Command(BaseCommand):
     help = "Create the demo tier, tenant, key and operator (idempotent); print them as JSON."
 
-    def _seed_serving(self) -> None:
-        """Deployments on the local model worker and demo prices, unless they exist."""
+    def _seed_serving(self) -> list[str]:
+        """Deployments on the local model worker, demo prices and the routing policy, unless
+        they exist. Returns the policy's groups and rules it created."""
         from billing.models import ModelPrice
+        from billing.services import price_set
         from serving import secrets as upstream_secrets
         from serving.deployments import deployment_set
         from serving.models import Deployment
+        from serving.routing_services import routing_policy_seed
 
         worker = settings.SWITCHYARD_MODEL_WORKER_URL or "http://127.0.0.1:8100"
         base_url = f"{worker.rstrip('/')}/v1"
@@ -70,9 +75,8 @@ class Command(BaseCommand):
             ("all-minilm-l6-v2", 20_000, 0),
         ):
             if not ModelPrice.objects.filter(model=model).exists():
-                ModelPrice.objects.create(
-                    model=model, input_micro_usd_per_mtok=pin, output_micro_usd_per_mtok=pout
-                )
+                price_set(model=model, input_micro_usd_per_mtok=pin, output_micro_usd_per_mtok=pout)
+        return routing_policy_seed()
 
     def handle(self, *args, **opts):
         models = services.known_models()
@@ -90,7 +94,7 @@ class Command(BaseCommand):
             name="Demo tenant", slug=DEMO_TENANT, tier=tier, contact_email="demo@example.com"
         )
 
-        self._seed_serving()
+        policy = self._seed_serving()
 
         key_path = settings.DATA_DIR / "demo_api_key"
         raw = key_path.read_text().strip() if key_path.exists() else ""
@@ -122,6 +126,7 @@ class Command(BaseCommand):
                     "operator": DEMO_OPERATOR,
                     "operator_password": password,
                     "operator_password_file": str(pw_path),
+                    "routing_policy_created": policy,
                 }
             )
         )
