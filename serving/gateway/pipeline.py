@@ -480,6 +480,7 @@ class Gateway:
             )
         except GatewayError as exc:
             call.status, call.error_code = exc.status, exc.code or "upstream_error"
+            self._usage_from(call, getattr(exc, "usage", None))
             if exc.status == 504:
                 await asyncio.shield(self._abandon(call))
             await self.finish(call)
@@ -490,13 +491,7 @@ class Gateway:
             call.status, call.error_code = 499, "client_closed"
             await asyncio.shield(self._abandon_and_finish(call))
             raise
-        usage = resp.get("usage") if isinstance(resp.get("usage"), dict) else {}
-        call.input_tokens = _count(usage.get("prompt_tokens"))
-        call.output_tokens = _count(usage.get("completion_tokens"))
-        details = usage.get("prompt_tokens_details") or {}
-        call.cached_tokens = _count(
-            details.get("cached_tokens") if isinstance(details, dict) else 0
-        )
+        self._usage_from(call, resp.get("usage"))
         if call.endpoint != "embeddings":
             texts = {
                 i: [self._choice_text(call, c, final=True)]
@@ -598,12 +593,7 @@ class Gateway:
                 chunk["model"] = call.route.model
                 self.cache.observe(call, chunk)
                 usage = chunk.get("usage")
-                if isinstance(usage, dict) and usage:
-                    call.input_tokens = _count(usage.get("prompt_tokens"))
-                    call.output_tokens = _count(usage.get("completion_tokens"))
-                    details = usage.get("prompt_tokens_details") or {}
-                    if isinstance(details, dict):
-                        call.cached_tokens = _count(details.get("cached_tokens"))
+                self._usage_from(call, usage)
                 if not chunk.get("choices"):
                     if usage and include_usage:
                         last = chunk  # sent after the held-back text, just before [DONE]
@@ -661,6 +651,7 @@ class Gateway:
                 yield last
         except GatewayError as exc:
             call.status, call.error_code = exc.status, exc.code or "upstream_error"
+            self._usage_from(call, getattr(exc, "usage", None))
             await asyncio.shield(self._count_if_unreported(call, texts))
             await asyncio.shield(self.finish(call))
             if produced_chunks == 0 and call.ttft is None:
@@ -672,6 +663,18 @@ class Gateway:
                 call.status, call.error_code = 499, "client_closed"
                 await asyncio.shield(self._count_if_unreported(call, texts))
                 await asyncio.shield(self.finish(call))
+
+    @staticmethod
+    def _usage_from(call: Call, usage: Any) -> None:
+        """Token counts an upstream reported (on a success, or beside an error: the work a
+        worker did before a request failed is billed too)."""
+        if not isinstance(usage, dict) or not usage:
+            return
+        call.input_tokens = _count(usage.get("prompt_tokens"))
+        call.output_tokens = _count(usage.get("completion_tokens"))
+        details = usage.get("prompt_tokens_details")
+        if isinstance(details, dict):
+            call.cached_tokens = _count(details.get("cached_tokens"))
 
     async def _count_if_unreported(self, call: Call, texts: dict[int, list[str]]) -> None:
         """Tokens of a stream whose upstream reported no usage (or was cut before its usage

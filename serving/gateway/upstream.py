@@ -84,7 +84,20 @@ def _error_from(
     resp_status: int, body: bytes, target: Target, retry_after: str | None = None
 ) -> GatewayError:
     """Pass the caller's own 4xx through in the OpenAI shape; anything that is the
-    deployment's fault becomes a 502/503/504 naming no secrets."""
+    deployment's fault becomes a 502/503/504 naming no secrets. The work a Switchyard worker
+    reports it did before failing (``usage`` beside the error) rides on ``exc.usage``."""
+    exc = _classify(resp_status, body, target, retry_after)
+    try:
+        usage = json.loads(body).get("usage")
+    except (ValueError, AttributeError):
+        usage = None
+    exc.usage = usage if isinstance(usage, dict) else None
+    return exc
+
+
+def _classify(
+    resp_status: int, body: bytes, target: Target, retry_after: str | None
+) -> GatewayError:
     try:
         err = json.loads(body)["error"]
         message = str(err.get("message") or "upstream error")
