@@ -64,6 +64,13 @@ def test_blocklist_matches_whole_words_case_insensitively():
 
 def test_json_validity():
     assert is_valid_json('{"a": 1}') and not is_valid_json("{a: 1}")
+    assert not is_valid_json("NaN") and not is_valid_json("")
+
+
+def test_json_check_of_deeply_nested_output_is_false_not_a_recursion_error():
+    # A model asked for JSON can be asked for a hundred thousand brackets as well.
+    assert not is_valid_json("[" * 100_000 + "]" * 100_000)
+    assert is_valid_json("[" * 500 + "]" * 500)
 
 
 # --- the linear-time scanners find what the first patterns found --------------------------
