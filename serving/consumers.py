@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from typing import Any
 
@@ -38,6 +37,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 
 from serving.gateway.errors import GatewayError, invalid
 from serving.gateway.pipeline import Call, get_gateway
+from serving.gateway.validation import parse_json_body
 from serving.key_watch import key_watch
 from tenants.auth import AuthContext, AuthFailure
 
@@ -225,16 +225,11 @@ class StreamConsumer(AsyncWebsocketConsumer):
             )
             return
         try:
-            content = json.loads(text_data)
-        except RecursionError:
-            await self._send_error(
-                None, invalid("The message is nested too deeply.", code="invalid_json")
-            )
-            return
-        except ValueError:
-            await self._send_error(
-                None, invalid("Each message must be valid JSON.", code="invalid_json")
-            )
+            # The same bounds as an HTTP body: depth and container count checked before
+            # parsing, so deep nesting never reaches recursive code.
+            content = parse_json_body(text_data.encode("utf-8", "surrogatepass"))
+        except GatewayError as exc:
+            await self._send_error(None, exc)
             return
         try:
             await self._handle(content)
