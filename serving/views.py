@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import AsyncIterator
-from decimal import Decimal, InvalidOperation
 
 import orjson
 from django.conf import settings
@@ -15,8 +13,13 @@ from django.views.decorators.csrf import csrf_exempt
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from serving.gateway import metrics
-from serving.gateway.errors import GatewayError, invalid, model_not_found
+from serving.gateway.errors import GatewayError, model_not_found
 from serving.gateway.pipeline import CLIENT_REQUEST_ID_CHARS, Call, clean_label, get_gateway
+from serving.gateway.validation import (
+    parse_content_length,
+    parse_json_body,
+    parse_max_cost_header,
+)
 from serving.model_list import callable_models
 from serving.routing_table import arouting_table
 
@@ -31,43 +34,18 @@ def _error(exc: GatewayError, call: Call | None = None) -> JsonResponse:
 
 
 def _parse(request) -> dict:
+    """The body, bounded: the edge refused what is over the limit before reading it (this
+    check stands for deployments without the edge middleware), and the JSON's depth and size
+    are checked before parsing (:func:`parse_json_body`)."""
     limit = settings.SWITCHYARD_MAX_BODY_BYTES
-    length = request.headers.get("Content-Length")
-    if (length and length.isdigit() and int(length) > limit) or len(request.body) > limit:
+    length = parse_content_length(request.headers.get("Content-Length"))
+    if (length is not None and length > limit) or len(request.body) > limit:
         raise GatewayError(
             413,
             f"The request body is larger than the limit of {limit} bytes.",
             code="request_too_large",
         )
-    try:
-        body = json.loads(request.body or b"")
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        raise invalid(
-            "We could not parse the JSON body of your request. The body must be valid JSON.",
-            code="invalid_json",
-        ) from None
-    if not isinstance(body, dict):
-        raise invalid("The request body must be a JSON object.")
-    return body
-
-
-def _max_cost(header: str | None) -> int | None:
-    """The caller's budget for one request (``x-switchyard-max-cost-usd``), in micro-dollars."""
-    if header is None:
-        return None
-    try:
-        # Bounded before any arithmetic: "1e999999" must not become a million-digit integer.
-        usd = Decimal(header.strip()) if len(header) <= 32 else Decimal(-1)
-    except InvalidOperation:
-        usd = Decimal(-1)
-    if not usd.is_finite() or usd < 0 or usd.adjusted() > 6:
-        raise invalid(
-            "The x-switchyard-max-cost-usd header must be a non-negative amount in US dollars, "
-            "e.g. 0.002.",
-            param="x-switchyard-max-cost-usd",
-            code="invalid_max_cost",
-        )
-    return int(usd * 1_000_000)
+    return parse_json_body(request.body or b"")
 
 
 def _method_not_allowed(allowed: str) -> JsonResponse:
@@ -101,7 +79,7 @@ async def _handle(request, endpoint: str):
     try:
         call.body = _parse(request)
         call.cache_control = request.headers.get("Cache-Control", "")[:256]
-        call.max_cost = _max_cost(request.headers.get("X-Switchyard-Max-Cost-Usd"))
+        call.max_cost = parse_max_cost_header(request.headers.get("X-Switchyard-Max-Cost-Usd"))
     except GatewayError as exc:
         await gw.log_refusal(call, exc)
         return _error(exc, call)

@@ -53,7 +53,7 @@ from serving.gateway.failover import Failover
 from serving.gateway.ratelimit import Limits, RateLimited, RateLimiter, Reservation
 from serving.gateway.routing import Route, Router
 from serving.gateway.upstream import abort_upstream
-from serving.gateway.validation import max_output_tokens, validate
+from serving.gateway.validation import max_output_tokens, output_cap, sequences, validate
 from serving.health import DeploymentHealth, LiveState
 from serving.request_log import REQUEST_LOG_STREAM
 from serving.routing_table import RouteContext, RoutingTable, arouting_table, deployment_price
@@ -356,12 +356,12 @@ class Gateway:
             room = max(window - floor, 0)
             if call.requested_output is not None:
                 call.max_output = call.requested_output
-                needed = floor + call.requested_output // max(int(call.body.get("n") or 1), 1)
+                needed = floor + (output_cap(call.body) or 0)
             else:
                 # No max_tokens: the model stops naturally. Reserve what it may produce: the
                 # tier's cap, bounded by the room the context window leaves.
                 cap = tier.max_output_tokens or room
-                call.max_output = min(cap, room) * int(call.body.get("n") or 1)
+                call.max_output = min(cap, room) * sequences(call.body)
                 needed = floor + 1
             if needed > window:
                 # Raised after admission (begin): an oversized prompt counts against the

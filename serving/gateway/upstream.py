@@ -76,7 +76,7 @@ class UpstreamLoading(GatewayError):
 def _retry_after(value: str | None, default: int = 5) -> int:
     try:
         return max(1, min(int(float(value or default)), 300))
-    except ValueError:
+    except (ValueError, OverflowError):
         return default
 
 
