@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
@@ -55,6 +56,16 @@ HEADER = """\
 
 class ConfigError(Exception):
     """The file cannot be applied; the message says where and why. Nothing was written."""
+
+
+def printable(text: str, *, newlines: bool = True) -> str:
+    """``text`` with control characters escaped, for a terminal: a name in a hostile file must
+    not move the cursor, recolour the screen or (``newlines=False``) forge another line."""
+    return "".join(
+        ch if (ch == "\n" and newlines) or unicodedata.category(ch) not in ("Cc", "Cs")
+        else ch.encode("unicode_escape", "backslashreplace").decode("ascii")
+        for ch in text
+    )  # fmt: skip
 
 
 # ---- export ------------------------------------------------------------------------------
@@ -135,6 +146,8 @@ def load_yaml(text: str) -> dict[str, Any]:
         raise ConfigError(f"The file is over {MAX_BYTES // 1024 // 1024} MB.")
     try:
         data = yaml.load(text, Loader=_PlainLoader)  # noqa: S506 - a SafeLoader
+    except RecursionError:
+        raise ConfigError("The file nests too deeply to be a configuration.") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"Not valid YAML: {exc}") from exc
     if data is None:
@@ -172,7 +185,7 @@ class Change:
 
     @property
     def what(self) -> str:
-        return f"{self.label} {self.name}"
+        return f"{self.label} {printable(self.name, newlines=False)}"
 
     def text(self) -> str:
         return "\n".join([f"{self.op} {self.what}", *(f"    {d}" for d in self.details)])
@@ -230,7 +243,7 @@ def _plan_section(section: Section, entries: list[dict], prune: bool) -> list[Ch
         name = entry.get("name")
         if not isinstance(name, str) or not name:
             raise ConfigError(f"{section.label}: every entry needs a `name`.")
-        what = f"{section.label} {name}"
+        what = f"{section.label} {printable(name, newlines=False)}"
         if unknown:
             raise ConfigError(f"{what}: unknown field(s) {', '.join(unknown)}.")
         if name in seen:
@@ -382,6 +395,9 @@ def _rule_fields(data: dict) -> dict:
     """The rule's fields as the service takes them (tier and tenant looked up when applied: a
     tier the same file creates exists by then)."""
     out = dict(data)
+    tenant_services.check_text(
+        {k: out.get(k) for k in ("tier", "tenant")}, names=("tier", "tenant")
+    )
     if out.get("tier") is not None:
         out["tier"] = Tier.objects.filter(name=data["tier"]).first()
         if out["tier"] is None:
@@ -425,7 +441,10 @@ def _rule_section() -> Section:
 def _when(value: Any, what: str) -> dt.datetime | None:
     if value is None:
         return None
-    when = value if isinstance(value, dt.datetime) else parse_datetime(str(value))
+    try:
+        when = value if isinstance(value, dt.datetime) else parse_datetime(str(value))
+    except ValueError:
+        when = None
     if when is None:
         raise ConfigError(f"{what}: effective_from {value!r} is not a date and time.")
     if timezone.is_naive(when):
@@ -444,7 +463,11 @@ def _plan_prices(entries: list[dict], now: dt.datetime) -> list[Change]:
         model, deployment = entry.get("model"), entry.get("deployment") or ""
         if not isinstance(model, str) or not model or not isinstance(deployment, str):
             raise ConfigError("price: every entry needs a `model` (and a `deployment` or none).")
-        name = model + (f" on {deployment}" if deployment else "")
+        name = printable(model + (f" on {deployment}" if deployment else ""), newlines=False)
+        try:
+            tenant_services.check_text({"model": model, "deployment": deployment})
+        except ValidationError as exc:
+            raise ConfigError(f"price {name}: {_error_text(exc)}") from None
         unknown = sorted(str(k) for k in entry if k not in PRICE_FIELDS)
         missing = [k for k in PRICE_RATES[:2] if k not in entry]
         if unknown or missing:
@@ -539,6 +562,19 @@ def apply(
 ) -> list[Change]:
     """Make the changes of :func:`plan` in one transaction (all or nothing). A dry run makes
     them too, so the services check every value, then rolls everything back."""
+    try:
+        return _apply(config, dry_run=dry_run, prune=prune, environ=environ)
+    except RecursionError:
+        raise ConfigError("The file nests too deeply to be a configuration.") from None
+
+
+def _apply(
+    config: Mapping[str, Any],
+    *,
+    dry_run: bool,
+    prune: bool,
+    environ: Mapping[str, str] | None,
+) -> list[Change]:
     with transaction.atomic():
         changes = plan(config, prune=prune, environ=environ)
         for change in changes:

@@ -9,6 +9,7 @@ from billing.models import ModelPrice, TenantPriceOverride
 from serving.deployments import FIELDS as DEPLOYMENT_FIELDS
 from serving.models import Deployment, ModelGroup, RoutingRule
 from serving.routing_services import RULE_FIELDS
+from tenants.api.base import NameRelatedField
 from tenants.models import Tenant, Tier
 
 
@@ -34,7 +35,7 @@ class DeploymentSerializer(serializers.ModelSerializer):
 
 
 class ModelGroupSerializer(serializers.ModelSerializer):
-    members = serializers.SlugRelatedField(
+    members = NameRelatedField(
         many=True,
         slug_field="name",
         queryset=Deployment.objects.all(),
@@ -50,10 +51,10 @@ class ModelGroupSerializer(serializers.ModelSerializer):
 
 
 class RoutingRuleSerializer(serializers.ModelSerializer):
-    tier = serializers.SlugRelatedField(
+    tier = NameRelatedField(
         slug_field="name", queryset=Tier.objects.all(), required=False, allow_null=True
     )
-    tenant = serializers.SlugRelatedField(
+    tenant = NameRelatedField(
         slug_field="slug", queryset=Tenant.objects.all(), required=False, allow_null=True
     )
 
@@ -83,7 +84,7 @@ class PriceSerializer(serializers.ModelSerializer):
 
 
 class TenantTermsSerializer(serializers.ModelSerializer):
-    tenant = serializers.SlugRelatedField(slug_field="slug", queryset=Tenant.objects.all())
+    tenant = NameRelatedField(slug_field="slug", queryset=Tenant.objects.all())
 
     class Meta:
         model = TenantPriceOverride

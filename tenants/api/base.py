@@ -6,13 +6,13 @@ from __future__ import annotations
 import unicodedata
 
 from django.http import Http404
-from rest_framework import exceptions
+from rest_framework import exceptions, serializers
 
 # Rows keyed by a name that may hold any character ("v1.2", "a/b", spaces): DRF's default
 # `[^/.]+` would make such a row unreachable. Clients percent-encode the name; Django decodes
 # the path before routing, so "a%2Fb" is the name "a/b". Only views without extra detail
 # actions may use it (a name may end in "/suspend").
-ANY_NAME = ".+"
+ANY_NAME = "(?s:.+)"
 
 
 def _unstorable(value: str) -> bool:
@@ -36,3 +36,13 @@ class SafeInputMixin:
             raise exceptions.ValidationError(
                 {k: ["Control characters are not allowed here."] for k in bad}
             )
+
+
+class NameRelatedField(serializers.SlugRelatedField):
+    """A related row by its name or slug; a value the database would refuse (NUL, unpaired
+    surrogates, control characters) is a field error, never a query."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, str) and _unstorable(data):
+            self.fail("invalid")  # never echo it: a lone surrogate cannot even be rendered
+        return super().to_internal_value(data)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
+from tenants.api.base import NameRelatedField
 from tenants.models import ApiKey, AuditEvent, Budget, Tenant, Tier
 from tenants.services import TIER_FIELDS
 
@@ -21,7 +22,7 @@ class TierSerializer(serializers.ModelSerializer):
 
 
 class TenantSerializer(serializers.ModelSerializer):
-    tier = serializers.SlugRelatedField(slug_field="name", queryset=Tier.objects.all())
+    tier = NameRelatedField(slug_field="name", queryset=Tier.objects.all())
 
     class Meta:
         model = Tenant
@@ -34,7 +35,7 @@ class TenantSerializer(serializers.ModelSerializer):
 
 
 class ApiKeySerializer(serializers.ModelSerializer):
-    tenant = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    tenant = NameRelatedField(slug_field="slug", read_only=True)
     state = serializers.CharField(read_only=True)
     display = serializers.CharField(read_only=True)
 
@@ -56,13 +57,13 @@ class ApiKeySerializer(serializers.ModelSerializer):
 
 
 class ApiKeyCreateSerializer(serializers.Serializer):
-    tenant = serializers.SlugRelatedField(slug_field="slug", queryset=Tenant.objects.all())
+    tenant = NameRelatedField(slug_field="slug", queryset=Tenant.objects.all())
     name = serializers.CharField(max_length=128)
     expires = serializers.DateTimeField(required=False, allow_null=True)
 
 
 class BudgetSerializer(serializers.ModelSerializer):
-    tenant = serializers.SlugRelatedField(slug_field="slug", queryset=Tenant.objects.all())
+    tenant = NameRelatedField(slug_field="slug", queryset=Tenant.objects.all())
     limit_micro_usd = serializers.IntegerField(min_value=0)
     alert_thresholds = serializers.ListField(
         child=serializers.IntegerField(min_value=1, max_value=1000), required=False
@@ -85,7 +86,7 @@ class BudgetSerializer(serializers.ModelSerializer):
 
 
 class AuditEventSerializer(serializers.ModelSerializer):
-    tenant = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    tenant = NameRelatedField(slug_field="slug", read_only=True)
 
     class Meta:
         model = AuditEvent

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from serving.config_as_code import ConfigError, apply, load_yaml
+from serving.config_as_code import ConfigError, apply, load_yaml, printable
 
 
 class Command(BaseCommand):
@@ -37,9 +37,9 @@ class Command(BaseCommand):
         try:
             changes = apply(load_yaml(text), dry_run=dry_run, prune=prune)
         except ConfigError as exc:
-            raise CommandError(f"{exc} Nothing was changed.") from exc
+            raise CommandError(printable(f"{exc} Nothing was changed.")) from exc
         for change in changes:
-            self.stdout.write(change.text())
+            self.stdout.write(printable(change.text()))
         n = len(changes)
         if not n:
             self.stdout.write("No changes: the configuration already matches the file.")
