@@ -108,3 +108,17 @@ def test_usd_to_micro_is_exact(usd, micro):
 def test_usd_to_micro_refuses_sub_micro_amounts():
     with pytest.raises(ValidationError):
         services.usd_to_micro("0.0000001")
+
+
+@pytest.mark.parametrize("name", ["a\x00", "a\nb", "tab\there", "\x1b[31mred", "sur\ud800"])
+def test_names_with_control_characters_are_a_field_error_not_a_database_error(db, name):
+    with pytest.raises(ValidationError) as err:
+        services.tier_create(name=name)
+    assert list(err.value.message_dict) == ["name"]
+    tier = services.tier_create(name="ok")
+    with pytest.raises(ValidationError) as err:
+        services.tenant_create(name=name, slug="acme", tier=tier)
+    assert list(err.value.message_dict) == ["name"]
+    assert list(Tier.objects.values_list("name", flat=True)) == ["ok"]
+    assert not Tenant.objects.exists()
+    assert list(AuditEvent.objects.values_list("action", flat=True)) == ["tier.create"]
