@@ -14,6 +14,7 @@ app.conf.beat_schedule = {
     "celery-heartbeat": {"task": "switchyard.tasks.heartbeat", "schedule": 15.0},
     "ingest-usage": {"task": "billing.tasks.ingest_usage", "schedule": 2.0},
     "ingest-request-logs": {"task": "serving.tasks.ingest_request_logs", "schedule": 2.0},
+    "ingest-cache-writes": {"task": "serving.cache.tasks.ingest_cache_writes", "schedule": 2.0},
     "rollup-usage": {"task": "billing.tasks.rollup_usage", "schedule": 60.0},
     "check-budget-alerts": {"task": "billing.tasks.check_budget_alerts", "schedule": 30.0},
     "reconcile-budgets": {"task": "billing.tasks.reconcile_budgets", "schedule": 300.0},

@@ -389,6 +389,7 @@ def dead_letter_retry(*, letter: Any) -> str:
 def _load_ingestors() -> None:
     """Import the modules that define ingestors (they register themselves)."""
     import billing.usage  # noqa: F401
+    import serving.cache.writeback  # noqa: F401
     import serving.request_log  # noqa: F401
 
 

@@ -54,15 +54,30 @@ class ExactCache:
         output_tokens: int,
         ttl_seconds: int,
     ) -> None:
-        value = json.dumps(
-            {"response": response, "input_tokens": input_tokens, "output_tokens": output_tokens},
-            separators=(",", ":"),
-        )
         pipe = self.redis.pipeline(transaction=False)
-        pipe.set(key, value, ex=ttl_seconds)
-        pipe.zadd(index_key(tenant_id), {key: time.time()})
-        pipe.expire(index_key(tenant_id), ttl_seconds * 2)
+        queue_put(pipe, key, tenant_id=tenant_id, response=response, input_tokens=input_tokens,
+                  output_tokens=output_tokens, ttl_seconds=ttl_seconds)  # fmt: skip
         await pipe.execute()
+
+
+def queue_put(
+    pipe: Any,
+    key: str,
+    *,
+    tenant_id: int,
+    response: dict[str, Any],
+    input_tokens: int,
+    output_tokens: int,
+    ttl_seconds: int,
+) -> None:
+    """Queue an exact entry's writes on ``pipe`` (the gateway's settlement round trip)."""
+    value = json.dumps(
+        {"response": response, "input_tokens": input_tokens, "output_tokens": output_tokens},
+        separators=(",", ":"),
+    )
+    pipe.set(key, value, ex=ttl_seconds)
+    pipe.zadd(index_key(tenant_id), {key: time.time()})
+    pipe.expire(index_key(tenant_id), ttl_seconds * 2)
 
 
 # ---- maintenance (sync: console, API, Celery) ---------------------------------------------

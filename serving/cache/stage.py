@@ -2,7 +2,8 @@
 
     plan     which caches apply to this call (tier switches, determinism, bypass)
     lookup   exact (Redis) first, then semantic (MiniLM + pgvector + the second check)
-    store    after a successful miss, in the background: the response is already on its way
+    keep     after a successful miss: queued with the request's settlement (one round trip);
+             the semantic entry goes through a write-behind stream, stored by Celery
 
 Cache failures never fail a request: a lookup that errors is a miss, a store that errors is
 logged.
@@ -11,6 +12,7 @@ logged.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import time
 from dataclasses import dataclass
@@ -21,7 +23,7 @@ from asgiref.sync import sync_to_async
 
 from serving.cache import embedder, semantic
 from serving.cache.agreement import prompts_agree
-from serving.cache.exact import CachedAnswer, ExactCache
+from serving.cache.exact import CachedAnswer, ExactCache, queue_put
 from serving.cache.keys import (
     SemanticKey,
     bypass_requested,
@@ -31,7 +33,9 @@ from serving.cache.keys import (
     semantic_key,
 )
 from serving.cache.replay import StreamAssembler, fresh_response, stream_chunks
+from serving.cache.writeback import CACHE_STREAM, semantic_write
 from serving.gateway import filters
+from switchyard.streams import stream_add
 
 log = logging.getLogger(__name__)
 
@@ -163,9 +167,10 @@ class CacheStage:
         if plan is not None and plan.stream is not None and plan.store:
             plan.stream.feed(call.endpoint, chunk)
 
-    def store(self, call: Any, response: dict[str, Any] | None = None) -> None:
-        """Remember a successful miss's answer (``response`` for JSON calls; streams use what
-        :meth:`observe` collected). Runs in the background."""
+    def keep(self, call: Any, response: dict[str, Any] | None = None) -> None:
+        """Decide to remember a successful miss's answer (``response`` for JSON calls; streams
+        use what :meth:`observe` collected); :meth:`queue_writes` then queues it with the
+        request's settlement, in the same Redis round trip."""
         plan = call.cache_plan
         if plan is None or not plan.store or call.status != 200 or call.cache != "miss":
             return
@@ -185,36 +190,45 @@ class CacheStage:
             )
             if call.tier.pii_redaction:
                 _redact_choices(response)
-        self._spawn(self._store(call, plan, response))
+        call.cache_keep = response
 
-    async def _store(self, call: Any, plan: CachePlan, response: dict[str, Any]) -> None:
+    def queue_writes(self, call: Any, pipe: Any) -> None:
+        """Queue the kept answer on ``pipe``: the exact entry's writes, and the semantic entry
+        on the write-behind stream (``serving.cache.writeback``: embedded if need be and
+        inserted in batches by Celery, off the request path)."""
+        response = getattr(call, "cache_keep", None)
+        plan = call.cache_plan
+        if response is None or plan is None or call.status != 200:
+            return
         tier = call.tier
-        try:
-            if plan.exact_key:
-                await self.exact.put(
-                    plan.exact_key,
-                    tenant_id=call.auth.tenant.pk,
-                    response=response,
-                    input_tokens=call.input_tokens,
-                    output_tokens=call.output_tokens,
-                    ttl_seconds=tier.semantic_cache_ttl_seconds,
-                )
-            if plan.semantic:
-                vec = plan.embedding or await embedder.embed(plan.semantic.text)
-                await sync_to_async(semantic.insert, thread_sensitive=False)(
+        if plan.exact_key:
+            queue_put(
+                pipe,
+                plan.exact_key,
+                tenant_id=call.auth.tenant.pk,
+                response=response,
+                input_tokens=call.input_tokens,
+                output_tokens=call.output_tokens,
+                ttl_seconds=tier.semantic_cache_ttl_seconds,
+            )
+        if plan.semantic:
+            stream_add(
+                pipe,
+                CACHE_STREAM,
+                semantic_write(
                     tenant_id=call.auth.tenant.pk,
                     scope=plan.scope,
                     model=plan.model,
                     context_hash=plan.semantic.context_hash,
-                    embedding=vec,
                     prompt=plan.semantic.text,
                     response=response,
                     input_tokens=call.input_tokens,
                     output_tokens=call.output_tokens,
                     ttl_seconds=tier.semantic_cache_ttl_seconds,
-                )
-        except Exception:  # noqa: BLE001 - the answer was served; only the cache lost it
-            log.exception("cache store failed for %s", call.request_id)
+                    embedding=plan.embedding,
+                    created=dt.datetime.now(dt.UTC),
+                ),
+            )
 
     def _spawn(self, coro) -> None:
         task = asyncio.get_running_loop().create_task(coro)

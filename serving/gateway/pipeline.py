@@ -192,6 +192,7 @@ class Call:
     cache: str = "miss"
     cache_control: str = ""
     cache_plan: Any = None
+    cache_keep: dict[str, Any] | None = None  # a miss's answer to store (CacheStage.keep)
     response_for_log: dict[str, Any] | None = None
     admitted: bool = False
     context_error: GatewayError | None = None
@@ -522,10 +523,11 @@ class Gateway:
                     code="invalid_json_output",
                 )
         call.response_for_log = resp
+        if error is None:
+            self.cache.keep(call, resp)  # queued with the settlement by finish()
         await self.finish(call)
         if error:
             raise error
-        self.cache.store(call, resp)
         return resp
 
     async def _abandon(self, call: Call) -> None:
@@ -644,9 +646,9 @@ class Gateway:
                     "the tokens received were metered."
                 ).body()
             await asyncio.shield(self._count_if_unreported(call, texts))
-            await asyncio.shield(self.finish(call))
             if call.status == 200:
-                self.cache.store(call)
+                self.cache.keep(call)  # queued with the settlement by finish()
+            await asyncio.shield(self.finish(call))
             if last is not None:
                 yield last
         except GatewayError as exc:
@@ -768,6 +770,7 @@ class Gateway:
                 ),
             )
         stream_add(pipe, REQUEST_LOG_STREAM, self._log_entry(call, cost))
+        self.cache.queue_writes(call, pipe)
         await pipe.execute()
         model = call.route.model if call.route else ""
         metrics.REQUESTS.labels(tenant.slug, model, call.endpoint, str(call.status)).inc()

@@ -7,12 +7,19 @@ from collections.abc import Callable
 
 from serving.cache import exact
 from serving.cache.models import SemanticCacheEntry
+from serving.cache.writeback import semantic_write_ingestor
 from switchyard.redis_client import get_redis
 
 
+def drain_cache_writes() -> int:
+    """Store the semantic entries gateways queued (write-behind), as Celery does."""
+    return semantic_write_ingestor.drain(get_redis())
+
+
 def wait_for(predicate: Callable[[], bool], timeout: float = 30.0, what: str = "") -> None:
+    """Poll ``predicate``, draining the cache's write-behind stream before each look."""
     deadline = time.monotonic() + timeout
-    while not predicate():
+    while drain_cache_writes() >= 0 and not predicate():
         assert time.monotonic() < deadline, f"timed out waiting for {what or predicate}"
         time.sleep(0.02)
 
@@ -22,6 +29,9 @@ def wait_exact_entries(tenant, n: int) -> None:
 
 
 def wait_semantic_entries(tenant, n: int) -> None:
+    """Semantic entries are written behind (a stream Celery drains): :func:`wait_for`
+    drains it, as Celery would, until ``n`` entries of the tenant are stored."""
+
     wait_for(
         lambda: SemanticCacheEntry.objects.filter(tenant=tenant).count() >= n,
         what=f"{n} semantic entries",
