@@ -230,6 +230,9 @@ SWITCHYARD_AUTH_FAILURE_WINDOW_SECONDS = env.float(
 DATA_UPLOAD_MAX_MEMORY_SIZE = SWITCHYARD_MAX_BODY_BYTES * 4
 # Redis streams (usage, request log, cache writes) are capped near this many entries.
 SWITCHYARD_STREAM_MAXLEN = env.int("SWITCHYARD_STREAM_MAXLEN", default=1_000_000)
+# Where semantic-cache lookups get their embedding: "deployment" (the deployment serving
+# all-minilm-l6-v2, off the gateway's CPU; local when there is none) or "local" (in-process).
+SWITCHYARD_CACHE_EMBEDDER = env.str("SWITCHYARD_CACHE_EMBEDDER", default="deployment")
 SWITCHYARD_MODEL_WORKER_URL = env.str("SWITCHYARD_MODEL_WORKER_URL", default="")
 # Routing and failover (docs/routing.md).
 SWITCHYARD_ROUTE_MAX_ATTEMPTS = env.int("SWITCHYARD_ROUTE_MAX_ATTEMPTS", default=3)

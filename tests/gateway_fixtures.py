@@ -60,6 +60,9 @@ class GatewayProcess:
             DATABASE_URL=test_database_url(),
             SWITCHYARD_TABLE_CACHE_SECONDS="0",
             SWITCHYARD_TESTING="1",
+            # The instant upstream's "embeddings" are not MiniLM's: cache lookups embed with
+            # the real model in-process (tests of the deployment embedder set it themselves).
+            SWITCHYARD_CACHE_EMBEDDER="local",
             PYTHONUNBUFFERED="1",
         )
         env.update(env_overrides)

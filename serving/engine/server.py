@@ -225,7 +225,7 @@ def build_app(
     warm_up: bool = True,
     on_load_failure: Callable[[BaseException], None] | None = None,
     max_batch: int = 32,
-    max_wait_ms: float = 50,
+    max_wait_ms: float = 2,
 ):
     """The ASGI app serving ``engine`` (and embeddings when ``embedder`` is given).
 

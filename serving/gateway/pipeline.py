@@ -26,6 +26,7 @@ import asyncio
 import datetime as dt
 import json
 import logging
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -252,6 +253,8 @@ class Gateway:
         self.cache = CacheStage(self.redis)
         self.health = DeploymentHealth(self.redis)
         self.failover = Failover(self.health)
+        # Metering's fallback tokenizer takes seconds to load: load it before it is needed.
+        threading.Thread(target=tokens.counting_tokenizer, daemon=True).start()
 
     # ---- ingress -----------------------------------------------------------------------
 

@@ -209,3 +209,22 @@ def test_sampled_requests_skip_the_semantic_cache_unless_the_tier_opts_in(make_c
     assert _ask(caller, FRANCE_AGAIN, temperature=0)[0] == "hit-semantic"
     assert _ask(caller, FRANCE_AGAIN, temperature=0.7)[0] == "miss"
     assert SemanticCacheEntry.objects.filter(tenant=caller.tenant).count() == 1
+
+
+def test_lookups_embed_on_the_embedding_deployment_off_the_gateways_cpu(make_caller, worker):
+    from serving.deployments import deployment_set
+    from tests.gateway_fixtures import GatewayProcess
+
+    deployment_set(name="instant-embed", model="all-minilm-l6-v2", base_url=f"{worker.url}/v1",
+                   kind="local_worker", api_key=worker.token)  # fmt: skip
+    before = worker.app.state.batcher.batches_run
+    gw = GatewayProcess(SWITCHYARD_CACHE_EMBEDDER="deployment")
+    try:
+        caller = make_caller(**SEMANTIC)
+        caller.base_url = gw.url
+        _seed(caller, FRANCE)
+        assert _ask(caller, FRANCE_AGAIN) == ("hit-semantic", f"echo: {FRANCE}")
+    finally:
+        gw.stop()
+    # Both lookups were embedded by the worker's MiniLM, not in the gateway process.
+    assert worker.app.state.batcher.batches_run >= before + 2
