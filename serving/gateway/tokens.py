@@ -13,11 +13,11 @@ import functools
 import threading
 from collections.abc import Iterable
 
-from gguf import GGUFReader
+from typing import TYPE_CHECKING
 
-from serving.engine.gguf_loader import TokenizerData, _field
-from serving.engine.registry import resolve
-from serving.engine.tokenizer import ChatTokenizer
+if TYPE_CHECKING:  # the engine's modules (numpy, gguf, torch) load only when counting
+    from serving.engine.gguf_loader import TokenizerData
+    from serving.engine.tokenizer import ChatTokenizer
 
 COUNTING_MODEL = "smollm2-135m-instruct"
 # OpenAI's accounting of chat framing: tokens per message, and to prime the reply.
@@ -29,6 +29,10 @@ _lock = threading.Lock()
 
 def read_tokenizer_data(path: str) -> TokenizerData:
     """Only the tokenizer fields of a GGUF file (no tensor is read)."""
+    from gguf import GGUFReader
+
+    from serving.engine.gguf_loader import TokenizerData, _field
+
     reader = GGUFReader(path)
     eos = _field(reader, "tokenizer.ggml.eos_token_id")
     return TokenizerData(
@@ -47,6 +51,9 @@ def read_tokenizer_data(path: str) -> TokenizerData:
 @functools.cache
 def counting_tokenizer() -> ChatTokenizer:
     """The tokenizer metering counts with, loaded once per process (about a second)."""
+    from serving.engine.registry import resolve
+    from serving.engine.tokenizer import ChatTokenizer
+
     with _lock:
         _, path = resolve(COUNTING_MODEL)
         return ChatTokenizer(read_tokenizer_data(str(path)))
