@@ -80,3 +80,20 @@ def test_seed_demo_stores_the_worker_token(db, settings, tmp_path, monkeypatch):
     for name in ("local-smollm2", "local-minilm"):
         dep = Deployment.objects.get(name=name)
         assert secrets.decrypt(dep.api_key_encrypted) == "second-token"
+
+
+def test_create_tier_says_when_auto_would_route_nowhere(db):
+    from serving.deployments import deployment_set
+    from serving.routing_services import routing_policy_seed
+
+    def notes(*args) -> str:
+        err = io.StringIO()
+        call_command("create_tier", *args, stdout=io.StringIO(), stderr=err)
+        return err.getvalue()
+
+    deployment_set(name="local", model="smollm2-135m-instruct", base_url="http://localhost:9/v1")
+    assert "`auto` routes nowhere for tier plain" in notes("plain")
+    assert notes("plain", "--default-model", "smollm2-135m-instruct") == ""
+    assert notes("narrow", "--models", "smollm2-135m-instruct") == ""  # auto not allowed
+    routing_policy_seed()
+    assert notes("other") == ""

@@ -42,3 +42,17 @@ class Command(BaseCommand):
         else:
             tier = run_service(services.tier_update, tier=tier, **fields)
             self.stdout.write(f"updated tier {tier.name}")
+        self._check_auto(tier)
+
+    def _check_auto(self, tier: Tier) -> None:
+        """Say so when ``auto`` would route nowhere for this tier (no rule and no default)."""
+        from serving.model_list import auto_routes
+        from serving.routing_table import AUTO, load_routing_table
+
+        allowed = not tier.allowed_models or AUTO in tier.allowed_models
+        if allowed and not auto_routes(tier, load_routing_table()):
+            self.stderr.write(
+                f"note: `{AUTO}` routes nowhere for tier {tier.name} yet: no routing rule sends "
+                "every kind of prompt to a served model and the tier has no --default-model "
+                "(`make run` seeds such rules; see docs/routing.md)."
+            )
