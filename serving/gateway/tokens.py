@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import threading
 from collections.abc import Iterable
-
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the engine's modules (numpy, gguf, torch) load only when counting
