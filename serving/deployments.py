@@ -108,6 +108,7 @@ class Target:
     capabilities: tuple[str, ...] = ()
     quality: float = 0.8
     health_check: str = "health"
+    api_version: str = ""
 
 
 _table: tuple[float, dict[str, list[Target]]] | None = None
@@ -136,6 +137,7 @@ def load_deployment_table() -> dict[str, list[Target]]:
                 capabilities=tuple(d.capabilities),
                 quality=d.quality,
                 health_check=d.health_check,
+                api_version=d.api_version,
             )
         )
     return table

@@ -9,12 +9,15 @@ from django.utils import timezone
 
 
 class Deployment(models.Model):
-    """One place a public model name is served: a Switchyard model worker or any
-    OpenAI-compatible base URL. The upstream key is stored encrypted (serving.secrets)."""
+    """One place a public model name is served: a Switchyard model worker, any
+    OpenAI-compatible base URL, Anthropic's Messages API or an Azure OpenAI resource. The
+    upstream key is stored encrypted (serving.secrets)."""
 
     class Kind(models.TextChoices):
         LOCAL_WORKER = "local_worker", "Switchyard model worker"
         OPENAI_COMPATIBLE = "openai_compatible", "OpenAI-compatible API"
+        ANTHROPIC = "anthropic", "Anthropic Messages API"
+        AZURE_OPENAI = "azure_openai", "Azure OpenAI"
 
     class Capability(models.TextChoices):
         CODE = "code", "Code"
@@ -35,6 +38,11 @@ class Deployment(models.Model):
     kind = models.CharField(max_length=32, choices=Kind.choices, default=Kind.LOCAL_WORKER)
     base_url = models.URLField(max_length=255, help_text="e.g. http://127.0.0.1:8100/v1")
     api_key_encrypted = models.TextField(blank=True, editable=False)
+    api_version = models.CharField(
+        max_length=32,
+        blank=True,
+        help_text="Azure OpenAI's api-version query parameter (default 2024-10-21).",
+    )
     weight = models.PositiveIntegerField(default=1, validators=[MinValueValidator(1)])
     max_concurrency = models.PositiveIntegerField(default=64)
     context_window = models.PositiveIntegerField(default=8192)

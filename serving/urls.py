@@ -1,7 +1,7 @@
 from django.urls import path, re_path
 
 from billing import usage_api
-from serving import views
+from serving import anthropic_views, views
 
 # `(?s:…)` lets a name or path hold any character, newlines included, so every /v1 URL gets
 # an answer in OpenAI's error shape rather than Django's HTML 404.
@@ -12,6 +12,7 @@ urlpatterns = [
     path("models", views.models, name="v1-models"),
     re_path(r"^models/(?P<model>(?s:.+))\Z", views.models, name="v1-model"),
     path("usage", usage_api.usage, name="v1-usage"),
+    path("messages", anthropic_views.messages, name="v1-messages"),
     path("openapi.json", views.openapi, name="v1-openapi"),
     re_path(r"^(?P<rest>(?s:.*))\Z", views.not_found),
 ]

@@ -2,7 +2,9 @@
 
 Any OpenAI-compatible base URL works (a Switchyard model worker, vLLM, a hosted API). Streams
 are passed through chunk by chunk; closing the stream (client gone, cancel) closes the
-upstream connection, which makes a Switchyard worker free the sequence.
+upstream connection, which makes a Switchyard worker free the sequence. Deployments of kind
+``anthropic`` (the Messages API) and ``azure_openai`` (Azure's paths and headers) are called
+through :mod:`serving.providers`; callers see OpenAI bodies and chunks either way.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import orjson
 from httpx_aiohttp import AiohttpTransport
 
 from serving.deployments import Target
-from serving.gateway.errors import GatewayError, upstream_error
+from serving.gateway.errors import GatewayError, invalid, upstream_error
+from serving.providers import anthropic, azure
 
 _clients: dict[int, httpx.AsyncClient] = {}
 
@@ -62,6 +65,37 @@ def _headers(
         if salt:
             h["x-switchyard-prefix-salt"] = salt
     return h
+
+
+def _request(
+    target: Target,
+    path: str,
+    body: dict[str, Any],
+    request_id: str,
+    tenant: str,
+    weight: float,
+    salt: str,
+) -> tuple[str, dict[str, Any], dict[str, str]]:
+    """The URL, body and headers of a call to ``target`` for an OpenAI ``path`` and body."""
+    if target.kind == "anthropic":
+        if path != "/chat/completions":
+            raise invalid(
+                f"Deployment {target.name} (Anthropic) serves chat completions only.",
+                code="unsupported_endpoint",
+            )
+        return (
+            f"{target.base_url}/messages",
+            anthropic.to_messages_request(body, target.context_window),
+            anthropic.headers(target.api_key, request_id),
+        )
+    if target.kind == "azure_openai":
+        url = azure.url(target.base_url, target.upstream_model, path, target.api_version)
+        return url, body, azure.headers(target.api_key, request_id)
+    return (
+        f"{target.base_url}{path}",
+        body,
+        _headers(target, request_id, tenant, weight, salt),
+    )
 
 
 class UpstreamAuthFailed(GatewayError):
@@ -158,12 +192,10 @@ async def post_json(
     weight: float,
     salt: str = "",
 ) -> dict[str, Any]:
+    url, payload, headers = _request(target, path, body, request_id, tenant, weight, salt)
     try:
         resp = await client().post(
-            f"{target.base_url}{path}",
-            json=body,
-            headers=_headers(target, request_id, tenant, weight, salt),
-            timeout=target.timeout_seconds,
+            url, json=payload, headers=headers, timeout=target.timeout_seconds
         )
     except httpx.HTTPError as exc:
         if _timed_out(exc):
@@ -172,7 +204,10 @@ async def post_json(
     if resp.status_code != 200:
         raise _error_from(resp.status_code, resp.content, target, resp.headers.get("retry-after"))
     try:
-        return resp.json()
+        answer = resp.json()
+        if target.kind == "anthropic":
+            return anthropic.to_chat_completion(answer, body.get("model", ""))
+        return answer
     except ValueError:
         raise upstream_error(f"Deployment {target.name} answered with invalid JSON.") from None
 
@@ -187,13 +222,14 @@ async def stream_chunks(
     weight: float,
     salt: str = "",
 ) -> AsyncIterator[dict[str, Any]]:
-    """Yield each SSE ``data:`` JSON object of an upstream stream until ``[DONE]``."""
+    """Yield each SSE ``data:`` JSON object of an upstream stream until ``[DONE]`` (for an
+    Anthropic deployment: its events translated to OpenAI chunks, until ``message_stop``)."""
+    url, payload, headers = _request(target, path, body, request_id, tenant, weight, salt)
     req = client().build_request(
-        "POST",
-        f"{target.base_url}{path}",
-        json=body,
-        headers=_headers(target, request_id, tenant, weight, salt),
-        timeout=target.timeout_seconds,
+        "POST", url, json=payload, headers=headers, timeout=target.timeout_seconds
+    )
+    translator = (
+        anthropic.StreamTranslator(body.get("model", "")) if target.kind == "anthropic" else None
     )
     try:
         resp = await client().send(req, stream=True)
@@ -223,7 +259,13 @@ async def stream_chunks(
                 continue
             if "error" in chunk and "choices" not in chunk:
                 raise _stream_error(data, target)
-            yield chunk
+            if translator is None:
+                yield chunk
+                continue
+            for out in translator.feed(chunk):
+                yield out
+            if translator.done:
+                return
     except httpx.HTTPError as exc:
         if _timed_out(exc):
             raise upstream_error(f"Deployment {target.name} timed out mid-stream.", 504) from exc
