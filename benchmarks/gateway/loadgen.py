@@ -3,7 +3,8 @@
 Client libraries cost more CPU per request than the proxies under test; this one parses just
 enough HTTP (status line, Content-Length or chunked bodies) to time each request, so one core
 drives thousands of requests a second. ``concurrency`` connections each send a request, read
-the whole response, and send the next, for ``duration`` seconds after a ``warmup``.
+the whole response, and send the next, for ``duration`` seconds after a ``warmup``. A body
+containing ``__UNIQUE__`` gets a never-repeated number there in every request (cache misses).
 """
 
 from __future__ import annotations
@@ -68,6 +69,21 @@ async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str]) -> f
     return first
 
 
+UNIQUE = b"__UNIQUE__"
+_counter = iter(range(1, 1 << 62))
+
+
+def _unique_request(parts, headers: dict[str, str], body: bytes) -> bytes:
+    """The request with ``__UNIQUE__`` in its body replaced by a number never sent before."""
+    filled = body.replace(UNIQUE, f"{next(_counter)}-{time.time_ns()}".encode())
+    head = (
+        f"POST {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+        + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        + f"Content-Type: application/json\r\nContent-Length: {len(filled)}\r\n\r\n"
+    ).encode()
+    return head + filled
+
+
 async def _worker(
     url: str,
     body: bytes,
@@ -83,11 +99,14 @@ async def _worker(
         + f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
     ).encode()
     request = head + body
+    unique = UNIQUE in body
     reader = writer = None
     while time.perf_counter() < stop_at:
         try:
             if writer is None:
                 reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+            if unique:  # a prompt no request before had: every cache lookup misses
+                request = _unique_request(parts, headers, body)
             t0 = time.perf_counter()
             writer.write(request)
             status_line = await reader.readline()
