@@ -145,6 +145,19 @@ def price_at(
     return price
 
 
+def prices_cached(model: str, tenant_id: int | None) -> bool:
+    """Whether :func:`price_at` would answer from this process's caches, without a query
+    (so async callers can skip the thread hop)."""
+    now = time.monotonic()
+    hit = _price_cache.get(model)
+    if hit is None or now - hit[0] > CACHE_SECONDS:
+        return False
+    if tenant_id is None:
+        return True
+    terms = _override_cache.get(tenant_id)
+    return terms is not None and now - terms[0] <= CACHE_SECONDS
+
+
 def clear_cache() -> None:
     _price_cache.clear()
     _override_cache.clear()

@@ -15,7 +15,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.utils import timezone
 
-from billing.pricing import Price, price_at
+from billing.pricing import Price, price_at, prices_cached
 from serving.deployments import Target, load_deployment_table
 
 CACHE_SECONDS = settings.SWITCHYARD_TABLE_CACHE_SECONDS
@@ -28,6 +28,18 @@ def deployment_price(
     """What one request on ``target`` costs per token (integer micro-dollars per million): the
     deployment's price list if it has one, else its model's, under the tenant's override."""
     return price_at(target.model, at, deployment=target.name, tenant_id=tenant_id)
+
+
+async def adeployment_price(
+    target: Target, at: dt.datetime | None = None, *, tenant_id: int | None = None
+) -> Price:
+    """:func:`deployment_price` for async code: on the event loop when the prices are cached
+    (every request but a few a minute), in a thread when they must be read."""
+    if prices_cached(target.model, tenant_id):
+        return deployment_price(target, at, tenant_id=tenant_id)
+    return await sync_to_async(deployment_price, thread_sensitive=False)(
+        target, at, tenant_id=tenant_id
+    )
 
 
 @dataclass(frozen=True)

@@ -24,14 +24,13 @@ import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 
 from serving.deployments import Target
 from serving.gateway import upstream
 from serving.gateway.errors import GatewayError, upstream_error
 from serving.health import DeploymentHealth
-from serving.routing_table import deployment_price
+from serving.routing_table import adeployment_price
 
 if TYPE_CHECKING:
     from serving.gateway.pipeline import Call
@@ -81,7 +80,7 @@ class Failover:
         if target.name != call.route.target.name:
             # Meter at the price of the deployment that actually served the request.
             # At the tenant's terms, like the first choice.
-            call.price = await sync_to_async(deployment_price, thread_sensitive=False)(
+            call.price = await adeployment_price(
                 target, call.created, tenant_id=call.auth.tenant.pk
             )
         call.route = dataclasses.replace(call.route, target=target, attempts=attempt)

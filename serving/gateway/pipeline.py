@@ -34,7 +34,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
-from asgiref.sync import sync_to_async
 from django.conf import settings
 
 from billing.pricing import Price
@@ -57,7 +56,12 @@ from serving.gateway.upstream import abort_upstream
 from serving.gateway.validation import max_output_tokens, output_cap, sequences, validate
 from serving.health import DeploymentHealth, LiveState
 from serving.request_log import REQUEST_LOG_STREAM
-from serving.routing_table import RouteContext, RoutingTable, arouting_table, deployment_price
+from serving.routing_table import (
+    RouteContext,
+    RoutingTable,
+    adeployment_price,
+    arouting_table,
+)
 from switchyard.streams import stream_add
 from tenants.auth import AuthContext, AuthFailure, aauthenticate_key
 
@@ -443,7 +447,7 @@ class Gateway:
             ) from None
         call.admitted = True
         try:
-            call.price = await sync_to_async(deployment_price, thread_sensitive=False)(
+            call.price = await adeployment_price(
                 call.route.target, call.created, tenant_id=call.auth.tenant.pk
             )
             worst = call.price.cost(call.prompt_estimate, call.max_output)
@@ -775,14 +779,16 @@ class Gateway:
         stream_add(pipe, REQUEST_LOG_STREAM, self._log_entry(call, cost))
         self.cache.queue_writes(call, pipe)
         await pipe.execute()
-        model = call.route.model if call.route else ""
-        metrics.REQUESTS.labels(tenant.slug, model, call.endpoint, str(call.status)).inc()
-        metrics.LATENCY.labels(model, call.endpoint).observe(time.perf_counter() - call.started)
-        if call.ttft is not None:
-            metrics.TTFT.labels(model).observe(call.ttft)
-        if produced:
-            metrics.TOKENS.labels(tenant.slug, model, "input").inc(call.input_tokens)
-            metrics.TOKENS.labels(tenant.slug, model, "output").inc(call.output_tokens)
+        await metrics.record_finished(
+            self.redis,
+            tenant=tenant.slug,
+            model=call.route.model if call.route else "",
+            endpoint=call.endpoint,
+            status=call.status,
+            latency=time.perf_counter() - call.started,
+            ttft=call.ttft,
+            tokens=(call.input_tokens, call.output_tokens) if produced else None,
+        )
 
     def _log_entry(self, call: Call, cost: int) -> dict[str, str]:
         entry = {
@@ -827,10 +833,13 @@ class Gateway:
             return
         call.status, call.error_code = error.status, error.code or error.type
         call.finished = True
-        model = call.route.model if call.route else ""
-        metrics.REQUESTS.labels(
-            call.auth.tenant.slug, model, call.endpoint, str(error.status)
-        ).inc()
+        await metrics.record_refused(
+            self.redis,
+            tenant=call.auth.tenant.slug,
+            model=call.route.model if call.route else "",
+            endpoint=call.endpoint,
+            status=error.status,
+        )
         await stream_add(self.redis, REQUEST_LOG_STREAM, self._log_entry(call, 0))
 
 
