@@ -10,7 +10,7 @@ import orjson
 from django.conf import settings
 from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from serving.gateway import metrics
 from serving.gateway.errors import GatewayError, model_not_found
@@ -198,7 +198,7 @@ def prometheus_metrics(request):
     ):
         return HttpResponse("Forbidden: metrics are for operators and scrapers.", status=403)
     started = time.perf_counter()
-    body = generate_latest(metrics.REGISTRY)
+    body = metrics.render()
     resp = HttpResponse(body, content_type=CONTENT_TYPE_LATEST)
     resp["x-render-ms"] = f"{(time.perf_counter() - started) * 1000:.1f}"
     return resp

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -27,6 +28,17 @@ from switchyard.preflight import PreflightError, check_database, check_redis
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKER_TOKEN_ENV = "SWITCHYARD_WORKER_TOKEN"
+# The web processes' PROMETHEUS_MULTIPROC_DIR (Procfile `web`), under the data dir.
+METRICS_DIR_NAME = "prometheus-web"
+
+
+def reset_metrics_dir(directory: Path) -> Path:
+    """Make ``directory/prometheus-web`` exist and be empty: prometheus_client's multiprocess
+    files of a previous run would otherwise be added to this run's figures."""
+    path = directory / METRICS_DIR_NAME
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
 
 
 def worker_token(directory: Path) -> str:
@@ -119,6 +131,7 @@ def main() -> int:
     # local deployments' API key.
     if not os.environ.get(WORKER_TOKEN_ENV):
         os.environ[WORKER_TOKEN_ENV] = worker_token(data_dir())
+    reset_metrics_dir(data_dir())
 
     print("Starting services…", flush=True)
     services = ensure_services(scope="run", persistent=True)

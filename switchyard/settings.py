@@ -216,6 +216,8 @@ SWITCHYARD_TABLE_CACHE_SECONDS = env.float("SWITCHYARD_TABLE_CACHE_SECONDS", def
 SWITCHYARD_REDIS_MAX_CONNECTIONS = env.int("SWITCHYARD_REDIS_MAX_CONNECTIONS", default=256)
 # Who may scrape the gateway's /metrics without an operator login (its labels name tenants).
 METRICS_ALLOWED_IPS = env.list("METRICS_ALLOWED_IPS", default=["127.0.0.1", "::1"])
+# Tenants named in /metrics labels, the first served; the rest are "other" (gateway/metrics.py).
+METRICS_TENANT_LABELS = env.int("METRICS_TENANT_LABELS", default=100)
 SWITCHYARD_MAX_BODY_BYTES = env.int("SWITCHYARD_MAX_BODY_BYTES", default=1_048_576)
 # One WebSocket message at most (switchyard/edge.py; larger closes the socket with 1009).
 SWITCHYARD_MAX_WS_MESSAGE_BYTES = env.int("SWITCHYARD_MAX_WS_MESSAGE_BYTES", default=1_048_576)
