@@ -425,6 +425,14 @@ def _inbound_turn(msg: Any) -> list[dict[str, Any]]:
         elif kind == "image" and msg["role"] == "user":
             parts.append({"type": "image_url", "image_url": {"url": _source_url(block)}})
         elif kind == "tool_use" and msg["role"] == "assistant":
+            if not (
+                isinstance(block.get("id"), str)
+                and isinstance(block.get("name"), str)
+                and isinstance(block.get("input"), dict)
+            ):
+                raise _bad(
+                    "messages: a tool_use block needs a string id and name, and an input object."
+                )
             tool_calls.append(
                 {
                     "id": str(block.get("id") or ""),
@@ -436,6 +444,10 @@ def _inbound_turn(msg: Any) -> list[dict[str, Any]]:
                 }
             )
         elif kind == "tool_result" and msg["role"] == "user":
+            if not isinstance(block.get("tool_use_id"), str) or not isinstance(
+                block.get("content", ""), str | list
+            ):
+                raise _bad("messages: a tool_result block needs a tool_use_id and its content.")
             results.append(
                 {
                     "role": "tool",
@@ -510,6 +522,8 @@ def from_messages_request(body: dict[str, Any]) -> dict[str, Any]:
             for t in tools
         ]
     choice = body.get("tool_choice")
+    if choice is not None and not isinstance(choice, dict):
+        raise _bad("tool_choice: must be an object with a type.")
     if isinstance(choice, dict):
         kind = choice.get("type")
         mapped = {"auto": "auto", "any": "required", "none": "none"}.get(kind)

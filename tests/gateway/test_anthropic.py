@@ -151,7 +151,8 @@ def test_streaming_events_become_openai_chunks(claude):
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == "echo: stream these words"
     finishes = [c.choices[0].finish_reason for c in chunks if c.choices]
-    assert "stop" in finishes and finishes.count("stop") == 1, chunks
+    # (With PII redaction on, held-back text may follow the finish chunk: the pipeline's.)
+    assert finishes.count("stop") == 1 and set(finishes) == {None, "stop"}
     assert chunks[-1].usage.completion_tokens == 4
     assert chunks[-1].usage.prompt_tokens_details.cached_tokens == 2
 
