@@ -222,11 +222,14 @@ class BudgetLedger:
             reservation.settled = True
             return
         reservation.settled = True
-        await self._settle(
-            keys=reservation.keys + reservation.held,
-            args=[actual_cost - reservation.cost, reservation.member, actual_cost],
-            client=pipe,
-        )
+        keys = reservation.keys + reservation.held
+        args = [actual_cost - reservation.cost, reservation.member, actual_cost]
+        if pipe is not None:
+            # EVAL: a pipeline holding registered scripts costs an extra SCRIPT EXISTS round
+            # trip on every execute (redis-py).
+            pipe.eval(_SETTLE, len(keys), *keys, *args)
+            return
+        await self._settle(keys=keys, args=args)
 
     async def spent(self, *, tenant_id: int, period: str) -> int:
         now = dt.datetime.now(dt.UTC)

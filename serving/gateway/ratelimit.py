@@ -164,8 +164,11 @@ class RateLimiter:
         if reservation.settled:
             return
         reservation.settled = True
-        await self._settle(
-            keys=list(reservation.keys),
-            args=[actual_tokens - reservation.tokens, reservation.request_id],
-            client=pipe,
-        )
+        keys = list(reservation.keys)
+        args = [actual_tokens - reservation.tokens, reservation.request_id]
+        if pipe is not None:
+            # EVAL, not EVALSHA: a pipeline that holds registered scripts costs an extra
+            # SCRIPT EXISTS round trip on every execute (redis-py); the body is small.
+            pipe.eval(_SETTLE, len(keys), *keys, *args)
+            return
+        await self._settle(keys=keys, args=args)
