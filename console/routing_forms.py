@@ -41,6 +41,7 @@ class DeploymentForm(forms.Form):
         choices=Deployment.Capability.choices, required=False, widget=forms.CheckboxSelectMultiple
     )
     health_check = forms.ChoiceField(choices=Deployment.HealthCheck.choices)
+    api_version = forms.CharField(max_length=32, required=False, help_text="Azure OpenAI only.")
     enabled = forms.BooleanField(required=False)
 
     @classmethod
