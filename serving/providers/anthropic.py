@@ -216,6 +216,15 @@ def to_messages_request(body: dict[str, Any], context_window: int) -> dict[str, 
         "messages": messages,
         "max_tokens": int(cap) if cap else max(1, min(DEFAULT_MAX_TOKENS, context_window)),
     }
+    fmt = body.get("response_format")
+    if isinstance(fmt, dict) and fmt.get("type") in ("json_object", "json_schema"):
+        # The Messages API has no response_format: ask for JSON in the system prompt (the
+        # pipeline still checks that the answer parses).
+        schema = (fmt.get("json_schema") or {}).get("schema")
+        system.append(
+            "Answer with one JSON object and nothing else."
+            + (f" It must match this JSON schema: {json.dumps(schema)}" if schema else "")
+        )
     if system:
         out["system"] = "\n\n".join(system)
     if body.get("temperature") is not None:

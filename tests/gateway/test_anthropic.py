@@ -139,6 +139,18 @@ def test_default_max_tokens_fits_the_context_window():
     assert to_messages_request(body, 100_000)["max_tokens"] == DEFAULT_MAX_TOKENS
 
 
+def test_response_format_asks_for_json_in_the_system_prompt():
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
+    body = {
+        "model": "m",
+        "messages": [{"role": "system", "content": "sys"}, {"role": "user", "content": "hi"}],
+        "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}},
+    }
+    system = to_messages_request(body, 1000)["system"]
+    assert system.startswith("sys\n\nAnswer with one JSON object") and json.dumps(schema) in system
+    assert "response_format" not in to_messages_request(body, 1000)
+
+
 def test_streaming_events_become_openai_chunks(claude):
     chunks = list(
         claude.client().chat.completions.create(
@@ -346,6 +358,35 @@ def test_openai_client_tools_through_the_gateway(claude):
     )
     assert resp.choices[0].finish_reason == "tool_calls"
     assert resp.choices[0].message.tool_calls[0].function.name == "get_weather"
+
+
+@pytest.mark.skipif("tools" not in CHAT_PARAMS, reason="the gateway does not accept tools yet")
+def test_sdk_tool_use_through_the_gateway_to_an_anthropic_deployment(claude):
+    tool = {
+        "name": "get_weather",
+        "description": "Weather in a city",
+        "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}},
+    }
+    client = _sdk(claude)
+    ask = [{"role": "user", "content": "what is the weather in Paris"}]
+    msg = client.messages.create(model=CLAUDE, max_tokens=50, tools=[tool], messages=ask)
+    assert msg.stop_reason == "tool_use"
+    use = next(b for b in msg.content if b.type == "tool_use")
+    assert use.name == "get_weather" and use.input == {"city": "Paris"}
+    follow = [
+        *ask,
+        {"role": "assistant", "content": [b.model_dump() for b in msg.content]},
+        {
+            "role": "user",
+            "content": [{"type": "tool_result", "tool_use_id": use.id, "content": "sunny"}],
+        },
+    ]
+    done = client.messages.create(model=CLAUDE, max_tokens=50, tools=[tool], messages=follow)
+    assert done.content[0].text == "tool said: sunny" and done.stop_reason == "end_turn"
+    with client.messages.stream(model=CLAUDE, max_tokens=50, tools=[tool], messages=ask) as stream:
+        final = stream.get_final_message()
+    assert final.stop_reason == "tool_use"
+    assert next(b for b in final.content if b.type == "tool_use").input == {"city": "Paris"}
 
 
 # ---- inbound: the anthropic SDK -> /v1/messages ------------------------------------------
