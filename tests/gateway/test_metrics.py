@@ -139,9 +139,10 @@ class TwoWorkerGateway:
         return {p.stem.rsplit("_", 1)[1] for p in self.metrics_dir.glob("counter_*.db")}
 
 
-@pytest.fixture
-def two_workers(tmp_path, make_caller):
-    gw = TwoWorkerGateway(reset_metrics_dir(tmp_path), METRICS_TENANT_LABELS="3")
+@pytest.fixture(scope="module")
+def two_workers(tmp_path_factory, django_db_setup, upstream_url):
+    metrics_dir = reset_metrics_dir(tmp_path_factory.mktemp("two-workers"))
+    gw = TwoWorkerGateway(metrics_dir, METRICS_TENANT_LABELS="3")
     try:
         yield gw
     finally:
@@ -162,6 +163,16 @@ def _chat(caller: Caller) -> int:
 def test_two_workers_metrics_add_up_whichever_worker_answers(make_caller, two_workers):
     made = make_caller(slug="multiproc")
     caller = Caller(tenant=made.tenant, key=made.key, base_url=two_workers.url)
+
+    def latency_count(text: str) -> float:
+        return total(
+            text,
+            "switchyard_gateway_request_latency_seconds_count",
+            model=MODEL,
+            endpoint="chat.completions",
+        )
+
+    latency_before = latency_count(two_workers.scrape())
     n = 40
     with ThreadPoolExecutor(8) as pool:
         statuses = list(pool.map(lambda _: _chat(caller), range(n)))
@@ -182,15 +193,7 @@ def test_two_workers_metrics_add_up_whichever_worker_answers(make_caller, two_wo
             == n
         )
         assert total(text, f"{TENANT_LATENCY}_count", tenant="multiproc") == n
-        assert (
-            total(
-                text,
-                "switchyard_gateway_request_latency_seconds_count",
-                model=MODEL,
-                endpoint="chat.completions",
-            )
-            == n
-        )
+        assert latency_count(text) - latency_before == n
         assert total(text, "switchyard_gateway_tokens_total", tenant="multiproc", kind="output") > 0
         # The collectors read from Redis at scrape time appear once, not once per worker.
         assert text.count("# TYPE switchyard_stream_maxlen gauge") == 1
@@ -198,6 +201,12 @@ def test_two_workers_metrics_add_up_whichever_worker_answers(make_caller, two_wo
             {lab["stream"] for lab, _ in samples(text, "switchyard_stream_length")}
         )
         assert len(samples(text, "switchyard_stream_maxlen")) == 1
+        # Nothing else wrote into the folder (the model worker and Celery do not share it).
+        names = {f.name for f in text_string_to_metric_families(text)}
+        assert all(
+            n.startswith(("switchyard_gateway_", "switchyard_stream_", "switchyard_ingest_"))
+            for n in names
+        ), names
 
 
 @pytest.mark.timeout(120)
@@ -206,17 +215,19 @@ def test_two_workers_tenant_labels_stay_bounded(make_caller, two_workers):
     for i in range(8):
         made = make_caller(slug=f"many-{i}")
         callers.append(Caller(tenant=made.tenant, key=made.key, base_url=two_workers.url))
+    # The gateway is the module's: earlier tests' tenants are there already.
+    before = {
+        lab["tenant"]: v for lab, v in samples(two_workers.scrape(), f"{TENANT_LATENCY}_count")
+    }
     for c in callers:
         assert _chat(c) == 200
         assert _chat(c) == 200
     text = two_workers.scrape()
     counts = {lab["tenant"]: v for lab, v in samples(text, f"{TENANT_LATENCY}_count")}
-    # METRICS_TENANT_LABELS=3: the first three tenants by name, the other five as "other";
-    # nothing is lost.
-    assert counts == {"many-0": 2, "many-1": 2, "many-2": 2, "other": 10}
-    request_tenants = {
-        lab["tenant"] for lab, _ in samples(text, "switchyard_gateway_requests_total")
-    }
-    assert request_tenants == {"many-0", "many-1", "many-2", "other"}
-    token_tenants = {lab["tenant"] for lab, _ in samples(text, "switchyard_gateway_tokens_total")}
-    assert token_tenants <= {"many-0", "many-1", "many-2", "other"}
+    # METRICS_TENANT_LABELS=3 (the set in Redis was emptied before these tenants came): the
+    # first three by name, the other five as "other"; nothing is lost.
+    added = {t: v - before.get(t, 0) for t, v in counts.items() if v != before.get(t, 0)}
+    assert added == {"many-0": 2, "many-1": 2, "many-2": 2, "other": 10}
+    named = {"many-0", "many-1", "many-2", "other"} | set(before)
+    for name in ("switchyard_gateway_requests_total", "switchyard_gateway_tokens_total"):
+        assert {lab["tenant"] for lab, _ in samples(text, name)} <= named
