@@ -122,6 +122,20 @@ class BudgetReservation:
     member: str = ""
 
 
+@dataclass
+class BudgetPlan:
+    """A reservation prepared by :meth:`BudgetLedger.plan`, to queue in a pipeline."""
+
+    tenant_id: int
+    cost: int
+    budgets: list[Budget]
+    now: dt.datetime
+    keys: list[str]
+    held: list[str]
+    member: str
+    args: list
+
+
 _budget_cache: dict[int, tuple[float, list[Budget]]] = {}
 
 
@@ -183,35 +197,52 @@ class BudgetLedger:
         ttl = 2 * 86400 if period == Budget.Period.DAILY else 33 * 86400
         await self._seed(keys=[key, self.held_key(key)], args=[spent, ttl])
 
-    async def reserve(self, *, tenant_id: int, cost: int) -> BudgetReservation:
-        """Reserve ``cost`` micro-dollars on each of the tenant's budgets, or raise
-        :class:`BudgetExhausted` for the first hard budget it would exceed."""
+    async def plan(self, *, tenant_id: int, cost: int) -> BudgetPlan:
+        """What reserving ``cost`` on the tenant's budgets takes (their list is cached; read
+        off the event loop when stale)."""
         budgets = _fresh_budgets(tenant_id)
         if budgets is None:
             budgets = await sync_to_async(_tenant_budgets, thread_sensitive=False)(tenant_id)
-        if not budgets:
-            return BudgetReservation([], cost)
         now = dt.datetime.now(dt.UTC)
         keys = [self.key(tenant_id, b.period, now) for b in budgets]
-        held = [self.held_key(k) for k in keys]
         member = f"{secrets.token_hex(8)}:{int(cost)}"
         args: list = [cost]
         for b in budgets:
             args += [b.limit_micro_usd, "1" if b.hard else "0"]
         args += [member, time.time() + RESERVATION_TTL]
-        # One round trip when the counters exist (every request but a period's first).
-        ok, index, spent = await self._reserve(keys=keys + held, args=args)
+        held = [self.held_key(k) for k in keys]
+        return BudgetPlan(tenant_id, cost, budgets, now, keys, held, member, args)
+
+    def queue_reserve(self, pipe: Any, plan: BudgetPlan) -> None:
+        """Queue the reservation on ``pipe`` (EVAL: no SCRIPT EXISTS round trip)."""
+        keys = plan.keys + plan.held
+        pipe.eval(_RESERVE, len(keys), *keys, *plan.args)
+
+    async def outcome(self, plan: BudgetPlan, result: list) -> BudgetReservation:
+        """The reservation the queued script made; seeds missing counters and tries again (a
+        period's first request); raises :class:`BudgetExhausted`."""
+        ok, index, spent = result
         for _ in range(3):
             if ok != -1:
                 break
-            for key, b in zip(keys, budgets, strict=True):
-                await self._ensure_counter(key, tenant_id, b.period, now)
-            ok, index, spent = await self._reserve(keys=keys + held, args=args)
+            for key, b in zip(plan.keys, plan.budgets, strict=True):
+                await self._ensure_counter(key, plan.tenant_id, b.period, plan.now)
+            ok, index, spent = await self._reserve(keys=plan.keys + plan.held, args=plan.args)
         else:
             raise RuntimeError("budget counters keep disappearing from Redis")
         if not ok:
-            raise BudgetExhausted(budgets[int(index) - 1], int(spent))
-        return BudgetReservation(keys, cost, held=held, member=member)
+            raise BudgetExhausted(plan.budgets[int(index) - 1], int(spent))
+        return BudgetReservation(plan.keys, plan.cost, held=plan.held, member=plan.member)
+
+    async def reserve(self, *, tenant_id: int, cost: int) -> BudgetReservation:
+        """Reserve ``cost`` micro-dollars on each of the tenant's budgets, or raise
+        :class:`BudgetExhausted` for the first hard budget it would exceed. One round trip
+        when the counters exist (every request but a period's first)."""
+        plan = await self.plan(tenant_id=tenant_id, cost=cost)
+        if not plan.budgets:
+            return BudgetReservation([], cost)
+        result = await self._reserve(keys=plan.keys + plan.held, args=plan.args)
+        return await self.outcome(plan, result)
 
     async def settle(
         self, reservation: BudgetReservation, *, actual_cost: int, pipe: Any = None

@@ -412,8 +412,10 @@ class Gateway:
                     call.upstream_body[key] = redacted[key]
 
     async def admit(self, call: Call) -> None:
-        """Reserve rate-limit tokens and the worst-case cost, or refuse with 429."""
+        """Reserve rate-limit tokens and the worst-case cost, or refuse with 429. Both
+        reservations go to Redis in one round trip; when one refuses, the other is released."""
         tier = call.tier
+        tenant_id = call.auth.tenant.pk
         limits = Limits(
             tier.requests_per_minute,
             tier.tokens_per_minute,
@@ -421,14 +423,39 @@ class Gateway:
             tier.max_concurrent_requests,
         )
         tokens = call.prompt_estimate + call.max_output
+        call.price = await adeployment_price(call.route.target, call.created, tenant_id=tenant_id)
+        worst = call.price.cost(call.prompt_estimate, call.max_output)
+        plan = await self.ledger.plan(tenant_id=tenant_id, cost=worst)
+        pipe = self.redis.pipeline(transaction=False)
+        limit_call = self.limiter.queue_reserve(
+            pipe, tenant_id=tenant_id, limits=limits, tokens=tokens, request_id=call.request_id
+        )
+        if plan.budgets:
+            self.ledger.queue_reserve(pipe, plan)
+        results = await pipe.execute()
+        limit_error: RateLimited | None = None
         try:
-            call.limit_reservation = await self.limiter.reserve(
-                tenant_id=call.auth.tenant.pk,
-                limits=limits,
-                tokens=tokens,
-                request_id=call.request_id,
-            )
+            call.limit_reservation = self.limiter.outcome(results[0], **limit_call)
         except RateLimited as exc:
+            limit_error = exc
+        budget_error: BudgetExhausted | None = None
+        budget: BudgetReservation | None = None
+        try:
+            if plan.budgets:
+                budget = await self.ledger.outcome(plan, results[1])
+            else:
+                budget = BudgetReservation([], worst)
+        except BudgetExhausted as exc:
+            budget_error = exc
+        except BaseException:
+            if call.limit_reservation is not None:
+                await asyncio.shield(self.limiter.settle(call.limit_reservation, actual_tokens=0))
+                call.limit_reservation = None
+            raise
+        if limit_error is not None:
+            if budget is not None:
+                await asyncio.shield(self.ledger.settle(budget, actual_cost=0))
+            exc = limit_error
             metrics.REJECTIONS.labels(f"rate_limit_{exc.reason}").inc()
             what = {
                 "requests": f"requests per minute (limit {limits.requests_per_minute})",
@@ -444,28 +471,18 @@ class Gateway:
             raise rate_limited(
                 f"Rate limit reached for {what}. Please retry after {exc.retry_after}s.",
                 exc.headers,
-            ) from None
+            )
         call.admitted = True
-        try:
-            call.price = await adeployment_price(
-                call.route.target, call.created, tenant_id=call.auth.tenant.pk
-            )
-            worst = call.price.cost(call.prompt_estimate, call.max_output)
-            call.budget_reservation = await self.ledger.reserve(
-                tenant_id=call.auth.tenant.pk, cost=worst
-            )
-        except BudgetExhausted as exc:
-            await self.limiter.settle(call.limit_reservation, actual_tokens=0)
-            call.limit_reservation = None
-            metrics.REJECTIONS.labels("budget").inc()
-            raise insufficient_quota(
-                f"Your {exc.budget.period} budget of ${exc.budget.limit_micro_usd / 1e6:,.2f} "
-                "is exhausted for this period; ask your operator to raise it."
-            ) from None
-        except BaseException:
+        if budget_error is not None:
             await asyncio.shield(self.limiter.settle(call.limit_reservation, actual_tokens=0))
             call.limit_reservation = None
-            raise
+            metrics.REJECTIONS.labels("budget").inc()
+            b = budget_error.budget
+            raise insufficient_quota(
+                f"Your {b.period} budget of ${b.limit_micro_usd / 1e6:,.2f} "
+                "is exhausted for this period; ask your operator to raise it."
+            )
+        call.budget_reservation = budget
 
     # ---- the call ----------------------------------------------------------------------
 

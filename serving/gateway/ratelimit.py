@@ -109,27 +109,54 @@ class RateLimiter:
         p = f"{self.prefix}:{tenant_id}"
         return f"{p}:r:{minute}", f"{p}:t:{minute}", f"{p}:d:{day}", f"{p}:inflight"
 
+    def _call(self, tenant_id: int, limits: Limits, tokens: int, request_id: str):
+        now = time.time()
+        keys = self._keys(tenant_id, now)
+        args = [
+            limits.requests_per_minute,
+            limits.tokens_per_minute,
+            limits.tokens_per_day,
+            limits.max_concurrent,
+            tokens,
+            now,
+            request_id,
+            120,
+            2 * 86400,
+            INFLIGHT_TTL,
+        ]
+        return now, keys, args
+
     async def reserve(
         self, *, tenant_id: int, limits: Limits, tokens: int, request_id: str
     ) -> Reservation:
         """Reserve one request and ``tokens`` tokens, or raise :class:`RateLimited`."""
-        now = time.time()
-        keys = self._keys(tenant_id, now)
-        allowed, reason, req, tok, day, _conc = await self._reserve(
-            keys=list(keys),
-            args=[
-                limits.requests_per_minute,
-                limits.tokens_per_minute,
-                limits.tokens_per_day,
-                limits.max_concurrent,
-                tokens,
-                now,
-                request_id,
-                120,
-                2 * 86400,
-                INFLIGHT_TTL,
-            ],
-        )
+        now, keys, args = self._call(tenant_id, limits, tokens, request_id)
+        result = await self._reserve(keys=list(keys), args=args)
+        return self.outcome(result, now=now, keys=keys, limits=limits, tokens=tokens,
+                            request_id=request_id)  # fmt: skip
+
+    def queue_reserve(
+        self, pipe: Any, *, tenant_id: int, limits: Limits, tokens: int, request_id: str
+    ):
+        """Queue the reservation on ``pipe`` (EVAL: no SCRIPT EXISTS round trip); returns
+        what :meth:`outcome` needs besides the script's answer."""
+        now, keys, args = self._call(tenant_id, limits, tokens, request_id)
+        pipe.eval(_RESERVE, len(keys), *keys, *args)
+        return {"now": now, "keys": keys, "limits": limits, "tokens": tokens,
+                "request_id": request_id}  # fmt: skip
+
+    def outcome(
+        self,
+        result: list,
+        *,
+        now: float,
+        keys: tuple[str, str, str, str],
+        limits: Limits,
+        tokens: int,
+        request_id: str,
+    ) -> Reservation:
+        """The reservation the script made, or raise :class:`RateLimited`."""
+        allowed, reason, req, tok, day, _conc = result
         reason = reason.decode() if isinstance(reason, bytes) else reason
         to_minute = 60 - (now % 60)
         to_day = 86400 - (now % 86400)
