@@ -33,6 +33,7 @@ import torch
 from serving.engine.block_manager import BlockManager
 from serving.engine.errors import EngineOverloaded, RequestFailed
 from serving.engine.gguf_loader import load_gguf
+from serving.engine.grammar import Constraint, compile_grammar
 from serving.engine.model import KVCache, LlamaModel
 from serving.engine.model_runner import ModelRunner
 from serving.engine.registry import resolve
@@ -171,6 +172,8 @@ class LLMEngine:
         blocks = -(-(n_prompt + p.max_tokens) // self.block_manager.block_size)
         if blocks > len(self.block_manager.blocks):
             raise ValueError("The request needs more KV cache than this worker has.")
+        if p.grammar is not None:
+            compile_grammar(self.tokenizer, p.grammar)  # GrammarError (a ValueError) if bad
 
     def add_request(self, request: GenerationRequest) -> None:
         self.validate(request)
@@ -193,6 +196,9 @@ class LLMEngine:
             )
             for i in range(request.params.n)
         ]
+        if request.params.grammar is not None:
+            for seq in seqs:  # compiled once (validate), a fresh matcher each
+                seq.constraint = Constraint.compile(self.tokenizer, request.params.grammar)
         self._requests[request.request_id] = seqs
         for seq in seqs:
             self._out[seq.seq_id] = _OutputState()
@@ -372,6 +378,12 @@ class LLMEngine:
         out_ids = seq.output_token_ids
         if finish is not None:
             out_ids = out_ids[:-1]
+        if seq.constraint is not None:
+            # The grammar takes the token (one its mask allowed); once it is complete, the
+            # answer is: it ends here, without a step for the end-of-turn token.
+            seq.constraint.advance(token)
+            if finish is None and seq.constraint.done:
+                finish = "stop"
         text = self.tokenizer.decode(out_ids)
         hold = 0
         if text.endswith("\ufffd"):

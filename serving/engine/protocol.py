@@ -1,13 +1,24 @@
-"""OpenAI request parsing and response shaping for the model worker (no Django here)."""
+"""OpenAI request parsing and response shaping for the model worker (no Django here).
+
+Chat requests may offer ``tools`` (with ``tool_choice`` and ``parallel_tool_calls``) and ask
+for JSON (``response_format``): both become a grammar (serving/engine/grammar.py) the
+answer keeps to, compiled here, off the event loop. Tool calls come back in the worker's
+format (serving/engine/tools.py) and leave as OpenAI ``tool_calls``."""
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from serving.engine import grammar
+from serving.engine import tools as tool_format
 from serving.engine.types import GREEDY_TEMPERATURE, CompletionDelta, SamplingParams, TokenLogprob
+
+MAX_TOOLS = 128
+TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 class ProtocolError(Exception):
@@ -54,6 +65,138 @@ class ParsedRequest:
     stream: bool
     include_usage: bool
     model: str
+    tools: bool = False  # the answer may be a tool call (tools offered, tool_choice not none)
+
+
+def _message_text(m: dict, i: int) -> str:
+    """A message's content as text; an assistant's ``tool_calls`` in the worker's format."""
+    content = m.get("content") or ""
+    where = f"messages[{i}].content"
+    if isinstance(content, list):
+        parts = []
+        for j, p in enumerate(content):
+            if not isinstance(p, dict):
+                raise ProtocolError("Message content parts must be objects.", param=where)
+            if p.get("type", "text") != "text":
+                raise ProtocolError(
+                    f"This model reads text only; content part {j} is of type "
+                    f"'{str(p.get('type'))[:32]}'.",
+                    param=f"{where}[{j}]",
+                    code="unsupported_content",
+                )
+            parts.append(p.get("text") or "")
+        if not all(isinstance(t, str) for t in parts):
+            raise ProtocolError("Message content parts must be text.", param=where)
+        content = "".join(parts)
+    if not isinstance(content, str):
+        raise ProtocolError("Message content must be text.", param=where)
+    calls = m.get("tool_calls")
+    if calls is not None and m.get("role") == "assistant":
+        if not (
+            isinstance(calls, list)
+            and all(
+                isinstance(c, dict)
+                and isinstance(c.get("function"), dict)
+                and isinstance(c["function"].get("name"), str)
+                and isinstance(c["function"].get("arguments", ""), str)
+                for c in calls
+            )
+        ):
+            raise ProtocolError(
+                "'tool_calls' must be an array of function calls (name and arguments).",
+                param=f"messages[{i}].tool_calls",
+            )
+        if calls:
+            content += tool_format.render_calls(calls)
+    return content
+
+
+def _tools(body: dict) -> tuple[list[dict] | None, str, str | None, bool]:
+    """(tools, tool choice mode, forced function name, parallel) of a chat body; mode is
+    "none", "auto" or "required" (a named function is "required" with its name)."""
+    tools = body.get("tools")
+    choice = body.get("tool_choice")
+    parallel = body.get("parallel_tool_calls")
+    if parallel is not None and not isinstance(parallel, bool):
+        raise ProtocolError("'parallel_tool_calls' must be a boolean.", param="parallel_tool_calls")
+    if tools is None:
+        if choice not in (None, "none"):
+            raise ProtocolError(
+                "'tool_choice' is only allowed when 'tools' are specified.", param="tool_choice"
+            )
+        return None, "none", None, True
+    if not isinstance(tools, list) or not tools or len(tools) > MAX_TOOLS:
+        raise ProtocolError(f"'tools' must be an array of 1 to {MAX_TOOLS} tools.", param="tools")
+    names = []
+    for i, t in enumerate(tools):
+        fn = t.get("function") if isinstance(t, dict) else None
+        if not (isinstance(t, dict) and t.get("type") == "function" and isinstance(fn, dict)):
+            raise ProtocolError("Each tool must be a function tool.", param=f"tools[{i}]")
+        name = fn.get("name")
+        if not (isinstance(name, str) and TOOL_NAME.fullmatch(name)):
+            raise ProtocolError(
+                "A function name is 1 to 64 letters, digits, underscores or dashes.",
+                param=f"tools[{i}].function.name",
+            )
+        params = fn.get("parameters")
+        if params is not None and not isinstance(params, dict):
+            raise ProtocolError(
+                "'parameters' must be a JSON schema object.", param=f"tools[{i}].function"
+            )
+        names.append(name)
+    if choice is None:
+        choice = "auto"
+    if choice in ("none", "auto", "required"):
+        return tools, choice, None, parallel is not False
+    name = None
+    if isinstance(choice, dict) and choice.get("type") == "function":
+        name = (choice.get("function") or {}).get("name")
+    if not isinstance(name, str) or name not in names:
+        raise ProtocolError(
+            "'tool_choice' must be 'none', 'auto', 'required' or a function of 'tools'.",
+            param="tool_choice",
+        )
+    return tools, "required", name, parallel is not False
+
+
+def _answer_format(body: dict) -> tuple[bool, dict | None]:
+    """(whether the answer must be JSON, its schema or None) from ``response_format``."""
+    fmt = body.get("response_format")
+    if fmt is None:
+        return False, None
+    kind = fmt.get("type") if isinstance(fmt, dict) else None
+    if kind == "text":
+        return False, None
+    if kind == "json_object":
+        return True, None
+    if kind == "json_schema":
+        spec = fmt.get("json_schema")
+        schema = spec.get("schema") if isinstance(spec, dict) else None
+        if not isinstance(spec, dict) or (schema is not None and not isinstance(schema, dict)):
+            raise ProtocolError(
+                "'response_format.json_schema' must be an object with a 'schema' object.",
+                param="response_format.json_schema",
+            )
+        return True, schema
+    raise ProtocolError(
+        "'response_format.type' must be 'text', 'json_object' or 'json_schema'.",
+        param="response_format.type",
+    )
+
+
+def _grammar(body: dict, tools, mode: str, only: str | None, parallel: bool) -> str | None:
+    """The grammar the answer keeps to (tools, JSON), or None for a free answer."""
+    wants_json, schema = _answer_format(body)
+    try:
+        if tools and mode != "none":
+            return grammar.tool_grammar(tools, required=mode == "required", only=only,
+                                        parallel=parallel, answer_schema=schema,
+                                        json_answer=wants_json)  # fmt: skip
+        if wants_json:
+            return grammar.json_grammar(schema)
+    except grammar.GrammarError as exc:
+        raise ProtocolError(str(exc), param="response_format", code="invalid_schema") from None
+    return None
 
 
 def parse(body: Any, kind: str, tokenizer, model_name: str, max_model_len: int) -> ParsedRequest:
@@ -71,25 +214,19 @@ def parse(body: Any, kind: str, tokenizer, model_name: str, max_model_len: int) 
         for i, m in enumerate(messages):
             if not isinstance(m, dict) or not isinstance(m.get("role"), str):
                 raise ProtocolError("Each message needs a 'role'.", param=f"messages[{i}]")
-            content = m.get("content") or ""
-            if isinstance(content, list):
-                parts = [p.get("text") or "" for p in content if isinstance(p, dict)]
-                if not all(isinstance(t, str) for t in parts):
-                    raise ProtocolError(
-                        "Message content parts must be text.", param=f"messages[{i}].content"
-                    )
-                content = "".join(parts)
-            if not isinstance(content, str):
-                raise ProtocolError("Message content must be text.", param=f"messages[{i}].content")
             role = "system" if m["role"] == "developer" else m["role"]
-            norm.append({"role": role, "content": content})
+            norm.append({"role": role, "content": _message_text(m, i)})
+        tools, mode, only, parallel = _tools(body)
+        grammar_text = _grammar(body, tools, mode, only, parallel)
+        offered = tools if mode != "none" else None
         try:
-            prompt_ids = tokenizer.encode(tokenizer.apply_chat_template(norm))
+            prompt_ids = tokenizer.encode(tokenizer.apply_chat_template(norm, tools=offered))
         except Exception as exc:  # noqa: BLE001 - the template refuses these messages
             raise ProtocolError(
                 f"These messages do not fit the model's chat template: {exc}", param="messages"
             ) from None
     else:
+        offered, grammar_text = None, None
         prompt = body.get("prompt")
         if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
             prompt = prompt[0]
@@ -163,8 +300,17 @@ def parse(body: Any, kind: str, tokenizer, model_name: str, max_model_len: int) 
         top_logprobs=top_logprobs,
         n=_int(body, "n", 1, 16, 1),
         ignore_eos=bool(body.get("ignore_eos", False)),
+        grammar=grammar_text,
     )
-    return ParsedRequest(kind, prompt_ids, params, stream, bool(opts.get("include_usage")), model)
+    if grammar_text is not None:
+        try:  # compiled here, off the event loop; the engine finds it cached
+            grammar.compile_grammar(tokenizer, grammar_text)
+        except grammar.GrammarError as exc:
+            param = "tools" if offered else "response_format"
+            raise ProtocolError(str(exc), param=param, code="invalid_schema") from None
+    return ParsedRequest(
+        kind, prompt_ids, params, stream, bool(opts.get("include_usage")), model, bool(offered)
+    )
 
 
 def new_id(kind: str) -> str:
@@ -203,6 +349,52 @@ def text_logprobs(items: list[TokenLogprob]) -> dict[str, Any]:
         "top_logprobs": [{t: v for _, t, v in lp.top} for lp in items],
         "text_offset": [],
     }
+
+
+def chat_message(text: str, finish: str | None, tools: bool) -> tuple[dict[str, Any], str | None]:
+    """A finished chat choice's message and finish reason: a tool call when the request
+    offered tools and the answer is one (``finish_reason: tool_calls``), else text."""
+    calls = tool_format.parse_calls(text) if tools else None
+    if calls is None:
+        return {"role": "assistant", "content": text}, finish
+    message = {"role": "assistant", "content": None, "tool_calls": calls}
+    return message, "tool_calls" if finish == "stop" else finish
+
+
+def chat_chunks(
+    rid: str,
+    created: int,
+    model: str,
+    delta: CompletionDelta,
+    first: bool,
+    calls: tool_format.CallStream,
+) -> list[dict[str, Any]]:
+    """The stream chunks of one delta of a request with tools: content as it comes, or a
+    tool call's deltas (id and name, then arguments); the last one carries the finish
+    reason (``tool_calls`` for a complete call)."""
+    pieces = calls.feed(delta.text)
+    finish = delta.finish_reason
+    if finish is not None:
+        more, complete = calls.finish()
+        pieces += more
+        if complete and finish == "stop":
+            finish = "tool_calls"
+    if not pieces and (first or finish is not None or delta.logprobs):
+        pieces = [{} if calls.is_call else {"content": ""}]
+    out = []
+    for n, piece in enumerate(pieces):
+        d = {"role": "assistant", **piece} if first and n == 0 else piece
+        last = n == len(pieces) - 1
+        choice: dict[str, Any] = {
+            "index": delta.index,
+            "delta": d,
+            "finish_reason": finish if last else None,
+        }
+        if last and delta.logprobs:
+            choice["logprobs"] = chat_logprobs(delta.logprobs)
+        head = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": model}
+        out.append({**head, "choices": [choice]})
+    return out
 
 
 def chunk(

@@ -5,6 +5,10 @@ penalties, temperature, top-k and top-p are applied to the rows that ask for the
 draw from their own generator, so a seeded request gives the same tokens whatever else is in
 the batch.
 
+Rows of sequences with a grammar (``seq.constraint``: structured output, tools) are masked
+first, so that whichever way a row is decided it picks a token the grammar allows; rows
+without one pay nothing.
+
 One row's trouble is that row's alone: a row whose logits or probabilities are not finite, or
 whose draw raises, is reported in ``failed`` (row -> reason) and gets no token; every other
 row is sampled as if it were not there.
@@ -16,6 +20,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from serving.engine import grammar
 from serving.engine.sequence import Sequence
 
 
@@ -39,6 +44,22 @@ def _apply_penalties(logits: torch.Tensor, seqs: list[Sequence], failed: dict[in
             )
         except (RuntimeError, ValueError, IndexError) as exc:
             failed[row] = f"penalties failed: {exc}"
+
+
+def _apply_grammars(logits: torch.Tensor, seqs: list[Sequence], failed: dict[int, str]) -> None:
+    """Mask each constrained row to the tokens its grammar allows next (after the finiteness
+    check: the masked-out logits are -inf on purpose)."""
+    rows = [i for i, s in enumerate(seqs) if s.constraint is not None and i not in failed]
+    if not rows:
+        return
+    try:
+        stuck = grammar.apply_masks(logits, rows, [seqs[i].constraint for i in rows])
+    except Exception as exc:  # noqa: BLE001 - these rows' failure, not the batch's
+        for row in rows:
+            failed[row] = f"the grammar mask failed: {exc}"
+        return
+    for row in stuck:
+        failed[row] = "the grammar allows no next token"
 
 
 def _top_k_top_p(logits: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
@@ -70,6 +91,7 @@ def sample(logits: torch.Tensor, seqs: list[Sequence]) -> Sampled:
     for row, ok in enumerate(finite):
         if not ok:
             failed.setdefault(row, "the model produced non-finite logits")
+    _apply_grammars(logits, seqs, failed)
     tokens: list[int | None] = [None] * len(seqs)
     live = [i for i in range(len(seqs)) if i not in failed]
     greedy_rows = [i for i in live if seqs[i].params.greedy]

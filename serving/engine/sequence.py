@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import enum
 import itertools
+from typing import TYPE_CHECKING
 
 import torch
 
 from serving.engine.types import SamplingParams
+
+if TYPE_CHECKING:
+    from serving.engine.grammar import Constraint
 
 _ids = itertools.count()
 
@@ -55,6 +59,8 @@ class Sequence:
         if params.seed is not None:
             self.generator = torch.Generator()
             self.generator.manual_seed((params.seed + index) & 0xFFFF_FFFF_FFFF_FFFF)
+        # The grammar this choice keeps to (params.grammar), set by the engine; None: free.
+        self.constraint: Constraint | None = None
         self.was_admitted = False
         self.last_step = -1  # the scheduler step that last carried this sequence
 

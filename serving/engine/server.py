@@ -54,6 +54,7 @@ from serving.engine.embeddings import DIMENSIONS, EMBEDDING_MODEL, DynamicBatche
 from serving.engine.engine import AsyncEngine
 from serving.engine.errors import EngineOverloaded, RequestFailed
 from serving.engine.protocol import ProtocolError
+from serving.engine.tools import CallStream
 from serving.engine.types import CompletionDelta, GenerationRequest, RequestUsage
 
 log = logging.getLogger("serving.engine.server")
@@ -603,6 +604,7 @@ async def _sse(kind, rid, created, model, deltas, gen, parsed, metrics, started)
     sent_first: set[int] = set()
     completion: dict[int, int] = {}
     last: CompletionDelta | None = None
+    calls: dict[int, CallStream] = {}  # per choice, when the answer may be a tool call
     try:
         try:
             async for d in deltas:
@@ -612,6 +614,11 @@ async def _sse(kind, rid, created, model, deltas, gen, parsed, metrics, started)
                 if d.finish_reason:
                     metrics.requests.labels(d.finish_reason).inc()
                 last = d
+                if parsed.tools:
+                    stream = calls.setdefault(d.index, CallStream())
+                    for c in protocol.chat_chunks(rid, created, model, d, first, stream):
+                        yield _sse_event(c)
+                    continue
                 yield _sse_event(protocol.chunk(kind, rid, created, model, d, first))
         except RequestFailed as exc:
             metrics.requests.labels("error").inc()
@@ -670,10 +677,11 @@ async def _collect(kind, rid, created, model, deltas, parsed) -> dict[str, Any]:
     choices = []
     for i in range(n):
         if kind == "chat":
+            message, reason = protocol.chat_message(texts[i], finish[i], parsed.tools)
             c: dict[str, Any] = {
                 "index": i,
-                "message": {"role": "assistant", "content": texts[i]},
-                "finish_reason": finish[i],
+                "message": message,
+                "finish_reason": reason,
                 "logprobs": protocol.chat_logprobs(lps[i]) if parsed.params.logprobs else None,
             }
         else:

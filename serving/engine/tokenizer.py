@@ -1,4 +1,7 @@
-"""Byte-level BPE tokenizer and chat template, built from the GGUF file's own data."""
+"""Byte-level BPE tokenizer and chat template, built from the GGUF file's own data.
+
+Tools are offered in the system prompt in the worker's own format (serving/engine/tools.py),
+whatever the template: SmolLM2's knows nothing of tools."""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
 
+from serving.engine import tools as tool_format
 from serving.engine.gguf_loader import TokenizerData
 
 CONTROL = 3  # gguf token type of special/control tokens
@@ -65,7 +69,20 @@ class ChatTokenizer:
         """The text of one token (bytes decoded leniently), for logprobs."""
         return self._tok.decode([i], skip_special_tokens=False)
 
-    def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
+    def to_json(self) -> str:
+        """The tokenizer as ``tokenizers`` JSON (what the grammar library reads)."""
+        return self._tok.to_str()
+
+    def apply_chat_template(
+        self,
+        messages: list[dict],
+        add_generation_prompt: bool = True,
+        tools: list[dict] | None = None,
+    ) -> str:
+        """The prompt for ``messages`` (role and text each); ``tools`` (OpenAI definitions)
+        are offered in the system prompt (serving/engine/tools.py)."""
+        if tools:
+            messages = tool_format.with_tools(messages, tools)
         if self._template is None:
             # No template in the file: plain role-prefixed turns.
             text = "".join(f"{m['role']}: {m['content']}\n" for m in messages)

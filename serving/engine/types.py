@@ -35,6 +35,8 @@ class SamplingParams:
     top_logprobs: int = 0
     n: int = 1
     ignore_eos: bool = False
+    # An llguidance grammar (serving/engine/grammar.py) every choice keeps to, or None.
+    grammar: str | None = None
 
     @property
     def greedy(self) -> bool:
