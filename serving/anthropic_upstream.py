@@ -12,7 +12,8 @@ a last user text that mentions ``weather`` (or ``tool_choice`` any/tool), it cal
 tool with ``{"city": "Paris"}``; after a ``tool_result`` it answers ``"tool said: …"``. Usage
 reports 2 ``cache_read_input_tokens``. Path prefixes: ``/unauth/v1`` answers 401,
 ``/overloaded/v1`` answers 529 ``overloaded_error``, ``/streamerror/v1`` streams two tokens and
-then an ``error`` event.
+then an ``error`` event, ``/garbage/v1`` answers a malformed message (streamed: one token, then
+a malformed event).
 
 Azure (``POST /openai/deployments/{name}/chat/completions?api-version=…`` with ``api-key``):
 OpenAI's format, the model named after the deployment, streaming too.
@@ -133,6 +134,8 @@ async def messages(request: Request) -> Response:
         return _error(401, "authentication_error", "invalid x-api-key sk-ant-op***")
     if mode == "overloaded":
         return _error(529, "overloaded_error", "Overloaded")
+    if mode == "garbage":
+        return _garbage(body)
     refused = _check(body, request)
     if refused is not None:
         return refused
@@ -212,6 +215,24 @@ async def messages(request: Request) -> Response:
             },
         )
         yield _sse("message_stop", {"type": "message_stop"})
+
+    return StreamingResponse(events(), media_type="text/event-stream")
+
+
+def _garbage(body: dict) -> Response:
+    """A 200 whose message (or whose stream, after one token) is malformed."""
+    if not body.get("stream"):
+        return JSONResponse({"type": "message", "content": "x", "stop_reason": [1], "usage": 5})
+
+    async def events():
+        start = {"id": "msg_1", "type": "message", "role": "assistant", "content": [], "usage": {}}
+        yield _sse("message_start", {"type": "message_start", "message": start})
+        delta = {"type": "text_delta", "text": "one"}
+        yield _sse(
+            "content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta}
+        )
+        bad = {"type": "content_block_start", "index": [1], "content_block": {"type": "tool_use"}}
+        yield _sse("content_block_start", bad)
 
     return StreamingResponse(events(), media_type="text/event-stream")
 

@@ -208,7 +208,7 @@ async def post_json(
         if target.kind == "anthropic":
             return anthropic.to_chat_completion(answer, body.get("model", ""))
         return answer
-    except ValueError:
+    except (ValueError, TypeError, AttributeError):
         raise upstream_error(f"Deployment {target.name} answered with invalid JSON.") from None
 
 
@@ -262,7 +262,13 @@ async def stream_chunks(
             if translator is None:
                 yield chunk
                 continue
-            for out in translator.feed(chunk):
+            try:
+                translated = translator.feed(chunk)
+            except (ValueError, TypeError, AttributeError):
+                raise upstream_error(
+                    f"Deployment {target.name} sent an invalid stream event."
+                ) from None
+            for out in translated:
                 yield out
             if translator.done:
                 return

@@ -156,3 +156,25 @@ def test_openai_requests_an_anthropic_deployment_cannot_honour(claude_at):
     assert resp.status_code == 400
     err = resp.json()["error"]
     assert err["param"] == "n" and set(err) == {"message", "type", "param", "code"}
+
+
+def test_a_malformed_anthropic_answer_is_a_clear_502(claude_at):
+    """A provider (or a man in the middle) answering garbage with a 200: the tenant gets an
+    upstream error, never a 500 or a silently cut answer."""
+    caller = claude_at("/garbage")
+    msgs = [{"role": "user", "content": "hi"}]
+    resp = caller.post("/chat/completions", {"model": CLAUDE, "messages": msgs})
+    assert resp.status_code == 502
+    assert resp.json()["error"]["code"] == "upstream_error"
+    with httpx.stream(
+        "POST",
+        f"{caller.base_url}/v1/chat/completions",
+        json={"model": CLAUDE, "messages": msgs, "stream": True},
+        headers={"Authorization": f"Bearer {caller.key}"},
+        timeout=30,
+    ) as streamed:
+        text = streamed.read().decode()
+    assert streamed.status_code == 200
+    assert '"code":"upstream_error"' in text.replace(" ", "") and "[DONE]" not in text
+    resp = _post(caller.base_url, caller.key, {"model": CLAUDE, "max_tokens": 5, "messages": msgs})
+    _anthropic_error(resp, 502, "api_error")
