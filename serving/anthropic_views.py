@@ -17,8 +17,15 @@ from collections.abc import AsyncIterator
 from django.http import JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
+from serving.gateway import tokens
 from serving.gateway.errors import GatewayError
-from serving.gateway.pipeline import CLIENT_REQUEST_ID_CHARS, Call, clean_label, get_gateway
+from serving.gateway.pipeline import (
+    CLIENT_REQUEST_ID_CHARS,
+    Call,
+    clean_label,
+    get_gateway,
+    prompt_texts,
+)
 from serving.gateway.validation import parse_max_cost_header
 from serving.providers import anthropic
 from serving.views import _parse
@@ -88,6 +95,25 @@ async def messages(request):
         resp[k] = v
     resp["request-id"] = call.request_id
     return resp
+
+
+@csrf_exempt
+async def count_tokens(request):
+    """``POST /v1/messages/count_tokens``: the prompt's tokens by the gateway's tokenizer (the
+    count metering uses when an upstream reports none; an estimate for other providers')."""
+    if request.method != "POST":
+        resp = error_response(GatewayError(405, "Method not allowed; use POST."))
+        resp["Allow"] = "POST"
+        return resp
+    gw = get_gateway()
+    try:
+        await gw.authenticate(authorization(request), client=request.META.get("REMOTE_ADDR"))
+        body = anthropic.from_messages_request({"max_tokens": 1, **_parse(request)})
+    except GatewayError as exc:
+        return error_response(exc)
+    texts = prompt_texts("chat.completions", body)
+    n = await asyncio.to_thread(tokens.count_prompt, "chat.completions", texts)
+    return JsonResponse({"input_tokens": n})
 
 
 async def _stream_response(gw, call: Call, model: str):

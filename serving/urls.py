@@ -13,6 +13,7 @@ urlpatterns = [
     re_path(r"^models/(?P<model>(?s:.+))\Z", views.models, name="v1-model"),
     path("usage", usage_api.usage, name="v1-usage"),
     path("messages", anthropic_views.messages, name="v1-messages"),
+    path("messages/count_tokens", anthropic_views.count_tokens, name="v1-messages-count-tokens"),
     path("openapi.json", views.openapi, name="v1-openapi"),
     re_path(r"^(?P<rest>(?s:.*))\Z", views.not_found),
 ]

@@ -467,6 +467,19 @@ def test_sdk_bearer_and_errors(make_caller):
     assert err.value.body["error"]["type"] == "invalid_request_error"
 
 
+def test_sdk_count_tokens(caller):
+    client = _sdk(caller)
+    short = client.messages.count_tokens(model=MODEL, messages=[{"role": "user", "content": "hi"}])
+    long = client.messages.count_tokens(
+        model=MODEL, system="be kind", messages=[{"role": "user", "content": "hi " * 50}]
+    )
+    assert 0 < short.input_tokens < long.input_tokens
+    with pytest.raises(anthropic.AuthenticationError):
+        anthropic.Anthropic(
+            base_url=caller.base_url, api_key="sk-wrong", max_retries=0
+        ).messages.count_tokens(model=MODEL, messages=[{"role": "user", "content": "hi"}])
+
+
 def test_sdk_rate_limits_apply(make_caller):
     caller = make_caller(requests_per_minute=2)
     client = _sdk(caller)
