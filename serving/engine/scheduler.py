@@ -9,8 +9,10 @@ Waiting sequences are picked across tenants by a virtual token counter (VTC, "Fa
 Serving Large Language Models", OSDI 2024): each tenant's counter grows by the tokens it is
 served divided by its weight (input tokens count 1, output tokens 2), and the tenant with the
 smallest counter goes next. A tenant that arrives idle is lifted to the smallest counter of
-the busy tenants, so idleness does not bank credit. Within a tenant, higher ``priority``
-first, then arrival order.
+the busy tenants, or, when the worker is idle, to the level the last busy period reached
+(VTC's rule), so idleness does not bank credit. A prompt is charged once: when a preempted
+sequence's prompt is computed again, the recomputation is free. Within a tenant, higher
+``priority`` first, then arrival order.
 
 The prefill part of each step is shared by the same counter: unfinished prefills of running
 sequences and admissions from the waiting queue compete for the budget in order of their
@@ -95,6 +97,12 @@ class Scheduler:
         self.waiting: dict[str, list[tuple[int, int, int, Sequence]]] = {}
         self.running: list[Sequence] = []
         self.counters: dict[str, float] = {}
+        # The counter level of the busy tenants, kept while the worker is idle: a tenant that
+        # arrives at an idle worker is lifted to it (VTC lifts to the last level, not to 0).
+        self.floor = 0.0
+        # Prompt tokens already charged per sequence, so a prompt recomputed after a
+        # preemption is not charged a second time.
+        self.prompt_charged: dict[int, int] = {}
         self.preemptions = 0
 
     # ---- queue ---------------------------------------------------------------------------
@@ -112,9 +120,26 @@ class Scheduler:
     def add(self, seq: Sequence) -> None:
         active = self._active_tenants()
         if seq.tenant not in active:
-            floor = min((self.counters.get(t, 0.0) for t in active), default=0.0)
-            self.counters[seq.tenant] = max(self.counters.get(seq.tenant, 0.0), floor)
+            self.counters[seq.tenant] = max(self.counters.get(seq.tenant, 0.0), self._level(active))
         self._push(seq, front=False)
+
+    def _level(self, active: set[str]) -> float:
+        """The counter a tenant arriving now is lifted to: the smallest of the busy tenants'
+        counters, or, with none busy, the level the last busy period reached."""
+        if active:
+            self.floor = max(self.floor, min(self.counters.get(t, 0.0) for t in active))
+        return self.floor
+
+    def _charge_prompt(self, item: ScheduledSeq) -> None:
+        """Charge the prompt tokens of this step that were never charged before (a prompt
+        recomputed after a preemption was charged the first time)."""
+        seq = item.seq
+        end = min(seq.num_computed + item.num_tokens, seq.num_prompt_tokens)
+        charged = self.prompt_charged.get(seq.seq_id, 0)
+        start = max(charged, seq.num_computed)  # tokens from a cached prefix cost nothing
+        if end > start:
+            self.charge(seq, input_tokens=end - start)
+        self.prompt_charged[seq.seq_id] = max(charged, end)
 
     def _push(self, seq: Sequence, *, front: bool) -> None:  # noqa: ARG002
         # Arrival order: a preempted sequence goes back ahead of its tenant's newer arrivals.
@@ -193,8 +218,8 @@ class Scheduler:
             scheduled = self._schedule(None, False)
         for item in scheduled:
             item.seq.last_step = self.steps
-            prompt_left = max(0, item.seq.num_prompt_tokens - item.seq.num_computed)
-            self.charge(item.seq, input_tokens=min(item.num_tokens, prompt_left))
+            self._charge_prompt(item)
+        self._level(self._active_tenants())
         return scheduled
 
     def _schedule(self, lead: str | None, lingering: bool) -> list[ScheduledSeq]:
@@ -300,6 +325,7 @@ class Scheduler:
         seq.finish_reason = reason
         if self.isolation_tokens is not None:
             self.last_finished[seq.tenant] = self.steps
+        self.prompt_charged.pop(seq.seq_id, None)
         if seq in self.running:
             self.running.remove(seq)
         else:
@@ -309,3 +335,5 @@ class Scheduler:
                 heapq.heapify(kept)
                 self.waiting[seq.tenant] = kept
         self.bm.free_sequence(seq)
+        if not self._active_tenants():  # the worker goes idle at this tenant's level
+            self.floor = max(self.floor, self.counters.get(seq.tenant, 0.0))

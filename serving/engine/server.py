@@ -816,6 +816,29 @@ def bounded_int(low: int):
     return parse
 
 
+def isolation_value(text: str) -> int | str:
+    """An argparse type for ``--isolation-tokens``: ``auto``, ``off`` or an integer >= 0."""
+    if text in ("auto", "off"):
+        return text
+    return bounded_int(0)(text)
+
+
+isolation_value.__name__ = "integer"  # argparse's "invalid integer value: 'x'"
+
+
+def resolve_isolation(value: int | str | None, *, cuda: bool | None = None) -> int | None:
+    """The scheduler's ``isolation_tokens`` for an ``--isolation-tokens`` value: ``auto`` is 0
+    (steps of its own for the least-served tenant) on a CPU worker, where a step's time grows
+    with every token in it, and off (None) on CUDA, where sharing every step costs little."""
+    if value == "auto":
+        if cuda is None:
+            cuda = torch.cuda.is_available()
+        return None if cuda else 0
+    if value == "off" or value is None:
+        return None
+    return int(value)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="smollm2-135m-instruct", help="name or .gguf path")
     parser.add_argument("--host", default="127.0.0.1")
@@ -832,10 +855,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--isolation-tokens",
-        type=bounded_int(0),
-        default=None,
+        type=isolation_value,
+        default="auto",
         help="latency isolation: while several tenants are active, all but the least-served "
-        "share this many tokens per step, 0 for none (default: off; docs/engine.md)",
+        "share this many tokens per step, 0 for none; 'off' to share every step (default auto: "
+        "0 on a CPU worker, off on CUDA; docs/engine.md)",
     )
     parser.add_argument(
         "--isolation-prefill-tokens",
@@ -868,7 +892,7 @@ def serve_options(o: dict) -> dict:
         "max_num_seqs": o["max_num_seqs"],
         "max_num_batched_tokens": o["max_num_batched_tokens"],
         "max_prefill_tokens_while_decoding": o["max_prefill_tokens_while_decoding"],
-        "isolation_tokens": o["isolation_tokens"],
+        "isolation_tokens": resolve_isolation(o["isolation_tokens"]),
         "isolation_prefill_tokens": o["isolation_prefill_tokens"],
         "kv_dtype": o["kv_dtype"],
         "auth_token": o["auth_token"] or None,

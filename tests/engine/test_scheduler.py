@@ -97,6 +97,51 @@ def test_an_idle_tenant_banks_no_credit():
     assert served["A"] > 0 and 0.6 <= served["B"] / served["A"] <= 1.6, served
 
 
+def test_a_tenant_returning_to_an_idle_worker_banks_no_credit():
+    sched = scheduler()
+    served: Counter = Counter()
+    for _ in range(8):
+        sched.add(make_seq("A", 16, 16))
+    while sched.has_work():  # A alone, then the worker goes idle
+        step(sched, served)
+    level = sched.counters["A"]
+    assert level > 0
+    # B comes back first, to an idle worker: it is lifted to the level A's busy period
+    # reached (VTC), not left at 0 with A's whole run as credit.
+    for _ in range(40):
+        sched.add(make_seq("B", 16, 16))
+    assert sched.counters["B"] == pytest.approx(level)
+    for _ in range(40):
+        sched.add(make_seq("A", 16, 16))
+    served.clear()
+    for _ in range(60):
+        step(sched, served)
+    assert sched.num_waiting > 0
+    assert served["A"] > 0 and 0.6 <= served["B"] / served["A"] <= 1.6, served
+
+
+def test_a_prompt_recomputed_after_preemption_is_charged_once():
+    # Room for about one sequence's blocks: the newer one is preempted and recomputed.
+    sched = Scheduler(
+        BlockManager(num_blocks=6, block_size=16), max_num_seqs=4, max_num_batched_tokens=64
+    )
+    seqs = [make_seq("A", 40, 24), make_seq("B", 40, 24)]
+    for seq in seqs:
+        sched.add(seq)
+    served: Counter = Counter()
+    for _ in range(400):
+        if not sched.has_work():
+            break
+        step(sched, served)
+    assert not sched.has_work()
+    assert sched.preemptions > 0
+    # Each tenant pays its prompt once and its outputs (2 each), however often recomputed.
+    for seq in seqs:
+        assert seq.num_output_tokens == 24
+        assert sched.counters[seq.tenant] == pytest.approx(40 * 1.0 + 24 * 2.0), seq.tenant
+    assert sched.prompt_charged == {}
+
+
 def test_a_light_tenants_prompt_is_not_held_behind_a_floods_long_prefills():
     sched = scheduler(max_num_seqs=8, max_num_batched_tokens=128)
     for _ in range(4):

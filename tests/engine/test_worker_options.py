@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 import pytest
+import torch
 
 from serving.engine import server
 
@@ -16,8 +17,11 @@ def parse(*argv: str) -> dict:
     return server.serve_options(vars(parser.parse_args(list(argv))))
 
 
-def test_isolation_is_off_by_default_and_reaches_serve():
-    assert parse()["isolation_tokens"] is None
+def test_isolation_is_on_by_default_on_cpu_and_reaches_serve():
+    assert parse()["isolation_tokens"] == (None if torch.cuda.is_available() else 0)
+    assert server.resolve_isolation("auto", cuda=False) == 0
+    assert server.resolve_isolation("auto", cuda=True) is None
+    assert parse("--isolation-tokens", "off")["isolation_tokens"] is None
     opts = parse("--isolation-tokens", "0", "--isolation-prefill-tokens", "32")
     assert opts["isolation_tokens"] == 0
     assert opts["isolation_prefill_tokens"] == 32
