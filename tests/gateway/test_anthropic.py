@@ -22,6 +22,7 @@ from serving.deployments import Target, deployment_set
 from serving.gateway import upstream
 from serving.gateway.failover import retryable
 from serving.gateway.validation import CHAT_PARAMS
+from serving.models import Deployment
 from serving.providers.anthropic import (
     DEFAULT_MAX_TOKENS,
     MessageStreamWriter,
@@ -53,6 +54,8 @@ def claude(make_caller, provider_url):  # noqa: F811 - fixture
         api_key=OP_KEY,
         context_window=200_000,
         health_check="none",
+        # Requests with tools or images need these capabilities (where the gateway has them).
+        capabilities=[c for c in ("tools", "vision") if c in Deployment.Capability.values],
     )
     ModelPrice.objects.create(
         model=CLAUDE, input_micro_usd_per_mtok=3_000_000, output_micro_usd_per_mtok=15_000_000
@@ -387,6 +390,34 @@ def test_sdk_tool_use_through_the_gateway_to_an_anthropic_deployment(claude):
         final = stream.get_final_message()
     assert final.stop_reason == "tool_use"
     assert next(b for b in final.content if b.type == "tool_use").input == {"city": "Paris"}
+
+
+@pytest.mark.skipif(
+    "vision" not in Deployment.Capability.values, reason="the gateway does not take images yet"
+)
+def test_images_through_the_gateway_both_ways(claude, provider_url):  # noqa: F811
+    png = "iVBORw0KGgo="
+    claude.client().chat.completions.create(
+        model=CLAUDE,
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "describe"},
+                    {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{png}"}},
+                ],
+            }
+        ],
+    )
+    image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": png}}
+    assert last_request(provider_url)["body"]["messages"][0]["content"][1] == image
+    msg = _sdk(claude).messages.create(
+        model=CLAUDE,
+        max_tokens=20,
+        messages=[{"role": "user", "content": [{"type": "text", "text": "describe"}, image]}],
+    )
+    assert last_request(provider_url)["body"]["messages"][0]["content"][1] == image
+    assert msg.content[0].text == "echo: describe"
 
 
 # ---- inbound: the anthropic SDK -> /v1/messages ------------------------------------------
