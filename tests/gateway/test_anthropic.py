@@ -361,6 +361,18 @@ def test_openai_client_tools_through_the_gateway(claude):
     )
     assert resp.choices[0].finish_reason == "tool_calls"
     assert resp.choices[0].message.tool_calls[0].function.name == "get_weather"
+    chunks = list(
+        claude.client().chat.completions.create(
+            model=CLAUDE,
+            messages=[{"role": "user", "content": "what is the weather in Paris"}],
+            tools=TOOLS,
+            stream=True,
+        )
+    )
+    calls = [d for c in chunks if c.choices for d in (c.choices[0].delta.tool_calls or [])]
+    assert calls[0].function.name == "get_weather"
+    assert json.loads("".join(d.function.arguments or "" for d in calls)) == {"city": "Paris"}
+    assert "tool_calls" in [c.choices[0].finish_reason for c in chunks if c.choices]
 
 
 @pytest.mark.skipif("tools" not in CHAT_PARAMS, reason="the gateway does not accept tools yet")
