@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import httpx
 
 from serving import secrets
+from serving.gateway.upstream import NO_HEALTH_URL, probe_request
 from serving.health import DeploymentHealthSync
 from serving.models import Deployment
 from switchyard.redis_client import get_redis
@@ -39,7 +40,16 @@ def health_url(base_url: str) -> str:
 def check_deployment(dep: Deployment, client: httpx.Client) -> CheckResult:
     """Probe one deployment (blocking, at most ``CHECK_TIMEOUT`` seconds)."""
     try:
-        if dep.health_check == Deployment.HealthCheck.COMPLETION:
+        if dep.health_check == Deployment.HealthCheck.COMPLETION and dep.kind in NO_HEALTH_URL:
+            url, body, headers = probe_request(
+                kind=dep.kind,
+                base_url=dep.base_url,
+                model=dep.target_model,
+                api_key=secrets.decrypt(dep.api_key_encrypted),
+                api_version=dep.api_version,
+            )
+            resp = client.post(url, json=body, headers=headers)
+        elif dep.health_check == Deployment.HealthCheck.COMPLETION:
             headers = {"content-type": "application/json"}
             key = secrets.decrypt(dep.api_key_encrypted)
             if key:
@@ -66,9 +76,14 @@ def check_deployment(dep: Deployment, client: httpx.Client) -> CheckResult:
 
 def check_deployments() -> list[CheckResult]:
     """Probe every enabled deployment with an active check, in parallel; record results."""
-    deps = list(
-        Deployment.objects.filter(enabled=True).exclude(health_check=Deployment.HealthCheck.NONE)
-    )
+    deps = [
+        d
+        for d in Deployment.objects.filter(enabled=True).exclude(
+            health_check=Deployment.HealthCheck.NONE
+        )
+        # No /health next to a provider's base URL: passive checks only, unless "completion".
+        if not (d.kind in NO_HEALTH_URL and d.health_check == Deployment.HealthCheck.HEALTH_URL)
+    ]
     if not deps:
         return []
     health = DeploymentHealthSync(get_redis())

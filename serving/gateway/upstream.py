@@ -98,6 +98,32 @@ def _request(
     )
 
 
+# Kinds whose base URL has no ``/health`` next to it: only a completion probes them.
+NO_HEALTH_URL = ("anthropic", "azure_openai")
+
+
+def probe_request(
+    *, kind: str, base_url: str, model: str, api_key: str, api_version: str = ""
+) -> tuple[str, dict[str, Any], dict[str, str]]:
+    """URL, body and headers of a one-token completion in the deployment's own wire format
+    (the active health check of an ``anthropic`` or ``azure_openai`` deployment)."""
+    target = Target(
+        name="health-check",
+        model=model,
+        upstream_model=model,
+        kind=kind,
+        base_url=base_url.rstrip("/"),
+        api_key=api_key,
+        weight=1,
+        max_concurrency=1,
+        context_window=8192,
+        timeout_seconds=5.0,
+        api_version=api_version,
+    )
+    body = {"model": model, "max_tokens": 1, "messages": [{"role": "user", "content": "ping"}]}
+    return _request(target, "/chat/completions", body, "health-check", "", 1.0, "")
+
+
 class UpstreamAuthFailed(GatewayError):
     """The deployment refused the operator's credentials (401/403): the deployment's fault,
     never the tenant's. Its message is the provider's business, not the tenant's."""

@@ -625,3 +625,28 @@ def test_inbound_translation_of_tools_images_and_results():
     text = events.decode()
     assert '"content_block":{"type":"tool_use","id":"c1","name":"f","input":{}}' in text
     assert text.count("input_json_delta") == 2 and '"stop_reason":"tool_use"' in text
+
+
+def test_active_health_checks_speak_the_providers_format(
+    transactional_db,
+    provider_url,  # noqa: F811 - fixture
+    clean_redis,
+):
+    from serving.health_checks import check_deployments
+
+    common = {"model": CLAUDE, "kind": "anthropic", "base_url": f"{provider_url}/v1"}
+    deployment_set(name="claude-probe", api_key=OP_KEY, health_check="completion", **common)
+    deployment_set(name="claude-nokey", health_check="completion", **common)
+    deployment_set(name="claude-passive", api_key=OP_KEY, **common)  # the default: /health
+    deployment_set(
+        name="azure-probe",
+        model="gpt-azure",
+        kind="azure_openai",
+        base_url=provider_url,
+        api_key="k",
+        health_check="completion",
+    )
+    results = {r.deployment: r for r in check_deployments()}
+    assert results["claude-probe"].ok and results["azure-probe"].ok
+    assert not results["claude-nokey"].ok
+    assert "claude-passive" not in results  # no /health next to a provider's base URL
