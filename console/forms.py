@@ -52,6 +52,11 @@ class TierForm(forms.Form):
         required=False, min_value=1, label="Cache entries per tenant (cap)"
     )
     allow_model_override = forms.BooleanField(required=False)
+    pass_unknown_params = forms.BooleanField(
+        required=False,
+        label="Pass unknown OpenAI parameters through",
+        help_text="To OpenAI-compatible deployments; off, they are refused with a 400.",
+    )
     pii_redaction = forms.BooleanField(required=False, label="PII redaction")
     log_bodies = forms.BooleanField(required=False, label="Log bodies (redacted)")
     max_output_tokens = forms.IntegerField(

@@ -11,6 +11,14 @@ answering, ``/nousage/v1`` never reports usage, ``/unauth/v1`` refuses the opera
 ``model_loading`` with ``Retry-After`` like a model worker still loading, ``/echo/v1``
 adds the body it received as ``x_received`` (non-streaming), and ``/badreq/v1`` blames the
 request: a 400, or in a stream two tokens and then an ``invalid_request_error`` event.
+``/tools/v1`` calls tools like an OpenAI model: a chat request with ``tools`` (and a
+``tool_choice`` other than ``none``) is answered with a ``tool_calls`` message (the named
+function, else the first tool, and the second too when there are two and
+``parallel_tool_calls`` is not false; arguments ``{"query": <last user message>}``) and
+``finish_reason: tool_calls``, streamed as OpenAI does (id and name first, then the
+arguments in pieces); once the last message is a tool result, it answers in text. Asked
+for JSON (``response_format``), it answers ``{"answer": <the echo>, "response_format": <what
+it received>}``. ``/tools-nousage/v1`` does the same and never reports usage.
 
 Run: ``python -m serving.instant_upstream --port 8300`` (uvicorn, no Django).
 """
@@ -51,7 +59,10 @@ def _words(body: dict, endpoint: str) -> tuple[list[str], int]:
 
 def _mode(request: Request) -> str:
     first = request.url.path.strip("/").split("/")[0]
-    modes = ("fail", "slow", "drop", "delay", "nousage", "unauth", "loading", "echo", "badreq")
+    modes = (
+        "fail", "slow", "drop", "delay", "nousage", "unauth", "loading", "echo", "badreq", "tools",
+        "tools-nousage",
+    )  # fmt: skip
     return first if first in modes else "ok"
 
 
@@ -82,7 +93,16 @@ async def _completion(request: Request, endpoint: str) -> Response:
         )
     pace = request.path_params.get("ms", 0) / 1000
     body = await request.json()
+    if mode.startswith("tools") and endpoint == "chat":
+        calls = _tool_calls(body)
+        if calls:
+            return _tool_answer(body, calls, usage=mode == "tools")
     words, prompt_tokens = _words(body, endpoint)
+    fmt = body.get("response_format") or {}
+    if mode.startswith("tools") and fmt.get("type") in ("json_object", "json_schema"):
+        words = json.dumps({"answer": " ".join(words), "response_format": fmt}).split(" ")
+    if mode == "tools-nousage":
+        mode = "nousage"
     limit = body.get("max_tokens") or body.get("max_completion_tokens") or 16
     finish = "length" if len(words) > limit else "stop"
     words = words[:limit]
@@ -146,6 +166,72 @@ async def _completion(request: Request, endpoint: str) -> Response:
     return StreamingResponse(events(), media_type="text/event-stream")
 
 
+def _tool_calls(body: dict) -> list[dict]:
+    """The calls a tool-calling model makes for ``body`` (none once a tool has answered)."""
+    tools = [t for t in body.get("tools") or [] if isinstance(t, dict)]
+    choice = body.get("tool_choice", "auto")
+    messages = body.get("messages") or []
+    if not tools or choice == "none" or (messages and messages[-1].get("role") == "tool"):
+        return []
+    names = [(t.get("function") or {}).get("name") for t in tools]
+    if isinstance(choice, dict):
+        names = [(choice.get("function") or {}).get("name")]
+    elif body.get("parallel_tool_calls") is False:
+        names = names[:1]
+    else:
+        names = names[:2]
+    users = [m for m in messages if m.get("role") == "user"]
+    query = users[-1].get("content", "") if users else ""
+    if isinstance(query, list):
+        query = " ".join(p.get("text", "") for p in query if isinstance(p, dict))
+    arguments = json.dumps({"query": query})
+    return [
+        {"id": f"call_{uuid.uuid4().hex[:24]}", "type": "function",
+         "function": {"name": name, "arguments": arguments}}
+        for name in names
+    ]  # fmt: skip
+
+
+def _tool_answer(body: dict, calls: list[dict], *, usage: bool = True) -> Response:
+    rid = f"chatcmpl-{uuid.uuid4().hex[:12]}"
+    created = int(time.time())
+    model = body.get("model", "instant")
+    prompt_tokens = max(1, len(json.dumps(body.get("messages", [])).split()))
+    completion_tokens = sum(len(c["function"]["arguments"].split()) + 3 for c in calls)
+    counts = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+              "total_tokens": prompt_tokens + completion_tokens}  # fmt: skip
+    head = {"id": rid, "created": created, "model": model}
+    if not body.get("stream"):
+        message = {"role": "assistant", "content": None, "tool_calls": calls}
+        choice = {"index": 0, "message": message, "finish_reason": "tool_calls"}
+        answer = {**head, "object": "chat.completion", "choices": [choice]}
+        return JSONResponse({**answer, "usage": counts} if usage else answer)
+
+    def event(delta: dict, finish: str | None = None, **extra) -> bytes:
+        choice = {"index": 0, "delta": delta, "finish_reason": finish}
+        data = {**head, "object": "chat.completion.chunk", "choices": [choice], **extra}
+        return b"data: " + json.dumps(data).encode() + b"\n\n"
+
+    async def events():
+        yield event({"role": "assistant", "content": None})
+        for i, c in enumerate(calls):
+            fn = c["function"]
+            first = {"index": i, "id": c["id"], "type": "function",
+                     "function": {"name": fn["name"], "arguments": ""}}  # fmt: skip
+            yield event({"tool_calls": [first]})
+            args = fn["arguments"]
+            for k in range(0, len(args), 8):  # in pieces, as a model generates them
+                piece = {"index": i, "function": {"arguments": args[k : k + 8]}}
+                yield event({"tool_calls": [piece]})
+        yield event({}, "tool_calls")
+        if usage and (body.get("stream_options") or {}).get("include_usage"):
+            data = {**head, "object": "chat.completion.chunk", "choices": [], "usage": counts}
+            yield b"data: " + json.dumps(data).encode() + b"\n\n"
+        yield b"data: [DONE]\n\n"
+
+    return StreamingResponse(events(), media_type="text/event-stream")
+
+
 async def chat(request: Request) -> Response:
     return await _completion(request, "chat")
 
@@ -188,7 +274,8 @@ async def loading_health(request: Request) -> Response:
 def _routes() -> list[Route]:
     routes = [Route("/health", health), Route("/loading/health", loading_health)]
     prefixes = ("", "/fail", "/slow", "/drop", "/paced/{ms:int}", "/delay/{ms:int}")
-    for prefix in (*prefixes, "/nousage", "/unauth", "/loading", "/echo", "/badreq"):
+    modes = ("/nousage", "/unauth", "/loading", "/echo", "/badreq", "/tools", "/tools-nousage")
+    for prefix in (*prefixes, *modes):
         routes += [
             Route(f"{prefix}/v1/chat/completions", chat, methods=["POST"]),
             Route(f"{prefix}/v1/completions", completions, methods=["POST"]),

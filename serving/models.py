@@ -22,6 +22,8 @@ class Deployment(models.Model):
     class Capability(models.TextChoices):
         CODE = "code", "Code"
         LONG_CONTEXT = "long_context", "Long context"
+        TOOLS = "tools", "Tools (function calling)"
+        VISION = "vision", "Vision (image inputs)"
 
     class HealthCheck(models.TextChoices):
         HEALTH_URL = "health", "GET /health next to the base URL"
@@ -52,7 +54,8 @@ class Deployment(models.Model):
         models.CharField(max_length=32, choices=Capability.choices),
         default=list,
         blank=True,
-        help_text="What it is good at, for routing rules (code, long_context).",
+        help_text="What it is good at or can do: code and long_context for routing rules; "
+        "tools and vision are required by requests with tools or images.",
     )
     quality = models.FloatField(
         default=0.8,

@@ -21,7 +21,16 @@ from serving.gateway.validation import (
 # Rules that span fields, which JSON Schema here does not express; a schema-valid body may
 # still get a 400 naming one of these (parameter or error code).
 CROSS_FIELD_PARAMS = frozenset(
-    {"context_length_exceeded", "stream_options", "top_logprobs", "messages", "prompt"}
+    {
+        "context_length_exceeded",
+        "stream_options",
+        "top_logprobs",
+        "messages",
+        "prompt",
+        "tool_choice",  # "required" or a named function needs tools, the name one of them
+        "tool_choice.function.name",
+        "unsupported_capability",  # tools or images need a deployment able to take them
+    }
 )
 
 ERROR = {
@@ -301,7 +310,9 @@ def openapi_document() -> dict[str, Any]:
             "'Authorization: Bearer sy-…'. Errors use OpenAI's error shape. Rules across "
             "fields: the prompt plus max_tokens must fit the model's context "
             "(context_length_exceeded); stream_options needs stream=true; top_logprobs needs "
-            "logprobs=true.",
+            "logprobs=true; tool_choice 'required' or a named function needs tools (the name "
+            "one of them). Tools (and tool messages) need a deployment with the tools "
+            "capability, image parts one with vision (unsupported_capability).",
         },
         "servers": [{"url": "/"}],
         "security": [{"bearer": []}],

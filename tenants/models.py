@@ -73,6 +73,11 @@ class Tier(models.Model):
         help_text="Default most a request may cost, micro-dollars, for cost-aware routing "
         "(0: no limit; callers may send x-switchyard-max-cost-usd).",
     )
+    pass_unknown_params = models.BooleanField(
+        default=False,
+        help_text="Pass OpenAI request parameters Switchyard does not know through to "
+        "OpenAI-compatible deployments; off, they are refused with a 400.",
+    )
     pii_redaction = models.BooleanField(
         default=True, help_text="Redact e-mails, phone, card and national ID numbers in and out."
     )

@@ -48,6 +48,7 @@ TIER_FIELDS = [
     "max_output_tokens",
     "quality_floor",
     "request_budget_micro_usd",
+    "pass_unknown_params",
 ]
 TENANT_FIELDS = ["name", "slug", "tier", "status", "contact_email", "cache_shared_pool"]
 KEY_FIELDS = ["name", "prefix", "expires", "revoked"]

@@ -53,7 +53,14 @@ from serving.gateway.failover import Failover
 from serving.gateway.ratelimit import Limits, RateLimited, RateLimiter, Reservation
 from serving.gateway.routing import Route, Router
 from serving.gateway.upstream import abort_upstream
-from serving.gateway.validation import max_output_tokens, output_cap, sequences, validate
+from serving.gateway.validation import (
+    capabilities_needed,
+    max_output_tokens,
+    output_cap,
+    sequences,
+    unknown_params,
+    validate,
+)
 from serving.health import DeploymentHealth, LiveState
 from serving.request_log import REQUEST_LOG_STREAM
 from serving.routing_table import (
@@ -96,18 +103,42 @@ def estimate_tokens(text: str) -> int:
     return (len(text.encode("utf-8")) + 2) // 3
 
 
+# What an image part is assumed to cost before the upstream counts it (OpenAI's high-detail
+# 1024x1024 image: 85 + 6 x 170 tokens).
+IMAGE_TOKENS = 1105
+
+
 def _message_text(msg: dict[str, Any]) -> str:
+    """A message's text: its content, and the names and arguments of its tool calls."""
     content = msg.get("content")
+    text = ""
     if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
-    return ""
+        text = content
+    elif isinstance(content, list):
+        text = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    calls = tool_call_text(msg)
+    return f"{text}\n{calls}" if text and calls else text or calls
+
+
+def tool_call_text(part: Any) -> str:
+    """The function names and arguments of a message's (or a stream delta's) tool calls."""
+    calls = part.get("tool_calls") if isinstance(part, dict) else None
+    if not isinstance(calls, list):
+        return ""
+    out = []
+    for c in calls:
+        fn = c.get("function") if isinstance(c, dict) else None
+        if isinstance(fn, dict):
+            out += [v for v in (fn.get("name"), fn.get("arguments")) if isinstance(v, str) and v]
+    return "".join(out)
 
 
 def prompt_texts(endpoint: str, body: dict[str, Any]) -> list[str]:
     if endpoint == "chat.completions":
-        return [_message_text(m) for m in body["messages"]]
+        texts = [_message_text(m) for m in body["messages"]]
+        if body.get("tools"):  # the definitions are prompt tokens too
+            texts.append(json.dumps(body["tools"], ensure_ascii=False, separators=(",", ":")))
+        return texts
     key = "prompt" if endpoint == "completions" else "input"
     value = body[key]
     if isinstance(value, str):
@@ -128,7 +159,20 @@ def classifier_text(endpoint: str, body: dict[str, Any]) -> str:
 
 def _token_count(endpoint: str, body: dict[str, Any]) -> int:
     if endpoint == "chat.completions":
-        return sum(estimate_tokens(_message_text(m)) + 4 for m in body["messages"]) + 3
+        tools = body.get("tools")
+        images = sum(
+            1
+            for m in body["messages"]
+            if isinstance(m.get("content"), list)
+            for p in m["content"]
+            if p.get("type") == "image_url"
+        )
+        return (
+            sum(estimate_tokens(_message_text(m)) + 4 for m in body["messages"])
+            + 3
+            + (estimate_tokens(json.dumps(tools, ensure_ascii=False)) if tools else 0)
+            + images * IMAGE_TOKENS
+        )
     key = "prompt" if endpoint == "completions" else "input"
     value = body[key]
     if isinstance(value, str):
@@ -150,8 +194,9 @@ def _redact_body(endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
                 m["content"] = filters.redact(m["content"])
             elif isinstance(m.get("content"), list):
                 m["content"] = [
-                    {**p, "text": filters.redact(p.get("text", ""))} for p in m["content"]
-                ]
+                    {**p, "text": filters.redact(p["text"])} if p.get("type") == "text" else p
+                    for p in m["content"]
+                ]  # image parts go as they are
             msgs.append(m)
         body["messages"] = msgs
     else:
@@ -315,7 +360,7 @@ class Gateway:
         """:meth:`prepare`, after loading what routing needs without blocking the loop: the
         cached routing table, the deployments' live state (one Redis call) and, when a rule
         asks for it, the prompt's task class (classifier on a worker thread)."""
-        validate(call.endpoint, call.body)
+        validate(call.endpoint, call.body, pass_unknown=call.tier.pass_unknown_params)
         table = await arouting_table()
         call.live = await self.health.snapshot(table.deployment_names)
         if table.needs_task_class and call.endpoint != "embeddings" and call.task_class is None:
@@ -350,6 +395,8 @@ class Gateway:
             live=call.live,
             max_output=expected,
             max_cost=call.max_cost,
+            needs=capabilities_needed(call.endpoint, call.body),
+            unknown=unknown_params(call.endpoint, call.body),
         )
         # A null optional field is an absent one (OpenAI's semantics): never forwarded.
         body = {k: v for k, v in call.body.items() if v is not None}
@@ -519,7 +566,7 @@ class Gateway:
         self._usage_from(call, resp.get("usage"))
         if call.endpoint != "embeddings":
             texts = {
-                i: [self._choice_text(call, c, final=True)]
+                i: [self._choice_text(call, c, final=True), tool_call_text(c.get("message"))]
                 for i, c in enumerate(resp.get("choices") or [])
                 if isinstance(c, dict)
             }
@@ -535,7 +582,8 @@ class Gateway:
         if call.endpoint == "chat.completions" and self._wants_json(call):
             bad = [
                 c for c in resp.get("choices", [])
-                if not filters.is_valid_json((c.get("message") or {}).get("content") or "")
+                if not (c.get("message") or {}).get("tool_calls")  # a call, not an answer
+                and not filters.is_valid_json((c.get("message") or {}).get("content") or "")
             ]  # fmt: skip
             if bad:
                 call.status, call.error_code = 502, "invalid_json_output"
@@ -603,6 +651,7 @@ class Gateway:
         include_usage = bool((call.body.get("stream_options") or {}).get("include_usage"))
         redactors: dict[int, filters.StreamRedactor] = {}
         texts: dict[int, list[str]] = {}
+        calling: set[int] = set()  # choices that answered with tool calls
         last: dict[str, Any] | None = None
         produced_chunks = 0
         ended: set[int] = set()
@@ -628,6 +677,13 @@ class Gateway:
                     idx = choice.get("index", 0)
                     if choice.get("finish_reason"):
                         ended.add(idx)
+                    called = tool_call_text(choice.get("delta"))
+                    if called:  # relayed as it came; metered like text
+                        calling.add(idx)
+                        produced_chunks += 1
+                        if call.ttft is None:
+                            call.ttft = time.perf_counter() - call.started
+                        texts.setdefault(idx, []).append(called)
                     piece = self._choice_text(call, choice)
                     if piece:
                         produced_chunks += 1
@@ -648,7 +704,7 @@ class Gateway:
                         yield self._tail_chunk(call, idx, rest)
             if call.endpoint == "chat.completions" and self._wants_json(call):
                 for idx, parts in texts.items():
-                    if not filters.is_valid_json("".join(parts)):
+                    if idx not in calling and not filters.is_valid_json("".join(parts)):
                         call.status, call.error_code = 502, "invalid_json_output"
                         yield {
                             "error": {

@@ -4,7 +4,11 @@
    that has deployments gets it. Otherwise the ordered routing rules decide (tier, tenant,
    requested name, estimated prompt tokens, task class, request metadata; first match wins),
    and the tier's default model is the fallback.
-2. **Deployment order.** The group's strategy (weighted, least connections, lowest latency,
+2. **Deployments able to serve it.** A request with tools or images goes only to the
+   group's deployments with the ``tools`` or ``vision`` capability, one with parameters
+   Switchyard does not know (a tier that passes them through) only to OpenAI-compatible
+   ones; none able is a 400 naming what is missing, before any upstream call.
+3. **Deployment order.** The group's strategy (weighted, least connections, lowest latency,
    power of two, or cost-aware cheapest) orders its deployments that are not cooling down;
    failover (:mod:`serving.gateway.failover`) walks down that order.
 
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from serving.catalog import model_names
@@ -46,6 +51,45 @@ class Route:
         if self.attempts > 1:
             parts.append(f"attempts={self.attempts}")
         return "; ".join(parts)
+
+
+# Deployment kinds that take an OpenAI request body as it is: parameters Switchyard does not
+# know may pass through to them (Tier.pass_unknown_params).
+PASSTHROUGH_KINDS = frozenset({"openai_compatible", "azure_openai"})
+
+
+def able_targets(
+    model: str,
+    targets: Sequence[Target],
+    needs: Mapping[str, str],
+    unknown: Sequence[str] = (),
+) -> list[Target]:
+    """The ``targets`` that can serve a request needing the capabilities ``needs`` (each with
+    the parameter that needs it) and carrying the ``unknown`` parameters; a 400 naming the
+    first thing none of them has."""
+    able = list(targets)
+    for capability, param in needs.items():
+        able = [t for t in able if capability in t.capabilities]
+        if not able:
+            raise GatewayError(
+                400,
+                f"No deployment of `{model}` has the `{capability}` capability, which "
+                f"'{param}' needs; call a model that has it, or ask your operator.",
+                param=param,
+                code="unsupported_capability",
+            )
+    if unknown:
+        able = [t for t in able if t.kind in PASSTHROUGH_KINDS]
+        if not able:
+            raise GatewayError(
+                400,
+                f"Unrecognized request argument supplied: {unknown[0][:64]} (your plan passes "
+                f"such parameters through to OpenAI-compatible deployments only, and `{model}` "
+                "has none).",
+                param=unknown[0][:64],
+                code="unknown_parameter",
+            )
+    return able
 
 
 def allowed_models(tier: Tier, table: RoutingTable | None = None) -> list[str]:
@@ -114,16 +158,20 @@ class Router:
         live: LiveState | None = None,
         max_output: int = 0,
         max_cost: int | None = None,
+        needs: Mapping[str, str] | None = None,
+        unknown: Sequence[str] = (),
     ) -> Route:
         """Pick the model and the order of its deployments, or raise a ``GatewayError``.
 
         ``max_output`` (tokens) and ``max_cost`` (micro-dollars, the caller's budget for this
-        request) matter to cost-aware groups only."""
+        request) matter to cost-aware groups only. ``needs`` and ``unknown``: see
+        :func:`able_targets`."""
         ctx = ctx or RouteContext(tier_id=tier.pk, tenant_id=None, requested=requested,
                                   prompt_tokens=0)  # fmt: skip
         notes: list[str] = []
         try:
-            return self._route(tier, ctx, table, live or {}, max_output, max_cost, notes)
+            return self._route(tier, ctx, table, live or {}, max_output, max_cost, notes,
+                               needs or {}, unknown)  # fmt: skip
         except GatewayError as exc:
             exc.explanation = tuple(notes)  # for the console's dry run
             raise
@@ -137,25 +185,34 @@ class Router:
         max_output: int,
         max_cost: int | None,
         notes: list[str],
+        needs: Mapping[str, str],
+        unknown: Sequence[str],
     ) -> Route:
         model, rule = self.select_model(tier, ctx, table, notes)
         group = table.groups.get(model)
         if group is None or not group.targets:
             raise unavailable(model)
+        targets = group.targets
+        if needs or unknown:
+            targets = tuple(able_targets(model, targets, needs, unknown))
+            if len(targets) < len(group.targets):
+                wanted = ", ".join([*needs, *(["OpenAI-compatible"] if unknown else [])])
+                notes.append(f"able to serve it ({wanted}): "
+                             + ", ".join(t.name for t in targets))  # fmt: skip
         now = time.time()
         if group.strategy == "cheapest":
-            order = self._cheapest(tier, group.name, group.targets, table, ctx, live,
+            order = self._cheapest(tier, group.name, targets, table, ctx, live,
                                    max_output, max_cost, notes, now)  # fmt: skip
         else:
-            pool = balancer.available(group.targets, live, now)
-            skipped = sorted({t.name for t in group.targets} - {t.name for t in pool})
+            pool = balancer.available(targets, live, now)
+            skipped = sorted({t.name for t in targets} - {t.name for t in pool})
             if skipped:
                 notes.append(f"skipped (cooling down or saturated): {', '.join(skipped)}")
-            elif any(live[t.name].cooling(now) for t in group.targets if t.name in live):
+            elif any(live[t.name].cooling(now) for t in targets if t.name in live):
                 notes.append("every deployment is cooling down or saturated: trying them anyway")
             strategy = balancer.STRATEGIES.get(group.strategy, balancer.weighted)
             order = strategy(pool, live, self.rng)
-        notes.append(f"{group.strategy} over {len(group.targets)} deployment(s): "
+        notes.append(f"{group.strategy} over {len(targets)} deployment(s): "
                      + ", ".join(t.name for t in order))  # fmt: skip
         return Route(
             model=model,

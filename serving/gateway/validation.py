@@ -5,6 +5,14 @@ the table is refused as OpenAI does ("Unrecognized request argument supplied"). 
 carries the JSON-schema fragment it enforces (``check.schema``), so the published OpenAPI
 document (serving/openapi.py) and the validation are one source of truth.
 
+Tools (``tools``, ``tool_choice``, ``parallel_tool_calls``, assistant ``tool_calls``, ``tool``
+messages), images (``image_url`` parts in user messages) and structured output
+(``response_format``) are checked here for shape; :func:`capabilities_needed` says which
+deployment capabilities a request needs (``tools``, ``vision``), which routing then requires.
+A parameter Switchyard does not know is refused, unless the tier passes them through
+(``validate(..., pass_unknown=True)``; :func:`unknown_params` names them for routing, which
+sends such requests to OpenAI-compatible deployments only).
+
 Everything a tenant sends is bounded before it is used: every number by type (a boolean is
 not a number), finiteness and range; every array by length (messages, content parts, stop
 sequences, logit_bias entries, prompts); the body by nesting depth (:func:`parse_json_body`);
@@ -46,6 +54,11 @@ MAX_TOKEN_ID = 2**31 - 1
 MAX_LOGIT_BIAS = 1024
 MAX_METADATA = 16  # pairs; keys up to 64 characters, values strings up to 512 (as OpenAI)
 MAX_MODEL_CHARS = 256
+MAX_TOOLS = 128  # OpenAI's limit
+MAX_TOOL_CALLS = 128  # calls in one assistant message
+MAX_TOOL_ID_CHARS = 256
+TOOL_NAME_PATTERN = "^[a-zA-Z0-9_-]{1,64}$"
+_TOOL_NAME = re.compile(TOOL_NAME_PATTERN)
 MAX_JSON_DEPTH = 64
 MAX_JSON_CONTAINERS = 20_000  # arrays and objects in one body (2,048 messages need ~6,000)
 # Temperatures (and top_p) below this are greedy: vLLM's threshold too, and that of our own
@@ -233,11 +246,32 @@ def _stream_options(name: str, v: Any) -> None:
         _boolean(f"{name}.include_usage", val)
 
 
+_JSON_SCHEMA_SPEC = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "pattern": TOOL_NAME_PATTERN},
+        "description": {"type": "string"},
+        "schema": {"type": "object"},
+        "strict": {"type": ["boolean", "null"]},
+    },
+    "required": ["name"],
+}
+
+
 @_schema(
     {
-        "type": "object",
-        "properties": {"type": {"enum": ["text", "json_object", "json_schema"]}},
-        "required": ["type"],
+        "oneOf": [
+            {
+                "type": "object",
+                "properties": {"type": {"enum": ["text", "json_object"]}},
+                "required": ["type"],
+            },
+            {
+                "type": "object",
+                "properties": {"type": {"const": "json_schema"}, "json_schema": _JSON_SCHEMA_SPEC},
+                "required": ["type", "json_schema"],
+            },
+        ]
     }
 )
 def _response_format(name: str, v: Any) -> None:
@@ -248,6 +282,101 @@ def _response_format(name: str, v: Any) -> None:
             f"Invalid value for '{name}.type': expected 'text', 'json_object' or 'json_schema'.",
             f"{name}.type",
         )
+    if kind != "json_schema":
+        return
+    where = f"{name}.json_schema"
+    spec = v.get("json_schema")
+    if not isinstance(spec, dict):
+        raise invalid(f"Missing required parameter: '{where}'.", where)
+    if not (isinstance(spec.get("name"), str) and _TOOL_NAME.fullmatch(spec["name"])):
+        raise invalid(
+            f"'{where}.name' must be 1 to 64 letters, digits, underscores or dashes.",
+            f"{where}.name",
+        )
+    for key, check in (("description", _string), ("schema", _object)):
+        if key in spec:
+            check(f"{where}.{key}", spec[key])
+    if spec.get("strict") is not None:
+        _boolean(f"{where}.strict", spec["strict"])
+
+
+_FUNCTION = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "pattern": TOOL_NAME_PATTERN},
+        "description": {"type": "string"},
+        "parameters": {"type": "object"},
+        "strict": {"type": ["boolean", "null"]},
+    },
+    "required": ["name"],
+}
+
+
+@_schema(
+    {
+        "type": "array",
+        "minItems": 1,
+        "maxItems": MAX_TOOLS,
+        "items": {
+            "type": "object",
+            "properties": {"type": {"const": "function"}, "function": _FUNCTION},
+            "required": ["type", "function"],
+        },
+    }
+)
+def _tools(name: str, v: Any) -> None:
+    if not isinstance(v, list) or not v:
+        raise invalid(f"'{name}' must be a non-empty array of tools.", name)
+    _count(name, v, MAX_TOOLS, "tools")
+    for i, tool in enumerate(v):
+        where = f"{name}[{i}]"
+        if not isinstance(tool, dict) or tool.get("type") != "function":
+            raise invalid(f"'{where}' must be a tool of type 'function'.", f"{where}.type")
+        fn = tool.get("function")
+        if not isinstance(fn, dict):
+            raise invalid(f"Missing required parameter: '{where}.function'.", f"{where}.function")
+        _function_name(f"{where}.function.name", fn.get("name"))
+        for key, check in (("description", _string), ("parameters", _object)):
+            if key in fn:
+                check(f"{where}.function.{key}", fn[key])
+        if fn.get("strict") is not None:
+            _boolean(f"{where}.function.strict", fn["strict"])
+
+
+def _function_name(name: str, v: Any) -> None:
+    if not (isinstance(v, str) and _TOOL_NAME.fullmatch(v)):
+        raise invalid(
+            f"'{name}' must be a function name: 1 to 64 letters, digits, underscores or dashes.",
+            name,
+        )
+
+
+_NAMED_FUNCTION = {
+    "type": "object",
+    "properties": {
+        "type": {"const": "function"},
+        "function": {
+            "type": "object",
+            "properties": {"name": {"type": "string", "pattern": TOOL_NAME_PATTERN}},
+            "required": ["name"],
+        },
+    },
+    "required": ["type", "function"],
+}
+
+
+@_schema({"anyOf": [{"enum": ["none", "auto", "required"]}, _NAMED_FUNCTION]})
+def _tool_choice(name: str, v: Any) -> None:
+    if v in ("none", "auto", "required"):
+        return
+    if isinstance(v, dict) and v.get("type") == "function" and isinstance(v.get("function"), dict):
+        _function_name(f"{name}.function.name", v["function"].get("name"))
+        return
+    raise invalid(
+        f"'{name}' must be 'none', 'auto', 'required' or "
+        '{"type": "function", "function": {"name": ...}}.',
+        name,
+    )
 
 
 def _nullable(check: Check) -> Check:
@@ -258,15 +387,49 @@ def _nullable(check: Check) -> Check:
     return wrapped
 
 
-_TEXT_PARTS = {
+_TEXT_PART = {
+    "type": "object",
+    "properties": {"type": {"const": "text"}, "text": {"type": "string"}},
+    "required": ["type", "text"],
+}
+_IMAGE_PART = {
+    "type": "object",
+    "properties": {
+        "type": {"const": "image_url"},
+        "image_url": {
+            "type": "object",
+            "properties": {
+                "url": {"type": "string"},
+                "detail": {"enum": ["auto", "low", "high"]},
+            },
+            "required": ["url"],
+        },
+    },
+    "required": ["type", "image_url"],
+}
+_TEXT_PARTS = {"type": "array", "maxItems": MAX_CONTENT_PARTS, "items": _TEXT_PART}
+_USER_PARTS = {
     "type": "array",
     "maxItems": MAX_CONTENT_PARTS,
-    "items": {
-        "type": "object",
-        "properties": {"type": {"const": "text"}, "text": {"type": "string"}},
-        "required": ["type", "text"],
-    },
+    "items": {"oneOf": [_TEXT_PART, _IMAGE_PART]},
 }
+_TOOL_CALL = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string", "maxLength": MAX_TOOL_ID_CHARS},
+        "type": {"const": "function"},
+        "function": {
+            "type": "object",
+            "properties": {
+                "name": {"type": "string", "pattern": TOOL_NAME_PATTERN},
+                "arguments": {"type": "string"},
+            },
+            "required": ["name", "arguments"],
+        },
+    },
+    "required": ["id", "type", "function"],
+}
+_TEXT = {"anyOf": [{"type": "string"}, _TEXT_PARTS]}
 
 
 @_schema(
@@ -278,9 +441,14 @@ _TEXT_PARTS = {
             "oneOf": [
                 {
                     "type": "object",
+                    "properties": {"role": {"enum": ["system", "developer"]}, "content": _TEXT},
+                    "required": ["role", "content"],
+                },
+                {
+                    "type": "object",
                     "properties": {
-                        "role": {"enum": ["system", "developer", "user", "tool"]},
-                        "content": {"anyOf": [{"type": "string"}, _TEXT_PARTS]},
+                        "role": {"const": "user"},
+                        "content": {"anyOf": [{"type": "string"}, _USER_PARTS]},
                     },
                     "required": ["role", "content"],
                 },
@@ -289,8 +457,23 @@ _TEXT_PARTS = {
                     "properties": {
                         "role": {"const": "assistant"},
                         "content": {"anyOf": [{"type": "string"}, _TEXT_PARTS, {"type": "null"}]},
+                        "tool_calls": {
+                            "anyOf": [
+                                {"type": "array", "maxItems": MAX_TOOL_CALLS, "items": _TOOL_CALL},
+                                {"type": "null"},
+                            ]
+                        },
                     },
                     "required": ["role"],
+                },
+                {
+                    "type": "object",
+                    "properties": {
+                        "role": {"const": "tool"},
+                        "content": _TEXT,
+                        "tool_call_id": {"type": "string", "maxLength": MAX_TOOL_ID_CHARS},
+                    },
+                    "required": ["role", "content", "tool_call_id"],
                 },
             ]
         },
@@ -311,6 +494,16 @@ def _messages(name: str, v: Any) -> None:
                 f"'user', 'assistant', 'tool'.",
                 f"{where}.role",
             )
+        if role == "assistant" and msg.get("tool_calls") is not None:
+            _tool_calls(f"{where}.tool_calls", msg["tool_calls"])
+        if role == "tool":
+            call_id = msg.get("tool_call_id")
+            if not isinstance(call_id, str) or len(call_id) > MAX_TOOL_ID_CHARS:
+                raise invalid(
+                    f"'{where}.tool_call_id' must be the id of the tool call this message answers "
+                    f"(a string of at most {MAX_TOOL_ID_CHARS} characters).",
+                    f"{where}.tool_call_id",
+                )
         content = msg.get("content")
         if content is None and role == "assistant":
             continue
@@ -318,15 +511,51 @@ def _messages(name: str, v: Any) -> None:
             continue
         if isinstance(content, list):
             _count(f"{where}.content", content, MAX_CONTENT_PARTS, "parts")
-        if isinstance(content, list) and all(
-            isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str)
-            for p in content
-        ):
-            continue
+            if all(_part_ok(p, images=role == "user") for p in content):
+                continue
         raise invalid(
-            f"Invalid value for '{where}.content': expected a string or an array of text parts.",
+            f"Invalid value for '{where}.content': expected a string or an array of text parts"
+            + (" and image_url parts." if role == "user" else "."),
             f"{where}.content",
         )
+
+
+def _part_ok(part: Any, *, images: bool) -> bool:
+    if not isinstance(part, dict):
+        return False
+    if part.get("type") == "text":
+        return isinstance(part.get("text"), str)
+    if part.get("type") == "image_url" and images:
+        image = part.get("image_url")
+        return (
+            isinstance(image, dict)
+            and isinstance(image.get("url"), str)
+            and image.get("detail", "auto") in ("auto", "low", "high")
+        )
+    return False
+
+
+def _tool_calls(name: str, v: Any) -> None:
+    if not isinstance(v, list):
+        raise invalid(f"'{name}' must be an array of tool calls.", name)
+    _count(name, v, MAX_TOOL_CALLS, "tool calls")
+    for j, tc in enumerate(v):
+        where = f"{name}[{j}]"
+        fn = tc.get("function") if isinstance(tc, dict) else None
+        if not (
+            isinstance(tc, dict)
+            and tc.get("type") == "function"
+            and isinstance(tc.get("id"), str)
+            and len(tc["id"]) <= MAX_TOOL_ID_CHARS
+            and isinstance(fn, dict)
+            and isinstance(fn.get("arguments"), str)
+        ):
+            raise invalid(
+                f"'{where}' must be a function call: an 'id', 'type': 'function' and a "
+                "'function' with a 'name' and 'arguments' (a JSON string).",
+                where,
+            )
+        _function_name(f"{where}.function.name", fn.get("name"))
 
 
 _TOKEN_ID = {"type": "integer", "minimum": 0, "maximum": MAX_TOKEN_ID}
@@ -449,6 +678,8 @@ CHAT_PARAMS: dict[str, Check] = {
     "top_logprobs": _nullable(_integer(0, 20)),
     "response_format": _nullable(_response_format),
     "store": _nullable(_boolean),
+    "tools": _nullable(_tools),
+    "tool_choice": _nullable(_tool_choice),
     "parallel_tool_calls": _nullable(_boolean),
 }
 
@@ -481,13 +712,14 @@ TABLES = {
 }
 
 
-def validate(endpoint: str, body: Any) -> dict[str, Any]:
+def validate(endpoint: str, body: Any, *, pass_unknown: bool = False) -> dict[str, Any]:
     """Check ``body`` for ``endpoint`` ("chat.completions", "completions", "embeddings") and
     normalise it in place; returns the same dict, or raises a 400 :class:`GatewayError`
     naming the parameter. Normalised: null optional fields removed, integral floats of
     integer parameters made ints, a greedy request's ``temperature`` set to 0 (a positive one
     below :data:`GREEDY_TEMPERATURE`, or a ``top_p`` below it, which is then removed).
-    Validating a normalised body again changes nothing."""
+    Validating a normalised body again changes nothing. With ``pass_unknown`` (the tier's
+    switch), parameters Switchyard does not know are kept as sent (:func:`unknown_params`)."""
     if not isinstance(body, dict):
         raise invalid("The request body must be a JSON object.")
     table = TABLES[endpoint]
@@ -499,6 +731,8 @@ def validate(endpoint: str, body: Any) -> dict[str, Any]:
             )
     for name, value in list(body.items()):
         check = table.get(name)
+        if check is None and pass_unknown:
+            continue  # forwarded as sent, to OpenAI-compatible deployments only (routing)
         if check is None:
             raise invalid(
                 f"Unrecognized request argument supplied: {name[:64]}",
@@ -513,11 +747,64 @@ def validate(endpoint: str, body: Any) -> dict[str, Any]:
             body[name] = normalized
     if endpoint == "chat.completions" and body.get("top_logprobs") and not body.get("logprobs"):
         raise invalid("'top_logprobs' requires 'logprobs' to be true.", "top_logprobs")
+    if endpoint == "chat.completions":
+        _tools_agree(body)
     if body.get("stream_options") is not None and not body.get("stream"):
         raise invalid("'stream_options' is only allowed when 'stream' is true.", "stream_options")
     if endpoint != "embeddings":
         _greedy(body)
     return body
+
+
+def _tools_agree(body: dict[str, Any]) -> None:
+    """``tool_choice`` that asks for a call needs ``tools``, and a named function must be one
+    of them. Without tools, ``tool_choice`` "none" or "auto" and ``parallel_tool_calls`` say
+    nothing: they are removed (OpenAI refuses them without tools)."""
+    choice = body.get("tool_choice")
+    tools = body.get("tools")
+    if not tools and choice in (None, "none", "auto"):
+        body.pop("tool_choice", None)
+        body.pop("parallel_tool_calls", None)
+        return
+    if choice is None or choice in ("none", "auto"):
+        return
+    if not tools:
+        raise invalid("'tool_choice' is only allowed when 'tools' are specified.", "tool_choice")
+    if isinstance(choice, dict):
+        wanted = choice["function"]["name"]
+        if wanted not in {t["function"]["name"] for t in tools}:
+            raise invalid(
+                f"'tool_choice' names the function '{wanted}', which is not in 'tools'.",
+                "tool_choice.function.name",
+            )
+
+
+def unknown_params(endpoint: str, body: dict[str, Any]) -> list[str]:
+    """The parameters of ``body`` that Switchyard does not know (kept by a tier that passes
+    them through)."""
+    table = TABLES[endpoint]
+    return [name for name in body if name not in table]
+
+
+def capabilities_needed(endpoint: str, body: dict[str, Any]) -> dict[str, str]:
+    """The deployment capabilities a validated request needs, each with the parameter that
+    needs it: ``tools`` for tools, tool choices, assistant tool calls or tool results;
+    ``vision`` for image parts."""
+    if endpoint != "chat.completions":
+        return {}
+    needs: dict[str, str] = {}
+    if body.get("tools"):
+        needs["tools"] = "tools"
+    for i, msg in enumerate(body["messages"]):
+        if "tools" not in needs and (msg.get("tool_calls") or msg.get("role") == "tool"):
+            needs["tools"] = f"messages[{i}]"
+        content = msg.get("content")
+        if "vision" not in needs and isinstance(content, list):
+            for j, part in enumerate(content):
+                if part.get("type") == "image_url":
+                    needs["vision"] = f"messages[{i}].content[{j}]"
+                    break
+    return needs
 
 
 def _greedy(body: dict[str, Any]) -> None:

@@ -185,9 +185,14 @@ def test_worker_tool_call_required(client):
 def test_worker_named_tool_streamed_as_deltas(client):
     chunks = list(
         client.chat.completions.create(
-            model=MODEL, messages=ASK_WEATHER, tools=[WEATHER, TIME], temperature=0,
+            model=MODEL,
+            messages=ASK_WEATHER,
+            tools=[WEATHER, TIME],
+            temperature=0,
             tool_choice={"type": "function", "function": {"name": "get_time"}},
-            parallel_tool_calls=False, max_tokens=120, stream=True,
+            parallel_tool_calls=False,
+            max_tokens=120,
+            stream=True,
         )  # fmt: skip
     )
     deltas = [tc for c in chunks if c.choices for tc in c.choices[0].delta.tool_calls or []]

@@ -61,6 +61,8 @@ class Command(BaseCommand):
                     base_url=base_url,
                     context_window=8192 if model.startswith("smollm2") else 512,
                     api_key=token,
+                    # The worker calls tools (a grammar holds it to the format; docs/engine.md).
+                    capabilities=["tools"] if model.startswith("smollm2") else [],
                 )
             elif token and dep.base_url == base_url:
                 try:
