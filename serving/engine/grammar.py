@@ -55,11 +55,34 @@ class GrammarError(ValueError):
 
 # ---- grammars ------------------------------------------------------------------------------
 
+# An integer a schema leaves unbounded is held to what every JSON parser reads exactly
+# (I-JSON, RFC 7493): at most 16 digits. Unbounded, a small model can write "1111…" until
+# max_tokens cuts the answer (invalid JSON); bounded, the digits must end.
+SAFE_INTEGER = 2**53 - 1
+_NOT_SCHEMAS = frozenset({"enum", "const", "default", "examples"})  # values, not schemas
+
+
+def bounded(schema: Any) -> Any:
+    """``schema`` with every integer that has no minimum or maximum given one (±2^53-1);
+    a copy, the caller's schema is left as it is."""
+    if isinstance(schema, list):
+        return [bounded(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: v if k in _NOT_SCHEMAS else bounded(v) for k, v in schema.items()}
+    kind = out.get("type")
+    if kind == "integer" or (isinstance(kind, list) and "integer" in kind):
+        if "minimum" not in out and "exclusiveMinimum" not in out:
+            out["minimum"] = -SAFE_INTEGER
+        if "maximum" not in out and "exclusiveMaximum" not in out:
+            out["maximum"] = SAFE_INTEGER
+    return out
+
 
 def json_grammar(schema: dict[str, Any] | None) -> str:
     """The grammar of a JSON answer: any JSON object when ``schema`` is None (``json_object``),
     else a value that validates against ``schema`` (``json_schema``)."""
-    target = {"type": "object"} if schema is None else schema
+    target = {"type": "object"} if schema is None else bounded(schema)
     try:
         return llguidance.LLMatcher.grammar_from_json_schema(target, overrides=JSON_OPTIONS)
     except (ValueError, TypeError) as exc:
@@ -68,7 +91,7 @@ def json_grammar(schema: dict[str, Any] | None) -> str:
 
 def _call_schema(tool: dict[str, Any]) -> dict[str, Any]:
     fn = tool["function"]
-    params = fn.get("parameters")
+    params = bounded(fn.get("parameters"))
     return {
         "type": "object",
         "properties": {
@@ -119,7 +142,7 @@ def tool_grammar(
     if required:
         start = "start: call"
     elif json_answer:
-        answer = {**(answer_schema or {"type": "object"}), "x-guidance": JSON_OPTIONS}
+        answer = {**bounded(answer_schema or {"type": "object"}), "x-guidance": JSON_OPTIONS}
         start = "start: answer | call"
         rules.append(f"answer: %json {json.dumps(answer)}")
     else:

@@ -257,3 +257,32 @@ def test_worker_refuses_bad_tools_and_images(client):
             response_format=_schema_format({"type": "object", "properties": {"a": {"type": 7}}}),
         )  # fmt: skip
     assert err.value.body["code"] == "invalid_schema"
+
+
+def test_unbounded_integers_get_safe_bounds_and_values_stay_as_they_are():
+    schema = {
+        "type": "object",
+        "properties": {
+            "n": {"type": "integer"},
+            "m": {"type": ["integer", "null"], "minimum": 0},
+            "k": {"const": {"type": "integer"}},
+        },
+    }
+    out = grammar.bounded(schema)
+    assert out["properties"]["n"] == {
+        "type": "integer",
+        "minimum": -grammar.SAFE_INTEGER,
+        "maximum": grammar.SAFE_INTEGER,
+    }
+    assert out["properties"]["m"]["minimum"] == 0
+    assert out["properties"]["m"]["maximum"] == grammar.SAFE_INTEGER
+    assert out["properties"]["k"] == {"const": {"type": "integer"}}
+    assert "minimum" not in schema["properties"]["n"], "the caller's schema is not changed"
+
+
+def test_an_integer_cannot_run_on_until_max_tokens(loaded):
+    """Greedy SmolLM2 writes a population as "1111…" for ever; bounded, the digits end."""
+    _, tokenizer = loaded
+    matcher = grammar.compile_grammar(tokenizer, grammar.json_grammar({"type": "integer"}))
+    digits = tokenizer.encode("1" * 40)
+    assert matcher.try_consume_tokens(digits) == 16
