@@ -696,6 +696,12 @@ class Gateway:
                             self._set_choice_text(call, choice, held)
                             if choice.get("finish_reason"):
                                 self._set_choice_text(call, choice, held + red.flush())
+                    elif choice.get("finish_reason") and idx in redactors:
+                        # What the redactor held back goes with the finishing chunk, not
+                        # after it (OpenAI's last chunk often carries no text).
+                        rest = redactors[idx].flush()
+                        if rest:
+                            self._set_choice_text(call, choice, rest)
                 yield chunk
             if call.tier.pii_redaction:
                 for idx, red in redactors.items():
@@ -738,6 +744,10 @@ class Gateway:
             await asyncio.shield(self.finish(call))
             if produced_chunks == 0 and call.ttft is None:
                 raise
+            for idx, red in redactors.items():  # the held-back text, redacted, then the error
+                rest = red.flush()
+                if rest:
+                    yield self._tail_chunk(call, idx, rest)
             yield exc.body()
         finally:
             if not call.finished:
