@@ -26,6 +26,7 @@ the same code at tiny sizes in seconds (``tests/engine/test_gpu_check.py``), so 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import platform
 import random
@@ -184,8 +185,11 @@ def reference_model(cfg: LlamaConfig, w: dict[str, np.ndarray], device, dtype):
 
 
 def our_model(cfg: LlamaConfig, w: dict[str, np.ndarray], device, dtype) -> LlamaModel:
+    """The engine's model, every weight dense in ``dtype`` (where the model takes a format)."""
+    if "weight_format" not in inspect.signature(LlamaModel).parameters:
+        return LlamaModel(cfg, w, device, dtype)
     fmt = "float32" if dtype == torch.float32 else "bfloat16"
-    return LlamaModel(cfg, w, device, dtype, fmt)
+    return LlamaModel(cfg, w, device, dtype, weight_format=fmt)
 
 
 # ---- numerics ------------------------------------------------------------------------------
