@@ -169,11 +169,32 @@ _compiled: OrderedDict[tuple[int, str], llguidance.LLMatcher] = OrderedDict()
 _lock = threading.Lock()
 
 
+class CompiledGrammar(str):
+    """A grammar's text that carries its compiled matcher (at its start): what the worker puts
+    in ``SamplingParams.grammar``. Compiled off the event loop (protocol.parse), it is never
+    compiled again on the engine thread, however many other grammars passed through the
+    cache meanwhile."""
+
+    template: llguidance.LLMatcher
+
+    def __new__(cls, text: str, template: llguidance.LLMatcher) -> CompiledGrammar:
+        obj = super().__new__(cls, text)
+        obj.template = template
+        return obj
+
+
+def precompile(tokenizer: Any, grammar: str) -> CompiledGrammar:
+    """``grammar`` compiled for ``tokenizer`` (GrammarError if it cannot be)."""
+    return CompiledGrammar(grammar, compile_grammar(tokenizer, grammar))
+
+
 def compile_grammar(tokenizer: Any, grammar: str) -> llguidance.LLMatcher:
-    """A fresh matcher for ``grammar`` at its start (copied from a cached template), or a
-    :class:`GrammarError`. Compiling a large schema takes milliseconds and releases the GIL:
-    the worker calls this off its event loop first (protocol.parse), so the engine thread
-    finds it cached."""
+    """A fresh matcher for ``grammar`` at its start (copied from its :class:`CompiledGrammar`
+    or a cached template), or a :class:`GrammarError`. Compiling a large schema takes up to a
+    second or two and releases the GIL: the worker does it off its event loop, once
+    (:func:`precompile`)."""
+    if isinstance(grammar, CompiledGrammar):
+        return grammar.template.deep_copy()
     if len(grammar) > MAX_GRAMMAR_CHARS:
         raise GrammarError(f"The grammar is longer than {MAX_GRAMMAR_CHARS} characters.")
     key = (id(tokenizer), grammar)

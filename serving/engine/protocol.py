@@ -300,11 +300,10 @@ def parse(body: Any, kind: str, tokenizer, model_name: str, max_model_len: int) 
         top_logprobs=top_logprobs,
         n=_int(body, "n", 1, 16, 1),
         ignore_eos=bool(body.get("ignore_eos", False)),
-        grammar=grammar_text,
     )
     if grammar_text is not None:
-        try:  # compiled here, off the event loop; the engine finds it cached
-            grammar.compile_grammar(tokenizer, grammar_text)
+        try:  # compiled here, off the event loop, and carried to the engine compiled
+            params.grammar = grammar.precompile(tokenizer, grammar_text)
         except grammar.GrammarError as exc:
             param = "tools" if offered else "response_format"
             raise ProtocolError(str(exc), param=param, code="invalid_schema") from None
