@@ -1,42 +1,47 @@
-"""What the model's matrix products cost by rows in the step (tokens in the flat batch).
+"""What the model's matrix products cost by rows in the step (tokens in the flat batch), for
+each weight format.
 
     python -m benchmarks.engine.gemm_rows [--rows 1 2 4 8 16 32 64 512] [--repeat 5]
+        [--formats float32 bfloat16 quantized] [--threads N]
 
 Runs every linear layer of the default model's 30 blocks plus the LM head, as one step does,
-on its real float32 weights (0.54 GB, so they stream from memory as in a step), for each row
-count, and prints milliseconds per step, GFLOP/s and the cost relative to one row. A step's
+for each row count and weight format (``serving/engine/quant.py``: ``float32`` and ``bfloat16``
+dense, ``quantized`` the GGUF's own blocks: int4 products for Q4_1, the native Q8_0 kernel for
+the tied LM head), and prints milliseconds per step and the cost relative to one row. A step's
 time on a CPU is mostly these products (docs/engine.md, "Where the time goes"): the table says
-how much one more token in a step costs, which is what latency isolation trades on.
+how much one more token in a step costs, which is what latency isolation trades on, and where
+the quantized products stop being cheaper than dense bfloat16 (``--weights hybrid`` switches
+there, ``serving.engine.model.HYBRID_ROWS``).
+
+Timing is the median of ``--repeat`` runs; on a shared machine, compare columns of one run.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import time
 
 import torch
-import torch.nn.functional as F
 
 from serving.engine.gguf_loader import load_gguf
+from serving.engine.kernels import physical_cores
 from serving.engine.model import LlamaModel
 from serving.engine.registry import resolve
 
 
 def step_products(model: LlamaModel, rows: int) -> float:
-    """Seconds for one step's linear layers at ``rows`` rows."""
-    cfg = model.cfg
-    x = torch.randn(rows, cfg.dim)
-    inner = torch.randn(rows, model.layers[0]["w_down"].shape[1])
-    attn = torch.randn(rows, model.q_size)
+    """Seconds for one step's linear layers at ``rows`` rows (activations in the dtype the
+    model feeds them)."""
+    inputs = {}
+    for lin in model.linears():
+        if lin.in_features not in inputs:
+            inputs[lin.in_features] = torch.randn(rows, lin.in_features).to(model.act_dtype)
     start = time.perf_counter()
-    for w in model.layers:
-        F.linear(x, w["wqkv"])
-        F.linear(attn, w["wo"])
-        F.linear(x, w["w_gate_up"])
-        F.linear(inner, w["w_down"])
-    F.linear(x, model.lm_head)
+    with torch.inference_mode():
+        for lin in model.linears()[:-1]:
+            lin(inputs[lin.in_features])
+        model.lm_head(inputs[model.lm_head.in_features].float())
     return time.perf_counter() - start
 
 
@@ -45,25 +50,35 @@ def main() -> None:
     ap.add_argument("--model", default="smollm2-135m-instruct")
     ap.add_argument("--rows", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32, 64, 512])
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--formats", nargs="+", default=["float32", "bfloat16", "quantized"])
+    ap.add_argument("--threads", type=int, default=None, help="default: physical cores")
     a = ap.parse_args()
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(a.threads or physical_cores())
     name, path = resolve(a.model)
     gguf = load_gguf(path, name)
-    model = LlamaModel(gguf.config, gguf.weights, torch.device("cpu"), torch.float32)
-    params = sum(w.numel() for layer in model.layers for w in layer.values() if w.dim() == 2)
-    params += model.lm_head.numel()
+    models = {
+        f: LlamaModel(gguf.config, gguf.weights, torch.device("cpu"), torch.float32, f)
+        for f in a.formats
+    }
+    first = next(iter(models.values()))
+    params = sum(lin.out_features * lin.in_features for lin in first.linears())
+    mbytes = ", ".join(f"{f} {m.weight_bytes() / 2**20:.0f} MiB" for f, m in models.items())
     print(
-        f"{name}: {params / 1e6:.0f}M weights in the step's products, "
+        f"{name}: {params / 1e6:.0f}M weights in the step's products ({mbytes}), "
         f"{torch.get_num_threads()} threads, torch CPU capability "
         f"{torch.backends.cpu.get_cpu_capability()}"
     )
-    print("| rows | ms per step | GFLOP/s | vs 1 row |\n|---|---|---|---|")
-    base = None
+    print("| rows | " + " | ".join(f"{f} ms (vs 1 row)" for f in models) + " |")
+    print("|---|" + "---|" * len(models))
+    base: dict[str, float] = {}
     for rows in a.rows:
-        step_products(model, rows)  # warm-up
-        ms = 1e3 * statistics.median(step_products(model, rows) for _ in range(a.repeat))
-        base = base or ms
-        print(f"| {rows} | {ms:.1f} | {2 * params * rows / ms / 1e6:.1f} | {ms / base:.2f}x |")
+        cells = []
+        for f, model in models.items():
+            step_products(model, rows)  # warm-up
+            ms = 1e3 * statistics.median(step_products(model, rows) for _ in range(a.repeat))
+            base.setdefault(f, ms)
+            cells.append(f"{ms:.1f} ({ms / base[f]:.2f}x)")
+        print(f"| {rows} | " + " | ".join(cells) + " |", flush=True)
 
 
 if __name__ == "__main__":

@@ -31,10 +31,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _load(threads: int):
+def load_transformers(model: str = "smollm2-135m-instruct"):
+    """(tokenizer, LlamaForCausalLM in float32) from the engine's own GGUF, offline: what
+    transformers makes of the file (it dequantizes the weights and undoes the GGUF's
+    interleaved RoPE layout of Q and K). Also the reference of tests/engine/test_numerics.py."""
     import torch
-
-    torch.set_num_threads(threads)
     import transformers
     import transformers.modeling_utils as modeling_utils
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -43,20 +44,28 @@ def _load(threads: int):
 
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
-    gguf = resolve("smollm2-135m-instruct")[1]
+    gguf = resolve(model)[1]
     kw = {"gguf_file": gguf.name, "local_files_only": True}
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, **kw)
-    tokenizer.padding_side = "left"
     # from_pretrained refuses a gguf_file unless `accelerate` is importable, but only uses it
     # for a device_map (none here). The project does not depend on accelerate, so lift that
     # one check for this call when it is missing rather than add a dependency for a baseline.
     real = modeling_utils.is_accelerate_available
     try:
         modeling_utils.is_accelerate_available = lambda: True
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, dtype=torch.float32, **kw)
+        hf = AutoModelForCausalLM.from_pretrained(gguf.parent, dtype=torch.float32, **kw)
     finally:
         modeling_utils.is_accelerate_available = real
-    model.eval()
+    hf.eval()
+    return tokenizer, hf
+
+
+def _load(threads: int):
+    import torch
+
+    torch.set_num_threads(threads)
+    tokenizer, model = load_transformers()
+    tokenizer.padding_side = "left"
     return torch, tokenizer, model
 
 

@@ -21,7 +21,6 @@ import contextlib
 import itertools
 import logging
 import math
-import os
 import queue
 import threading
 from collections import OrderedDict
@@ -34,6 +33,7 @@ from serving.engine.block_manager import BlockManager
 from serving.engine.errors import EngineOverloaded, RequestFailed
 from serving.engine.gguf_loader import load_gguf
 from serving.engine.grammar import Constraint, compile_grammar
+from serving.engine.kernels import physical_cores
 from serving.engine.model import KVCache, LlamaModel
 from serving.engine.model_runner import ModelRunner
 from serving.engine.registry import resolve
@@ -124,14 +124,24 @@ class LLMEngine:
         self.stats_counters = EngineStats()
 
     @classmethod
-    def from_model(cls, model: str, *, device: str | None = None, **kwargs) -> LLMEngine:
+    def from_model(
+        cls,
+        model: str,
+        *,
+        device: str | None = None,
+        weights: str = "auto",
+        threads: int | None = None,
+        **kwargs,
+    ) -> LLMEngine:
+        """``weights``: the weight format (``serving.engine.quant.WEIGHT_FORMATS``); ``threads``:
+        torch threads on a CPU (default: the physical cores this process may use)."""
         name, path = resolve(model)
         gguf = load_gguf(path, name)
         dev, dtype = pick_device(device)
         if dev.type == "cpu":
-            torch.set_num_threads(max(1, os.cpu_count() or 1))
+            torch.set_num_threads(threads or physical_cores())
         return cls(
-            LlamaModel(gguf.config, gguf.weights, dev, dtype),
+            LlamaModel(gguf.config, gguf.weights, dev, dtype, weights),
             ChatTokenizer(gguf.tokenizer),
             model_name=name,
             **kwargs,

@@ -1,4 +1,9 @@
-"""Read a llama-architecture GGUF file: hyper-parameters, dequantized weights, tokenizer data."""
+"""Read a llama-architecture GGUF file: hyper-parameters, weights, tokenizer data.
+
+2-D tensors of the block types the engine multiplies directly (Q4_0, Q4_1, Q8_0) are kept as
+the file stores them (:class:`serving.engine.quant.BlockTensor`); every other tensor is
+dequantized to float32.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from gguf import GGMLQuantizationType, GGUFReader
 from gguf.quants import dequantize
 
 from serving.engine.errors import UnsupportedModelError
+from serving.engine.quant import KEPT_TYPES, BlockTensor
 
 SUPPORTED_ARCHITECTURES = {"llama"}
 SUPPORTED_TYPES = {
@@ -64,7 +70,7 @@ class GGUFModel:
     name: str
     config: LlamaConfig
     tokenizer: TokenizerData
-    weights: dict[str, np.ndarray]
+    weights: dict[str, np.ndarray | BlockTensor]
 
 
 def _field(reader: GGUFReader, key: str, default: Any = None) -> Any:
@@ -74,8 +80,9 @@ def _field(reader: GGUFReader, key: str, default: Any = None) -> Any:
     return f.contents()
 
 
-def load_gguf(path: str | Path, name: str | None = None) -> GGUFModel:
-    """Load and dequantize every tensor to float32 numpy arrays (rows = output features)."""
+def load_gguf(path: str | Path, name: str | None = None, *, keep_blocks: bool = True) -> GGUFModel:
+    """Load the file's tensors (rows = output features): Q4_0, Q4_1 and Q8_0 matrices as
+    :class:`BlockTensor` (``keep_blocks``), everything else dequantized to float32 arrays."""
     reader = GGUFReader(str(path))
     arch = _field(reader, "general.architecture")
     if arch not in SUPPORTED_ARCHITECTURES:
@@ -87,14 +94,18 @@ def load_gguf(path: str | Path, name: str | None = None) -> GGUFModel:
     n_heads = int(_field(reader, f"{a}.attention.head_count"))
     dim = int(_field(reader, f"{a}.embedding_length"))
     tokens = list(_field(reader, "tokenizer.ggml.tokens"))
-    weights: dict[str, np.ndarray] = {}
+    weights: dict[str, np.ndarray | BlockTensor] = {}
     for t in reader.tensors:
         if t.tensor_type not in SUPPORTED_TYPES:
             raise UnsupportedModelError(
                 f"Unsupported quantization {t.tensor_type.name} for tensor {t.name} in {path}."
             )
-        arr = dequantize(t.data, t.tensor_type).astype(np.float32, copy=False)
         shape = tuple(int(x) for x in reversed(t.shape))
+        if keep_blocks and t.tensor_type in KEPT_TYPES and len(shape) == 2:
+            raw = np.asarray(t.data).reshape(shape[0], -1)
+            weights[t.name] = BlockTensor(t.tensor_type, shape, raw)
+            continue
+        arr = dequantize(t.data, t.tensor_type).astype(np.float32, copy=False)
         weights[t.name] = arr.reshape(shape)
     cfg = LlamaConfig(
         n_layers=int(_field(reader, f"{a}.block_count")),

@@ -54,6 +54,7 @@ from serving.engine.embeddings import DIMENSIONS, EMBEDDING_MODEL, DynamicBatche
 from serving.engine.engine import AsyncEngine
 from serving.engine.errors import EngineOverloaded, RequestFailed
 from serving.engine.protocol import ProtocolError
+from serving.engine.quant import WEIGHT_FORMATS
 from serving.engine.tools import CallStream
 from serving.engine.types import CompletionDelta, GenerationRequest, RequestUsage
 
@@ -715,6 +716,8 @@ def serve(
     isolation_tokens: int | None = None,
     isolation_prefill_tokens: int = 64,
     kv_dtype: str = "auto",
+    weights: str = "auto",
+    threads: int | None = None,
     auth_token: str | None = None,
     log_level: str = "info",
 ) -> None:
@@ -738,6 +741,8 @@ def serve(
             isolation_tokens=isolation_tokens,
             isolation_prefill_tokens=isolation_prefill_tokens,
             kv_dtype=KV_DTYPES[kv_dtype],
+            weights=weights,
+            threads=threads,
         )
         embedder = MiniLMEmbedder() if embeddings else None
         log.info(
@@ -875,6 +880,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="KV cache element type (default auto: the model's, float32 on CPU, bfloat16 on CUDA)",
     )
     parser.add_argument(
+        "--weights",
+        choices=WEIGHT_FORMATS,
+        default="auto",
+        help="weight format on a CPU (default auto: the GGUF's own quantized blocks where the "
+        "CPU has native bfloat16, else float32; docs/engine.md, 'Weights')",
+    )
+    parser.add_argument(
+        "--threads",
+        type=bounded_int(1),
+        default=None,
+        help="torch threads on a CPU (default: the physical cores this process may use)",
+    )
+    parser.add_argument(
         "--auth-token",
         default=os.environ.get(TOKEN_ENV) or None,
         help=f"require 'Authorization: Bearer <token>' on every endpoint but health and metrics "
@@ -895,6 +913,8 @@ def serve_options(o: dict) -> dict:
         "isolation_tokens": resolve_isolation(o["isolation_tokens"]),
         "isolation_prefill_tokens": o["isolation_prefill_tokens"],
         "kv_dtype": o["kv_dtype"],
+        "weights": o["weights"],
+        "threads": o["threads"],
         "auth_token": o["auth_token"] or None,
     }
 

@@ -44,7 +44,9 @@ class ChatTokenizer:
         self.eos_token_ids: set[int] = set()
         if data.eos_id is not None:
             self.eos_token_ids.add(data.eos_id)
-        for name in ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>"):
+        # End-of-turn and end-of-text markers end generation whatever the file names as EOS
+        # (SmolLM2 names <|im_end|>; a completion may end with <|endoftext|> instead).
+        for name in ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|end|>", "<end_of_turn>"):
             if name in vocab:
                 self.eos_token_ids.add(vocab[name])
         self._tokens = data.tokens

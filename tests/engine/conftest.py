@@ -4,12 +4,25 @@ test so tests never see each other's cache."""
 from __future__ import annotations
 
 import pytest
+import torch
 
 from serving.engine.engine import LLMEngine
+from serving.engine.gguf_loader import load_gguf
+from serving.engine.model import LlamaModel
+from serving.engine.registry import resolve
 from serving.engine.types import GenerationRequest, SamplingParams
 from tests.conftest import MODEL
 
 __all__ = ["MODEL"]
+
+
+@pytest.fixture(scope="session")
+def loaded_float32(loaded):
+    """The same model with float32 weights (``--weights float32``, the reference path) and
+    the tokenizer, built once: where native kernels and torch ops must agree exactly."""
+    gguf = load_gguf(resolve(MODEL)[1])
+    cpu = torch.device("cpu")
+    return LlamaModel(gguf.config, gguf.weights, cpu, torch.float32, "float32"), loaded[1]
 
 
 @pytest.fixture

@@ -8,8 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from serving.engine.engine import LLMEngine
 from serving.engine.kernels import native_ops
-from tests.engine.conftest import chat_request
+from tests.engine.conftest import MODEL, chat_request
 
 
 @pytest.fixture(scope="module")
@@ -111,8 +112,15 @@ def _greedy(engine, tokenizer) -> dict:
     )
 
 
-def test_engine_output_is_the_same_with_and_without_the_kernel(kernel, make_engine, loaded):
-    model, tokenizer = loaded
+def test_engine_output_is_the_same_with_and_without_the_kernel(kernel, loaded_float32):
+    """On float32 weights, where the kernels and torch's ops differ by float32 rounding only
+    (with the default quantized weights the products take bfloat16 activations, and such a
+    difference can change a rounding there and part greedy outputs at a near tie)."""
+    model, tokenizer = loaded_float32
+
+    def make_engine():
+        return LLMEngine(model, tokenizer, model_name=MODEL, kv_cache_bytes=64 << 20)
+
     with_kernel = _greedy(make_engine(), tokenizer)
     saved = model.ops
     model.ops = None
