@@ -583,6 +583,7 @@ class Gateway:
             bad = [
                 c for c in resp.get("choices", [])
                 if not (c.get("message") or {}).get("tool_calls")  # a call, not an answer
+                and c.get("finish_reason") != "length"  # cut by the client's max_tokens
                 and not filters.is_valid_json((c.get("message") or {}).get("content") or "")
             ]  # fmt: skip
             if bad:
@@ -652,6 +653,7 @@ class Gateway:
         redactors: dict[int, filters.StreamRedactor] = {}
         texts: dict[int, list[str]] = {}
         calling: set[int] = set()  # choices that answered with tool calls
+        cut: set[int] = set()  # choices that max_tokens ended (JSON may be unfinished)
         last: dict[str, Any] | None = None
         produced_chunks = 0
         ended: set[int] = set()
@@ -677,6 +679,8 @@ class Gateway:
                     idx = choice.get("index", 0)
                     if choice.get("finish_reason"):
                         ended.add(idx)
+                        if choice["finish_reason"] == "length":
+                            cut.add(idx)
                     called = tool_call_text(choice.get("delta"))
                     if called:  # relayed as it came; metered like text
                         calling.add(idx)
@@ -710,7 +714,9 @@ class Gateway:
                         yield self._tail_chunk(call, idx, rest)
             if call.endpoint == "chat.completions" and self._wants_json(call):
                 for idx, parts in texts.items():
-                    if idx not in calling and not filters.is_valid_json("".join(parts)):
+                    if idx in calling or idx in cut:
+                        continue
+                    if not filters.is_valid_json("".join(parts)):
                         call.status, call.error_code = 502, "invalid_json_output"
                         yield {
                             "error": {
