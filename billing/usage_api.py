@@ -99,6 +99,14 @@ async def usage(request) -> JsonResponse:
     gw = get_gateway()
     try:
         auth = await gw.authenticate(request.headers.get("Authorization"))
+        unknown = sorted(set(request.GET) - {"start", "end"})
+        if unknown:
+            raise GatewayError(
+                400,
+                f"Unknown query parameter {unknown[0][:64]!r}; /v1/usage takes start and end.",
+                param=unknown[0][:64],
+                code="unknown_parameter",
+            )
         first, last = parse_range(request.GET.get("start"), request.GET.get("end"))
     except GatewayError as exc:
         return exc.response()
