@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 from functools import lru_cache
+from typing import Any
 
 import orjson
 
@@ -278,6 +279,65 @@ class StreamRedactor:
     def flush(self) -> str:
         released, self._pending = self._pending, ""
         return redact(released)
+
+
+def redact_json(text: str) -> str:
+    """PII redaction of a JSON text (a tool call's arguments) that keeps it JSON: every string
+    in it redacted, and a number that is PII (a card number written as a number) replaced by
+    the string of its redaction. Text that is not JSON is redacted as text."""
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return redact(text)
+    redacted = _redact_value(value)
+    return text if redacted == value else orjson.dumps(redacted).decode()
+
+
+def _redact_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, list):
+        return [_redact_value(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _redact_value(v) for k, v in value.items()}
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        digits = str(value)
+        return value if redact(digits) == digits else redact(digits)
+    return value
+
+
+def redact_tool_calls(message: Any) -> None:
+    """Redact, in place, the arguments of a message's ``tool_calls`` (:func:`redact_json`)."""
+    calls = message.get("tool_calls") if isinstance(message, dict) else None
+    for call in calls if isinstance(calls, list) else ():
+        fn = call.get("function") if isinstance(call, dict) else None
+        if isinstance(fn, dict) and isinstance(fn.get("arguments"), str):
+            fn["arguments"] = redact_json(fn["arguments"])
+
+
+class ToolCallRedactor:
+    """Redacts the arguments of one streamed choice's tool calls, call by call, as they
+    stream (a :class:`StreamRedactor` each): ``feed`` rewrites a delta in place, ``flush``
+    returns what is still held as tool-call deltas for the last chunk."""
+
+    def __init__(self) -> None:
+        self._calls: dict[int, StreamRedactor] = {}
+
+    def feed(self, delta: Any) -> None:
+        calls = delta.get("tool_calls") if isinstance(delta, dict) else None
+        for call in calls if isinstance(calls, list) else ():
+            fn = call.get("function") if isinstance(call, dict) else None
+            if isinstance(fn, dict) and isinstance(fn.get("arguments"), str):
+                red = self._calls.setdefault(call.get("index", 0), StreamRedactor())
+                fn["arguments"] = red.feed(fn["arguments"])
+
+    def flush(self) -> list[dict[str, Any]]:
+        out = []
+        for index, red in self._calls.items():
+            rest = red.flush()
+            if rest:
+                out.append({"index": index, "function": {"arguments": rest}})
+        return out
 
 
 # --- blocklists ---------------------------------------------------------------------------

@@ -197,6 +197,9 @@ def _redact_body(endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
                     {**p, "text": filters.redact(p["text"])} if p.get("type") == "text" else p
                     for p in m["content"]
                 ]  # image parts go as they are
+            if m.get("tool_calls"):  # earlier calls' arguments, kept JSON
+                m["tool_calls"] = [{**c, "function": dict(c["function"])} for c in m["tool_calls"]]
+                filters.redact_tool_calls(m)
             msgs.append(m)
         body["messages"] = msgs
     else:
@@ -632,6 +635,7 @@ class Gateway:
             msg = choice.get("message")
             if msg and isinstance(msg.get("content"), str):
                 msg["content"] = filters.redact(msg["content"])
+            filters.redact_tool_calls(msg)
             if isinstance(choice.get("text"), str):
                 choice["text"] = filters.redact(choice["text"])
 
@@ -653,6 +657,7 @@ class Gateway:
         redactors: dict[int, filters.StreamRedactor] = {}
         texts: dict[int, list[str]] = {}
         calling: set[int] = set()  # choices that answered with tool calls
+        call_redactors: dict[int, filters.ToolCallRedactor] = {}
         cut: set[int] = set()  # choices that max_tokens ended (JSON may be unfinished)
         last: dict[str, Any] | None = None
         produced_chunks = 0
@@ -688,6 +693,14 @@ class Gateway:
                         if call.ttft is None:
                             call.ttft = time.perf_counter() - call.started
                         texts.setdefault(idx, []).append(called)
+                        if call.tier.pii_redaction:
+                            red_calls = call_redactors.setdefault(idx, filters.ToolCallRedactor())
+                            red_calls.feed(choice["delta"])
+                    if choice.get("finish_reason") and idx in call_redactors:
+                        held_args = call_redactors.pop(idx).flush()
+                        if held_args:
+                            delta = choice.setdefault("delta", {})
+                            delta["tool_calls"] = [*(delta.get("tool_calls") or []), *held_args]
                     piece = self._choice_text(call, choice)
                     if piece:
                         produced_chunks += 1

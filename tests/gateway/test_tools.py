@@ -72,7 +72,8 @@ def test_tool_calls_come_back_with_finish_reason_tool_calls(make_caller, upstrea
 
 
 def test_streamed_tool_call_deltas_are_relayed_as_they_arrive(make_caller, upstream_url):
-    client = make_caller().client()
+    # PII redaction holds back what could still grow into a match (as for content): off here.
+    client = make_caller(pii_redaction=False).client()
     _serve(upstream_url)
     chunks = list(
         client.chat.completions.create(
@@ -274,3 +275,41 @@ def test_response_format_is_forwarded(make_caller, upstream_url):
             response_format={"type": "json_schema", "json_schema": {"schema": {}}},
         )  # fmt: skip
     assert err.value.body["param"] == "response_format.json_schema.name"
+
+
+def test_pii_in_tool_calls_is_redacted_both_ways_and_stays_json(make_caller, upstream_url):
+    """A tier with PII redaction: earlier calls' arguments going upstream and the calls coming
+    back (JSON and streamed) lose the e-mail address, and their arguments stay JSON."""
+    client = make_caller(pii_redaction=True).client()
+    mail = "jo.doe@example.com"
+    ask = [{"role": "user", "content": f"Write to {mail} about the weather"}]
+    _serve(upstream_url)
+    r = client.chat.completions.create(
+        model=MODEL, messages=ask, tools=[WEATHER], parallel_tool_calls=False
+    )
+    arguments = r.choices[0].message.tool_calls[0].function.arguments
+    assert mail not in arguments and "[EMAIL]" in json.loads(arguments)["query"]
+    stream = client.chat.completions.create(
+        model=MODEL, messages=ask, tools=[WEATHER], parallel_tool_calls=False, stream=True
+    )
+    streamed = "".join(
+        tc.function.arguments or ""
+        for c in stream
+        if c.choices
+        for tc in c.choices[0].delta.tool_calls or []
+    )
+    assert mail not in streamed and "[EMAIL]" in json.loads(streamed)["query"]
+    _serve(upstream_url, prefix="/echo")
+    call = {"id": "c1", "type": "function",
+            "function": {"name": "get_weather", "arguments": json.dumps({"to": mail, "n": 4111111111111111})}}  # fmt: skip
+    history = [*ASK, {"role": "assistant", "content": None, "tool_calls": [call]},
+               {"role": "tool", "tool_call_id": "c1", "content": f"sent to {mail}"}]  # fmt: skip
+    raw = client.chat.completions.with_raw_response.create(
+        model=MODEL, messages=history, tools=[WEATHER]
+    )
+    sent = json.loads(raw.text)["x_received"]["messages"]
+    assert json.loads(sent[1]["tool_calls"][0]["function"]["arguments"]) == {
+        "to": "[EMAIL]",
+        "n": "[CARD]",
+    }
+    assert mail not in sent[2]["content"]
