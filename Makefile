@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 # multi-GB CUDA build, so it is installed first, pinned.
 TORCH  ?= torch==2.13.0
 
-.PHONY: run test setup browser lint format bench bench-engine bench-routing bench-gateway clean
+.PHONY: run test setup browser lint format bench bench-engine bench-routing bench-gateway bench-hardening clean
 
 run: setup
 	$(PY) -m switchyard.run
@@ -43,7 +43,7 @@ format: setup
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-bench: bench-engine bench-routing bench-gateway
+bench: bench-engine bench-routing bench-gateway bench-hardening
 
 bench-engine: setup
 	$(PY) -m benchmarks.engine.run_all
@@ -53,6 +53,11 @@ bench-routing: setup
 
 bench-gateway: setup
 	$(PY) -m benchmarks.gateway.run
+	$(PY) -m benchmarks.gateway.cache_miss
+
+bench-hardening: setup
+	$(PY) -m benchmarks.hardening.run
+	$(PY) -m benchmarks.hardening.filters
 
 clean:
 	rm -rf $(VENV) .pytest_cache test-artifacts
