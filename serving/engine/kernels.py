@@ -62,14 +62,23 @@ def _build() -> SimpleNamespace:
         + _cpu_flags().encode()
         + torch.__version__.encode()
     ).hexdigest()[:12]
-    cpp_extension.load(
-        name=f"switchyard_kernels_{digest}",
-        sources=[str(s) for s in SOURCES],
-        extra_cflags=["-O3", "-march=native", "-fopenmp", "-std=c++17"],
-        extra_ldflags=["-fopenmp"],
-        is_python_module=False,
-        verbose=False,
-    )
+    name = f"switchyard_kernels_{digest}"
+    built = _built_library(cpp_extension, name)
+    if built is not None:
+        # Built before (the name pins sources, CPU and torch): load it as it is. Going through
+        # cpp_extension.load again would rerun ninja, which rebuilds everything whenever
+        # another process wrote the build file with a different command line (seen with
+        # several test sessions sharing the cache: minutes of compiling inside a test).
+        torch.ops.load_library(str(built))
+    else:
+        cpp_extension.load(
+            name=name,
+            sources=[str(s) for s in SOURCES],
+            extra_cflags=["-O3", "-march=native", "-fopenmp", "-std=c++17"],
+            extra_ldflags=["-fopenmp"],
+            is_python_module=False,
+            verbose=False,
+        )
     ops = torch.ops.switchyard
     return SimpleNamespace(
         paged_decode_attention=ops.paged_decode_attention,
@@ -79,6 +88,19 @@ def _build() -> SimpleNamespace:
         add_rms_norm=ops.add_rms_norm,
         silu_mul=ops.silu_mul,
     )
+
+
+def _built_library(cpp_extension, name: str) -> Path | None:
+    """The extension's shared library if a finished build left it (no build in progress, whose
+    lock file torch keeps beside it), else ``None``."""
+    try:
+        build_dir = Path(cpp_extension._get_build_directory(name, False))
+    except Exception:  # noqa: BLE001 - a private helper; without it, build as usual
+        return None
+    library = build_dir / f"{name}.so"
+    if library.is_file() and not (build_dir / "lock").exists():
+        return library
+    return None
 
 
 def native_ops() -> SimpleNamespace | None:
