@@ -34,6 +34,7 @@ from collections import OrderedDict
 from typing import Any
 
 import llguidance
+import numpy as np
 import torch
 
 from serving.engine.tools import TOOL_CALL_CLOSE, TOOL_CALL_OPEN
@@ -250,36 +251,34 @@ class Constraint:
         return self.matcher.get_error()
 
 
-_BITS = torch.arange(32, dtype=torch.int32)
-
-
 @functools.cache
 def _executor() -> llguidance.LLExecutor:
     return llguidance.LLExecutor(num_threads=max(1, min(4, os.cpu_count() or 1)))
 
 
-def allowed_tokens(constraints: list[Constraint], width: int) -> torch.Tensor:
+def allowed_tokens(constraints: list[Constraint], width: int) -> np.ndarray:
     """(len(constraints), width) booleans: the tokens each constraint allows next (none
     beyond the tokenizer's vocabulary). Masks are computed on the calling thread, one after
     the other, unless there are at least :data:`PARALLEL_MASKS` of them: handing work to the
     library's thread pool costs a wake-up, which on a busy machine (the model's own threads
     keep the cores) can take a scheduler slice, tens of milliseconds, where a mask takes tens
-    of microseconds."""
+    of microseconds. The bits are unpacked with numpy: torch's elementwise ops on a CPU cost
+    a millisecond here (thread-pool barriers), numpy's tens of microseconds."""
     words = (constraints[0].vocab_size + 31) // 32
-    bitmask = torch.zeros((len(constraints), words), dtype=torch.int32)
+    bitmask = np.zeros((len(constraints), words), dtype=np.int32)
     row_bytes = words * 4
     if len(constraints) >= PARALLEL_MASKS:
         _executor().unsafe_compute_mask_ptr(
-            [(c.matcher, i) for i, c in enumerate(constraints)], bitmask.data_ptr(), row_bytes,
+            [(c.matcher, i) for i, c in enumerate(constraints)], bitmask.ctypes.data, row_bytes,
             len(constraints),
         )  # fmt: skip
     else:
-        base = bitmask.data_ptr()
+        base = bitmask.ctypes.data
         for i, c in enumerate(constraints):
             c.matcher.unsafe_compute_mask_ptr(base + i * row_bytes, row_bytes)
-    allowed = ((bitmask.unsqueeze(-1) >> _BITS) & 1).view(len(constraints), words * 32).bool()
+    allowed = np.unpackbits(bitmask.view(np.uint8), axis=1, bitorder="little").astype(bool)
     if allowed.shape[1] < width:
-        allowed = torch.nn.functional.pad(allowed, (0, width - allowed.shape[1]))
+        allowed = np.pad(allowed, ((0, 0), (0, width - allowed.shape[1])))
     return allowed[:, :width]
 
 
@@ -289,9 +288,15 @@ def apply_masks(logits: torch.Tensor, rows: list[int], constraints: list[Constra
     sampled."""
     if not rows:
         return []
-    allowed = allowed_tokens(constraints, logits.shape[1]).to(logits.device)
-    index = torch.tensor(rows, device=logits.device)
-    with torch.inference_mode():  # the model's logits are inference tensors
-        logits[index] = logits[index].masked_fill(~allowed, float("-inf"))
-    stuck = (~allowed.any(dim=1)).tolist()
+    allowed = allowed_tokens(constraints, logits.shape[1])
+    if logits.device.type == "cpu" and logits.dtype == torch.float32 and logits.is_contiguous():
+        values = logits.numpy()  # the same memory (the model's logits are inference tensors)
+        for i, row in enumerate(rows):
+            np.putmask(values[row], ~allowed[i], -np.inf)
+    else:
+        mask = torch.from_numpy(allowed).to(logits.device)
+        index = torch.tensor(rows, device=logits.device)
+        with torch.inference_mode():  # the model's logits are inference tensors
+            logits[index] = logits[index].masked_fill(~mask, float("-inf"))
+    stuck = (~allowed.any(axis=1)).tolist()
     return [row for row, s, c in zip(rows, stuck, constraints, strict=True) if s or c.error]
