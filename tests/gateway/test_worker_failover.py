@@ -27,7 +27,7 @@ from tests.gateway.conftest import MODEL, ROOT, _stop, _wait_http
 
 ROOMY = dict(requests_per_minute=100_000, tokens_per_minute=10_000_000,
              tokens_per_day=100_000_000, max_concurrent_requests=200)  # fmt: skip
-STORY = {"model": MODEL, "max_tokens": 80, "temperature": 1.0, "seed": 3, "stream": True,
+STORY = {"model": MODEL, "max_tokens": 300, "temperature": 1.0, "seed": 3, "stream": True,
          "messages": [{"role": "user", "content": "Tell me a long story about a lighthouse."}]}  # fmt: skip
 SHORT = {"model": MODEL, "max_tokens": 4, "temperature": 0,
          "messages": [{"role": "user", "content": "Say hi."}]}  # fmt: skip
