@@ -142,7 +142,8 @@ def main() -> None:
             stop_process(p)
         services.stop()
     base = rows[0][1]["rps"] or float("nan")
-    isa = "AVX-512" if "avx512f" in open("/proc/cpuinfo").read() else "AVX2"
+    with open("/proc/cpuinfo") as f:
+        isa = "AVX-512" if "avx512f" in f.read() else "AVX2"
     lines = [
         "## Gateway: cache misses",
         "",
