@@ -1,6 +1,8 @@
 """Engine benchmarks, side by side in one run, over HTTP with the same client for every server.
 
     python -m benchmarks.engine.run_all [--quick] [--skip-llamacpp] [--skip-hf] [--write]
+    python -m benchmarks.engine.run_all --only-throughput --levels 1,8,32 [--workload chat,mixed]
+        [--weights quantized,float32] [--repeat 2] [--write]   (side_by_side.py)
 
 1. Throughput/latency at 1, 8, 32, 64 concurrent streams on a mixed workload (prompts of
    20-1000 tokens, outputs of 16-256, fixed seed, greedy, ignore_eos so every server makes
@@ -340,7 +342,21 @@ def main() -> None:
         help="the worker option for the second fairness run",
     )
     ap.add_argument("--write", action="store_true", help="write the tables to RESULTS.md")
+    ap.add_argument(
+        "--only-throughput",
+        action="store_true",
+        help="only llama.cpp and the worker in each --weights format, side by side, on "
+        "--workload (benchmarks/engine/side_by_side.py; its own RESULTS.md section)",
+    )
+    ap.add_argument("--workload", default="chat,mixed", help="with --only-throughput")
+    ap.add_argument("--weights", default="quantized,float32", help="with --only-throughput")
+    ap.add_argument("--repeat", type=int, default=2, help="with --only-throughput")
     a = ap.parse_args()
+    if a.only_throughput:
+        from benchmarks.engine import side_by_side
+
+        side_by_side.main(a)
+        return
     levels = [int(x) for x in a.levels.split(",")]
     prompt_range, out_range = ((20, 300), (16, 64)) if a.quick else ((20, 1000), (16, 256))
     lines = [

@@ -17,10 +17,16 @@ __all__ = ["MODEL"]
 
 
 @pytest.fixture(scope="session")
-def loaded_float32(loaded):
+def gguf_file():
+    """The default model's GGUF as read by the engine (blocks kept), read once."""
+    return load_gguf(resolve(MODEL)[1])
+
+
+@pytest.fixture(scope="session")
+def loaded_float32(loaded, gguf_file):
     """The same model with float32 weights (``--weights float32``, the reference path) and
     the tokenizer, built once: where native kernels and torch ops must agree exactly."""
-    gguf = load_gguf(resolve(MODEL)[1])
+    gguf = gguf_file
     cpu = torch.device("cpu")
     return LlamaModel(gguf.config, gguf.weights, cpu, torch.float32, "float32"), loaded[1]
 
