@@ -189,8 +189,17 @@ class Int4Linear(Linear):
         return self.packed.numel() + 2 * self.scales_zeros.numel()
 
     def dense(self) -> torch.Tensor:
+        """The weights as the kernel sees them (rounded to bfloat16 by its output)."""
         eye = torch.eye(self.in_features, dtype=torch.bfloat16)
         return self(eye).float().T.contiguous()
+
+    def weights(self, t: BlockTensor) -> torch.Tensor:
+        """The weights the kernel multiplies with, ``(q - 8) * scale + zero`` in float32,
+        from ``t``, the blocks this layer was made from."""
+        codes = torch.from_numpy(unpack_q4(t)[0]).float()
+        scale = self.scales_zeros[..., 0].float().T.repeat_interleave(QK, 1)
+        zero = self.scales_zeros[..., 1].float().T.repeat_interleave(QK, 1)
+        return (codes - 8) * scale + zero
 
 
 class Q8Linear(Linear):
@@ -258,8 +267,8 @@ def make_linear(
 
     ``float32`` / ``bfloat16``: dense in that dtype (on CUDA: in ``dtype``); ``quantized``: the
     file's blocks (int4 for Q4_0/Q4_1, the native kernel for Q8_0), bfloat16 for other types;
-    ``hybrid``: the blocks for steps of fewer than ``hybrid_rows`` rows and a bfloat16 copy for
-    larger steps."""
+    ``hybrid``: as ``quantized``, plus a bfloat16 copy of each int4 weight for steps of
+    ``hybrid_rows`` rows or more."""
     if device.type != "cpu" or fmt in ("float32", "bfloat16"):
         wdtype = dtype if device.type != "cpu" else getattr(torch, fmt)
         dense = torch.from_numpy(as_float32(w)).to(device=device, dtype=wdtype)
@@ -272,13 +281,14 @@ def make_linear(
             small = Int4Linear(w)
         elif w.qtype == GGMLQuantizationType.Q8_0 and q8_op is not None:
             small = Q8Linear(w, q8_op)
-    bf16 = None
-    if small is None or fmt == "hybrid":
-        bf16 = DenseLinear(torch.from_numpy(as_float32(w)).to(torch.bfloat16))
     if small is None:
-        return bf16
-    if fmt == "hybrid":
-        return SwitchLinear(small, bf16, hybrid_rows)
+        return DenseLinear(torch.from_numpy(as_float32(w)).to(torch.bfloat16))
+    if fmt == "hybrid" and isinstance(small, Int4Linear):
+        # The copy holds the weights the int4 kernel multiplies with (its bfloat16 scales and
+        # zero points), rounded to bfloat16: the two paths part by output rounding only, not
+        # by a different set of weights. The Q8_0 head stays exact: no copy.
+        copy = DenseLinear(small.weights(w).to(torch.bfloat16))
+        return SwitchLinear(small, copy, hybrid_rows)
     return small
 
 

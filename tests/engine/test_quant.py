@@ -179,3 +179,15 @@ def test_physical_cores():
     import os
 
     assert 1 <= physical_cores() <= (os.cpu_count() or 1)
+
+
+def test_hybrid_copy_holds_the_int4_kernels_weights():
+    """The bfloat16 copy used by large steps is the int4 kernel's own weights (bfloat16 scales
+    and zero points), so the two paths part by output rounding only."""
+    t = block_tensor(Q.Q4_1, 128, 256, seed=5)
+    lin = make_linear(t, "hybrid", device=CPU, dtype=torch.float32, hybrid_rows=16)
+    assert torch.equal(lin.large.weight, lin.small.dense().bfloat16())
+    x = torch.randn(16, 256).bfloat16()
+    small, large = lin.small(x).float(), lin.large(x).float()
+    ulp = torch.finfo(torch.bfloat16).eps * large.abs().max()
+    assert (small - large).abs().max() <= 2 * ulp
