@@ -110,13 +110,17 @@ def main() -> None:
     ap.add_argument("--batches", default="1,8,32")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default=None)
+    ap.add_argument("--parallel-masks", type=int, default=grammar.PARALLEL_MASKS,
+                    help="constrained rows from which masks use llguidance's thread pool")  # fmt: skip
     a = ap.parse_args()
+    grammar.PARALLEL_MASKS = a.parallel_masks
     engine = LLMEngine.from_model("smollm2-135m-instruct", device=a.device, max_num_seqs=64,
                                   kv_cache_bytes=512 << 20)  # fmt: skip
     engine.warm_up()
     grammar.ll_tokenizer(engine.tokenizer)  # built once per process, not per request
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"device {engine.model.device}, {a.tokens} tokens a sequence")  # fmt: skip
+          f"device {engine.model.device}, {a.tokens} tokens a sequence, "
+          f"masks in the thread pool from {a.parallel_masks} rows")  # fmt: skip
     print("batch | wall ms/step free, json, ratio | CPU ms/step free, json, ratio | "
           "mask CPU us per sequence-token")  # fmt: skip
     for batch in [int(b) for b in a.batches.split(",")]:

@@ -46,8 +46,10 @@ JSON_OPTIONS: dict[str, Any] = {"whitespace_flexible": False}
 CACHED_GRAMMARS = 128
 MAX_GRAMMAR_CHARS = 1 << 20  # the worker's body limit is 8 MiB; a schema is far smaller
 # From this many constrained rows in one step on, masks are computed by the library's thread
-# pool (see allowed_tokens); below, on the engine thread.
-PARALLEL_MASKS = 16
+# pool (see allowed_tokens); below, on the engine thread. Only with cores to spare: on 2
+# cores the pool's threads take them from the model's, and 32 rows decoded 35% slower a step
+# with it than without (benchmarks/RESULTS.md, "Structured output"); a mask is ~85 us a row.
+PARALLEL_MASKS = 32 if (os.cpu_count() or 1) >= 8 else 1 << 30
 
 
 class GrammarError(ValueError):
