@@ -1,7 +1,7 @@
 """Console forms for deployments, model groups, routing rules and the dry-run route test.
 
-They parse and check input; saving is always a service call (serving.deployments,
-serving.routing_services)."""
+They parse and check input; saving is always a service call (serving.routing.deployments,
+serving.routing.services)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from decimal import Decimal
 
 from django import forms
 
-from serving.catalog import model_names
 from serving.models import Deployment, ModelGroup, RoutingRule
+from serving.routing.catalog import model_names
 from tenants.models import Tenant, Tier
 
 

@@ -19,11 +19,11 @@ from console.routing_forms import (
     TestRouteForm,
     TierRoutingForm,
 )
-from serving.deployments import deployment_set
-from serving.health import DeploymentHealthSync, DeploymentState
 from serving.models import Deployment, ModelGroup, RoutingRule
-from serving.route_preview import preview_route
-from serving.routing_services import model_group_set, routing_rule_delete, routing_rule_set
+from serving.routing.deployments import deployment_set
+from serving.routing.health import DeploymentHealthSync, DeploymentState
+from serving.routing.preview import preview_route
+from serving.routing.services import model_group_set, routing_rule_delete, routing_rule_set
 from switchyard.redis_client import get_redis
 from tenants import services
 from tenants.models import Tier

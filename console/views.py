@@ -13,8 +13,8 @@ from django.views.decorators.http import require_POST
 from console.decorators import admin_required, operator_required
 from console.forms import ApiKeyForm, BudgetForm, TenantForm, TierForm, apply_errors
 from console.params import query_param
-from serving.catalog import model_names
 from serving.live_usage import limits_and_usage
+from serving.routing.catalog import model_names
 from serving.selectors import request_log, traffic_figures
 from tenants import selectors, services
 from tenants.errors import TenantsError

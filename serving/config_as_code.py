@@ -29,9 +29,9 @@ from django.utils.dateparse import parse_datetime
 
 from billing import services as billing_services
 from billing.models import ModelPrice
-from serving import deployments as deployment_services
-from serving import routing_services
 from serving.models import Deployment, ModelGroup, RoutingRule
+from serving.routing import deployments as deployment_services
+from serving.routing import services as routing_services
 from tenants import services as tenant_services
 from tenants.errors import TenantsError
 from tenants.models import Tenant, Tier

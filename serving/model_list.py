@@ -7,9 +7,9 @@ send every kind of prompt somewhere that is served. Reads the cached routing tab
 
 from __future__ import annotations
 
-from serving.gateway.routing import allowed_models
 from serving.models import RoutingRule
-from serving.routing_table import AUTO, RoutingTable
+from serving.routing.router import allowed_models
+from serving.routing.table import AUTO, RoutingTable
 from tenants.models import Tier
 
 TASK_CLASSES = frozenset(c for c in RoutingRule.TaskClass.values if c)

@@ -15,6 +15,6 @@ def ingest_request_logs() -> int:
 )
 def check_deployments() -> int:
     """Active health checks of every enabled deployment; returns how many are healthy."""
-    from serving.health_checks import check_deployments as run_checks
+    from serving.routing.health_checks import check_deployments as run_checks
 
     return sum(r.ok for r in run_checks())

@@ -21,7 +21,7 @@ from serving.gateway.validation import (
     parse_max_cost_header,
 )
 from serving.model_list import callable_models
-from serving.routing_table import arouting_table
+from serving.routing.table import arouting_table
 
 
 def _error(exc: GatewayError, call: Call | None = None) -> JsonResponse:

@@ -22,7 +22,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.core.handlers.asgi import ASGIHandler  # noqa: E402
 from django.core.handlers.exception import convert_exception_to_response  # noqa: E402
 
-from serving.routing import websocket_urlpatterns  # noqa: E402
+from serving.ws_urls import websocket_urlpatterns  # noqa: E402
 from switchyard.edge import EdgeLimits  # noqa: E402
 
 API_PREFIX = "/v1/"

@@ -24,8 +24,8 @@ WORKER_PROBE_SECONDS = 2.0
 
 def _worker_readiness() -> dict[str, str]:
     """Each enabled local-worker deployment's state: ready, starting or unreachable."""
-    from serving.health_checks import health_url
     from serving.models import Deployment
+    from serving.routing.health_checks import health_url
 
     workers = list(
         Deployment.objects.filter(enabled=True, kind="local_worker").values_list("name", "base_url")

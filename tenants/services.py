@@ -57,7 +57,7 @@ BUDGET_FIELDS = ["period", "limit_micro_usd", "hard", "alert_thresholds"]
 
 def known_models() -> list[str]:
     """Public model names a tier may allow."""
-    from serving.catalog import model_names
+    from serving.routing.catalog import model_names
 
     return model_names()
 

@@ -19,7 +19,7 @@ from django.conf import settings
 from django.db import connection
 
 from billing.models import ModelPrice
-from serving.deployments import deployment_set
+from serving.routing.deployments import deployment_set
 from switchyard.embedded import free_port
 from switchyard.processes import stop_process as _stop
 from switchyard.processes import wait_http as _wait_http

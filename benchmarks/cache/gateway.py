@@ -98,7 +98,7 @@ def main() -> None:
 
     from billing.models import ModelPrice
     from serving.cache.models import SemanticCacheEntry
-    from serving.deployments import deployment_set
+    from serving.routing.deployments import deployment_set
     from tenants import services as ts
 
     call_command("migrate", verbosity=0)

@@ -50,7 +50,7 @@ def seed(upstream: str) -> dict[str, str]:
     django.setup()
     from django.core.management import call_command
 
-    from serving.deployments import deployment_set
+    from serving.routing.deployments import deployment_set
     from tenants import services
     from tenants.models import Tenant, Tier
 

@@ -53,7 +53,7 @@ def seed(upstream: str) -> tuple[str, str, int]:
     from django.core.management import call_command
 
     from billing.models import ModelPrice
-    from serving.deployments import deployment_set
+    from serving.routing.deployments import deployment_set
     from tenants import services
     from tenants.models import Tenant, Tier
 

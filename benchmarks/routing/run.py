@@ -57,10 +57,10 @@ def setup_django() -> object:
 
 
 def bench_decisions(iterations: int) -> list[dict]:
-    from serving.deployments import Target
-    from serving.gateway.routing import Router
-    from serving.health import DeploymentState
-    from serving.routing_table import Group, RouteContext, RoutingTable, Rule
+    from serving.routing.deployments import Target
+    from serving.routing.health import DeploymentState
+    from serving.routing.router import Router
+    from serving.routing.table import Group, RouteContext, RoutingTable, Rule
     from tenants.models import Tier
 
     targets = tuple(
@@ -119,7 +119,7 @@ def bench_live_state(iterations: int) -> dict:
     import redis.asyncio as aioredis
     from django.conf import settings
 
-    from serving.health import DeploymentHealth
+    from serving.routing.health import DeploymentHealth
 
     async def run() -> list[float]:
         client = aioredis.Redis.from_url(settings.REDIS_URL)
@@ -144,8 +144,8 @@ def bench_live_state(iterations: int) -> dict:
 
 
 def bench_classifier(rounds: int) -> list[dict]:
-    from serving.classifier_training import load_examples
-    from serving.gateway.classifier import DATA_DIR, TaskClassifier
+    from serving.routing.classifier import DATA_DIR, TaskClassifier
+    from serving.routing.classifier_training import load_examples
 
     texts, labels = load_examples(DATA_DIR / "heldout.jsonl")
     rows = []
@@ -207,8 +207,8 @@ async def _load(url: str, key: str, model: str, n: int, concurrency: int) -> dic
 def bench_throughput(n: int, concurrency: int, rounds: int) -> list[dict]:
     from django.db import connection
 
-    from serving.deployments import deployment_set
-    from serving.routing_services import model_group_set
+    from serving.routing.deployments import deployment_set
+    from serving.routing.services import model_group_set
     from switchyard.embedded import free_port
     from switchyard.redis_client import get_redis
     from tenants import services

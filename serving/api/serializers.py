@@ -1,14 +1,14 @@
 """Shapes of the serving and pricing endpoints. Field names are the models'; writes go through
-the services (serving.deployments, serving.routing_services, billing.services)."""
+the services (serving.routing.deployments, serving.routing.services, billing.services)."""
 
 from __future__ import annotations
 
 from rest_framework import serializers
 
 from billing.models import ModelPrice, TenantPriceOverride
-from serving.deployments import FIELDS as DEPLOYMENT_FIELDS
 from serving.models import Deployment, ModelGroup, RoutingRule
-from serving.routing_services import RULE_FIELDS
+from serving.routing.deployments import FIELDS as DEPLOYMENT_FIELDS
+from serving.routing.services import RULE_FIELDS
 from tenants.api.base import NameRelatedField
 from tenants.models import Tenant, Tier
 

@@ -17,9 +17,9 @@ from serving.api.serializers import (
     RoutingRuleSerializer,
     TenantTermsSerializer,
 )
-from serving.deployments import deployment_delete, deployment_set
 from serving.models import Deployment, ModelGroup, RoutingRule
-from serving.routing_services import (
+from serving.routing.deployments import deployment_delete, deployment_set
+from serving.routing.services import (
     model_group_delete,
     model_group_set,
     routing_rule_delete,

@@ -73,7 +73,7 @@ async def _embed(text: str) -> list[float]:
 
 
 async def _embedding_target():
-    from serving.routing_table import arouting_table
+    from serving.routing.table import arouting_table
 
     group = (await arouting_table()).groups.get(EMBEDDING_MODEL)
     return group.targets[0] if group and group.targets else None

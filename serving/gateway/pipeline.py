@@ -41,7 +41,6 @@ from billing.usage import USAGE_STREAM, usage_event
 from serving.cache.stage import CacheStage, hit_charge
 from serving.gateway import filters, metrics, tokens
 from serving.gateway.budget import BudgetExhausted, BudgetLedger, BudgetReservation
-from serving.gateway.classifier import task_classifier
 from serving.gateway.errors import (
     GatewayError,
     insufficient_quota,
@@ -49,9 +48,7 @@ from serving.gateway.errors import (
     rate_limited,
     upstream_error,
 )
-from serving.gateway.failover import Failover
 from serving.gateway.ratelimit import Limits, RateLimited, RateLimiter, Reservation
-from serving.gateway.routing import Route, Router
 from serving.gateway.upstream import abort_upstream
 from serving.gateway.validation import (
     capabilities_needed,
@@ -61,9 +58,12 @@ from serving.gateway.validation import (
     unknown_params,
     validate,
 )
-from serving.health import DeploymentHealth, LiveState
 from serving.request_log import REQUEST_LOG_STREAM
-from serving.routing_table import (
+from serving.routing.classifier import task_classifier
+from serving.routing.failover import Failover
+from serving.routing.health import DeploymentHealth, LiveState
+from serving.routing.router import Route, Router
+from serving.routing.table import (
     RouteContext,
     RoutingTable,
     adeployment_price,

@@ -19,9 +19,9 @@ import httpx
 import orjson
 from httpx_aiohttp import AiohttpTransport
 
-from serving.deployments import Target
 from serving.gateway.errors import GatewayError, invalid, upstream_error
 from serving.providers import anthropic, azure
+from serving.routing.deployments import Target
 
 _clients: dict[int, httpx.AsyncClient] = {}
 

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from billing.models import ModelPrice, UsageRecord
-from serving.deployments import deployment_set
+from serving.routing.deployments import deployment_set
 from tests.gateway.test_anthropic import CLAUDE, OP_KEY, drain
 from tests.gateway_fixtures import MODEL
 from tests.provider_fixtures import provider_url  # noqa: F401 - fixture

@@ -29,9 +29,9 @@ from django.core.management import CommandError, call_command
 
 from billing import services as billing_services
 from billing.models import ModelPrice, TenantPriceOverride
-from serving.deployments import deployment_set
 from serving.models import Deployment, ModelGroup, RoutingRule
-from serving.routing_services import model_group_set, routing_rule_set
+from serving.routing.deployments import deployment_set
+from serving.routing.services import model_group_set, routing_rule_set
 from tenants import services
 from tenants.models import AuditEvent, Tenant, Tier
 from tests.api.conftest import client_for

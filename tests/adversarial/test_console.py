@@ -18,9 +18,9 @@ from django.utils.html import escape
 
 from billing import services as billing_services
 from billing.models import Alert, UsageRecord
-from serving.deployments import deployment_set
 from serving.models import DeadLetter, ModelGroup, RequestLog, RoutingRule
-from serving.routing_services import model_group_set, routing_rule_set
+from serving.routing.deployments import deployment_set
+from serving.routing.services import model_group_set, routing_rule_set
 from tenants import services
 from tenants.models import AuditEvent, Tier
 from tests.console.cache_data import add_entry

@@ -17,8 +17,8 @@ import time
 
 import pytest
 
-from serving.deployments import deployment_set
 from serving.gateway.filters import blocked_term, redact
+from serving.routing.deployments import deployment_set
 from tests.gateway_fixtures import MODEL
 
 MIB = 1 << 20

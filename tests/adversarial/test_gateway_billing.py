@@ -11,10 +11,10 @@ import pytest
 
 from billing.models import TenantPriceOverride, UsageRecord
 from billing.usage import usage_ingestor
-from serving.deployments import deployment_set
 from serving.gateway.tokens import count_prompt, count_text
 from serving.models import RequestLog
 from serving.request_log import request_log_ingestor
+from serving.routing.deployments import deployment_set
 from switchyard.redis_client import get_redis
 from tests.gateway_fixtures import MODEL
 

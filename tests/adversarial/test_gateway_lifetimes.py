@@ -11,9 +11,9 @@ import time
 import httpx
 
 from billing.usage import usage_ingestor
-from serving.deployments import deployment_set
 from serving.models import RequestLog
 from serving.request_log import request_log_ingestor
+from serving.routing.deployments import deployment_set
 from switchyard.redis_client import get_redis
 from tests.gateway_fixtures import MODEL, GatewayProcess
 
@@ -122,7 +122,7 @@ def test_a_non_streaming_client_that_leaves_releases_its_slot_and_is_logged(
 def test_errors_the_request_caused_are_not_retried_and_never_cool_a_deployment(
     make_caller, upstream_url, price
 ):
-    from serving.health import DeploymentHealthSync
+    from serving.routing.health import DeploymentHealthSync
 
     caller = make_caller(requests_per_minute=1000)
     deployment_set(name="instant", model=MODEL, base_url=f"{upstream_url}/badreq/v1", weight=1000)

@@ -13,9 +13,9 @@ import httpx
 
 from billing.models import UsageRecord
 from billing.usage import usage_ingestor
-from serving.deployments import deployment_set
 from serving.models import RequestLog
 from serving.request_log import request_log_ingestor
+from serving.routing.deployments import deployment_set
 from switchyard.redis_client import get_redis
 from tests.gateway_fixtures import MODEL
 

@@ -15,8 +15,8 @@ import time
 import httpx
 import pytest
 
-from serving.deployments import deployment_set
 from serving.gateway.validation import GREEDY_TEMPERATURE, MAX_JSON_DEPTH
+from serving.routing.deployments import deployment_set
 from tests.gateway_fixtures import MODEL
 
 MSG = [{"role": "user", "content": "hi"}]

@@ -12,7 +12,7 @@ import time
 import httpx
 import pytest
 
-from serving.deployments import deployment_set
+from serving.routing.deployments import deployment_set
 from tests.gateway_fixtures import MODEL
 
 ASK = [{"role": "user", "content": "Hello"}]

@@ -25,9 +25,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from websockets.sync.client import connect as sync_connect
 
-from serving.deployments import deployment_set
 from serving.models import RequestLog
 from serving.request_log import request_log_ingestor
+from serving.routing.deployments import deployment_set
 from switchyard.redis_client import get_redis
 from tenants import services
 from tenants.models import ApiKey

@@ -15,9 +15,9 @@ from django.utils import timezone
 from billing import services as billing_services
 from billing.models import ModelPrice
 from serving import secrets
-from serving.deployments import deployment_set
 from serving.models import Deployment, ModelGroup, RoutingRule
-from serving.routing_services import model_group_set, routing_rule_set
+from serving.routing.deployments import deployment_set
+from serving.routing.services import model_group_set, routing_rule_set
 from tenants import services
 from tenants.models import AuditEvent, Tier
 

@@ -7,8 +7,8 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from serving.health_checks import check_deployments
 from serving.models import Deployment, ModelGroup, RoutingRule
+from serving.routing.health_checks import check_deployments
 from switchyard.redis_client import get_redis
 from tenants import services
 from tests.console.conftest import login

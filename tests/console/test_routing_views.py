@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from serving.deployments import deployment_set
-from serving.health import DeploymentHealthSync
-from serving.health_checks import check_deployments
 from serving.models import Deployment, ModelGroup, RoutingRule
-from serving.routing_services import routing_rule_set
+from serving.routing.deployments import deployment_set
+from serving.routing.health import DeploymentHealthSync
+from serving.routing.health_checks import check_deployments
+from serving.routing.services import routing_rule_set
 from switchyard.redis_client import get_redis
 from tenants import services
 from tenants.models import AuditEvent

@@ -18,9 +18,7 @@ import pytest
 
 from billing.models import ModelPrice, UsageRecord
 from billing.usage import usage_ingestor
-from serving.deployments import Target, deployment_set
 from serving.gateway import upstream
-from serving.gateway.failover import retryable
 from serving.gateway.validation import CHAT_PARAMS
 from serving.models import Deployment
 from serving.providers.anthropic import (
@@ -30,6 +28,8 @@ from serving.providers.anthropic import (
     to_messages_request,
 )
 from serving.request_log import request_log_ingestor
+from serving.routing.deployments import Target, deployment_set
+from serving.routing.failover import retryable
 from switchyard.redis_client import get_redis
 from tests.gateway.conftest import MODEL
 from tests.provider_fixtures import last_request, provider_url  # noqa: F401 - fixture
@@ -632,7 +632,7 @@ def test_active_health_checks_speak_the_providers_format(
     provider_url,  # noqa: F811 - fixture
     clean_redis,
 ):
-    from serving.health_checks import check_deployments
+    from serving.routing.health_checks import check_deployments
 
     common = {"model": CLAUDE, "kind": "anthropic", "base_url": f"{provider_url}/v1"}
     deployment_set(name="claude-probe", api_key=OP_KEY, health_check="completion", **common)

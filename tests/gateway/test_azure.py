@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from billing.models import UsageRecord
-from serving.deployments import deployment_set
 from serving.providers.azure import DEFAULT_API_VERSION
+from serving.routing.deployments import deployment_set
 from tests.gateway.test_anthropic import drain
 from tests.provider_fixtures import last_request, provider_url  # noqa: F401 - fixture
 

@@ -212,7 +212,7 @@ def test_sampled_requests_skip_the_semantic_cache_unless_the_tier_opts_in(make_c
 
 
 def test_lookups_embed_on_the_embedding_deployment_off_the_gateways_cpu(make_caller, worker):
-    from serving.deployments import deployment_set
+    from serving.routing.deployments import deployment_set
     from tests.gateway_fixtures import GatewayProcess
 
     deployment_set(name="instant-embed", model="all-minilm-l6-v2", base_url=f"{worker.url}/v1",

@@ -6,7 +6,7 @@ import time
 
 import websockets
 
-from serving.deployments import deployment_set
+from serving.routing.deployments import deployment_set
 from tests.gateway.conftest import MODEL
 
 

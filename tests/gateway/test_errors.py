@@ -172,7 +172,7 @@ def test_suspended_tenant_is_403_within_a_second(make_caller):
 
 
 def test_upstream_failure_is_502_in_openai_shape(make_caller, upstream_url):
-    from serving.deployments import deployment_set
+    from serving.routing.deployments import deployment_set
 
     caller = make_caller()
     deployment_set(name="instant", model=MODEL, base_url=f"{upstream_url}/fail/v1")
@@ -183,7 +183,7 @@ def test_upstream_failure_is_502_in_openai_shape(make_caller, upstream_url):
 
 
 def test_unreachable_deployment_is_502_not_a_timeout(make_caller):
-    from serving.deployments import deployment_set
+    from serving.routing.deployments import deployment_set
     from switchyard.embedded import free_port
 
     caller = make_caller()

@@ -67,7 +67,7 @@ def test_tokens_per_day(make_caller):
 def test_concurrency_limit_exact_across_two_processes(
     make_caller, upstream_url, gateway, second_gateway
 ):
-    from serving.deployments import deployment_set
+    from serving.routing.deployments import deployment_set
 
     caller = make_caller(max_concurrent_requests=3, requests_per_minute=1000)
     # A slow upstream holds every admitted request in flight.

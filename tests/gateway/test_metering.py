@@ -76,7 +76,7 @@ def test_refusals_are_logged_but_not_metered(make_caller, price):
 def test_stream_broken_after_tokens_ends_with_error_event_and_is_metered(
     make_caller, price, upstream_url
 ):
-    from serving.deployments import deployment_set
+    from serving.routing.deployments import deployment_set
 
     caller = make_caller()
     deployment_set(name="instant", model=MODEL, base_url=f"{upstream_url}/drop/v1")

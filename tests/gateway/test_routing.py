@@ -10,11 +10,11 @@ from collections import Counter
 import httpx
 
 from billing.models import ModelPrice
-from serving.deployments import deployment_set
-from serving.health import DeploymentHealthSync
 from serving.models import RequestLog
 from serving.request_log import request_log_ingestor
-from serving.routing_services import model_group_set, routing_rule_set
+from serving.routing.deployments import deployment_set
+from serving.routing.health import DeploymentHealthSync
+from serving.routing.services import model_group_set, routing_rule_set
 from serving.tasks import check_deployments as check_task
 from switchyard.celery import app as celery_app
 from switchyard.redis_client import get_redis

@@ -11,7 +11,7 @@ import json
 
 import jsonschema
 
-from serving.deployments import deployment_set
+from serving.routing.deployments import deployment_set
 from tests.gateway.conftest import MODEL
 
 ORDER = {

@@ -13,9 +13,9 @@ import pytest
 
 from billing.models import UsageRecord
 from billing.usage import usage_ingestor
-from serving.deployments import deployment_set
 from serving.gateway.pipeline import _token_count, prompt_texts
 from serving.request_log import request_log_ingestor
+from serving.routing.deployments import deployment_set
 from switchyard.redis_client import get_redis
 from tests.gateway.conftest import MODEL
 

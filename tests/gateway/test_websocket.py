@@ -44,7 +44,7 @@ async def test_two_interleaved_requests_on_one_socket(caller):
 async def test_cancel_one_request_keeps_the_others(caller, upstream_url):
     from asgiref.sync import sync_to_async
 
-    from serving.deployments import deployment_set
+    from serving.routing.deployments import deployment_set
 
     url = caller.base_url.replace("http", "ws") + "/v1/ws"
     set_dep = sync_to_async(deployment_set)

@@ -17,10 +17,10 @@ import pytest
 
 from billing.models import UsageRecord
 from billing.usage import usage_ingestor
-from serving.deployments import deployment_set
-from serving.health import DeploymentHealthSync
-from serving.health_checks import check_deployments
-from serving.routing_services import model_group_set
+from serving.routing.deployments import deployment_set
+from serving.routing.health import DeploymentHealthSync
+from serving.routing.health_checks import check_deployments
+from serving.routing.services import model_group_set
 from switchyard.embedded import free_port
 from switchyard.redis_client import get_redis
 from tests.gateway.conftest import MODEL, ROOT, _stop, _wait_http

@@ -13,9 +13,9 @@ import openai
 import pytest
 from django.core.management import call_command
 
-from serving.deployments import deployment_set
 from serving.models import ModelGroup, RoutingRule
-from serving.routing_services import POLICY_RULES, routing_policy_seed
+from serving.routing.deployments import deployment_set
+from serving.routing.services import POLICY_RULES, routing_policy_seed
 from tenants import services
 from tenants.models import Tier
 from tests.gateway_fixtures import Caller

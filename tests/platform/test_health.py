@@ -26,7 +26,7 @@ def test_readyz_reports_celery_heartbeat_age(client, db):
 
 
 def test_readyz_says_starting_until_a_model_worker_is_ready(client, db, upstream_url):
-    from serving.deployments import deployment_set
+    from serving.routing.deployments import deployment_set
 
     # A worker still loading answers its /health with 503: the gateway is not ready yet.
     dep = deployment_set(

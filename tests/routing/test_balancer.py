@@ -5,9 +5,9 @@ from __future__ import annotations
 import random
 from collections import Counter
 
-from serving.deployments import Target
-from serving.gateway import balancer
-from serving.health import DeploymentState
+from serving.routing import balancer
+from serving.routing.deployments import Target
+from serving.routing.health import DeploymentState
 
 
 def t(name: str, weight: int = 1, max_concurrency: int = 64) -> Target:

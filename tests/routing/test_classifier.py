@@ -7,14 +7,14 @@ import json
 import numpy as np
 import pytest
 
-from serving.classifier_training import load_examples, train
-from serving.gateway.classifier import (
+from serving.routing.classifier import (
     DATA_DIR,
     WEIGHTS,
     LinearClassifier,
     TaskClassifier,
     heuristic_class,
 )
+from serving.routing.classifier_training import load_examples, train
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +63,7 @@ def test_heuristics_decide_when_embeddings_are_unavailable():
 def test_the_gateways_bfloat16_classifier_labels_held_out_prompts(settings):
     import torch
 
-    from serving.gateway import classifier
+    from serving.routing import classifier
 
     settings.SWITCHYARD_CLASSIFIER_DTYPE = "bfloat16"
     classifier._embedder.cache_clear()

@@ -8,7 +8,7 @@ import pytest
 import redis.asyncio as aioredis
 from django.conf import settings
 
-from serving.health import DeploymentHealth, DeploymentHealthSync
+from serving.routing.health import DeploymentHealth, DeploymentHealthSync
 from switchyard.redis_client import get_redis
 
 

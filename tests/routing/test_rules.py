@@ -9,11 +9,11 @@ import random
 import pytest
 from django.core.exceptions import ValidationError
 
-from serving.deployments import deployment_set
 from serving.gateway.errors import GatewayError
-from serving.gateway.routing import Router
-from serving.routing_services import model_group_set, routing_rule_set
-from serving.routing_table import RouteContext, load_routing_table
+from serving.routing.deployments import deployment_set
+from serving.routing.router import Router
+from serving.routing.services import model_group_set, routing_rule_set
+from serving.routing.table import RouteContext, load_routing_table
 from tenants import services
 
 SMALL = "smollm2-135m-instruct"

@@ -83,8 +83,8 @@ def test_seed_demo_stores_the_worker_token(db, settings, tmp_path, monkeypatch):
 
 
 def test_create_tier_says_when_auto_would_route_nowhere(db):
-    from serving.deployments import deployment_set
-    from serving.routing_services import routing_policy_seed
+    from serving.routing.deployments import deployment_set
+    from serving.routing.services import routing_policy_seed
 
     def notes(*args) -> str:
         err = io.StringIO()

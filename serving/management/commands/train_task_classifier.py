@@ -1,9 +1,9 @@
-"""manage.py train_task_classifier: rebuild serving/routing_data/classifier.json."""
+"""manage.py train_task_classifier: rebuild serving/routing/data/classifier.json."""
 
 from django.core.management.base import BaseCommand, CommandError
 
-from serving.classifier_training import to_json, train
-from serving.gateway.classifier import WEIGHTS
+from serving.routing.classifier import WEIGHTS
+from serving.routing.classifier_training import to_json, train
 
 
 class Command(BaseCommand):

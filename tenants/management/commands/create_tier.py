@@ -47,7 +47,7 @@ class Command(BaseCommand):
     def _check_auto(self, tier: Tier) -> None:
         """Say so when ``auto`` would route nowhere for this tier (no rule and no default)."""
         from serving.model_list import auto_routes
-        from serving.routing_table import AUTO, load_routing_table
+        from serving.routing.table import AUTO, load_routing_table
 
         allowed = not tier.allowed_models or AUTO in tier.allowed_models
         if allowed and not auto_routes(tier, load_routing_table()):

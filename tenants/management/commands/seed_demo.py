@@ -41,9 +41,9 @@ class Command(BaseCommand):
         from billing.models import ModelPrice
         from billing.services import price_set
         from serving import secrets as upstream_secrets
-        from serving.deployments import deployment_set
         from serving.models import Deployment
-        from serving.routing_services import routing_policy_seed
+        from serving.routing.deployments import deployment_set
+        from serving.routing.services import routing_policy_seed
 
         worker = settings.SWITCHYARD_MODEL_WORKER_URL or "http://127.0.0.1:8100"
         base_url = f"{worker.rstrip('/')}/v1"

@@ -15,8 +15,8 @@ import httpx
 
 from serving import secrets
 from serving.gateway.upstream import NO_HEALTH_URL, probe_request
-from serving.health import DeploymentHealthSync
 from serving.models import Deployment
+from serving.routing.health import DeploymentHealthSync
 from switchyard.redis_client import get_redis
 
 CHECK_TIMEOUT = 5.0

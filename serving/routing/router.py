@@ -10,7 +10,7 @@
    ones; none able is a 400 naming what is missing, before any upstream call.
 3. **Deployment order.** The group's strategy (weighted, least connections, lowest latency,
    power of two, or cost-aware cheapest) orders its deployments that are not cooling down;
-   failover (:mod:`serving.gateway.failover`) walks down that order.
+   failover (:mod:`serving.routing.failover`) walks down that order.
 
 Everything here reads memory only: the routing table (cached from PostgreSQL) and the live
 state (fetched from Redis once per request). The decision and why is in ``Route``.
@@ -23,12 +23,12 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from serving.catalog import model_names
-from serving.deployments import Target
-from serving.gateway import balancer
 from serving.gateway.errors import GatewayError, model_not_found
-from serving.health import LiveState
-from serving.routing_table import AUTO, RouteContext, RoutingTable
+from serving.routing import balancer
+from serving.routing.catalog import model_names
+from serving.routing.deployments import Target
+from serving.routing.health import LiveState
+from serving.routing.table import AUTO, RouteContext, RoutingTable
 from tenants.models import Tier
 
 

@@ -50,7 +50,7 @@ def model_group_set(
 ) -> ModelGroup:  # fmt: skip
     """Create or update the group ``name``; ``members`` are deployment names (None keeps
     them). ``create`` refuses a name that exists instead of updating it."""
-    from serving.routing_table import AUTO
+    from serving.routing.table import AUTO
 
     check_text({"name": name, "members": members or [], "description": description})
     if name == AUTO:
@@ -93,7 +93,7 @@ def model_group_delete(*, group: ModelGroup, actor=None) -> None:
 
 
 def _validate_rule(rule: RoutingRule) -> None:
-    from serving.catalog import model_names
+    from serving.routing.catalog import model_names
 
     errors: dict[str, list[str]] = {}
     if rule.target not in model_names():

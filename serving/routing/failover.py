@@ -13,7 +13,7 @@ a chunk it is never retried: a later failure reaches the pipeline, which ends th
 with an error event and meters the tokens.
 
 Every attempt counts in the deployment's in-flight set and reports success (with its time to
-first token) or failure to :class:`serving.health.DeploymentHealth` (passive health checks).
+first token) or failure to :class:`serving.routing.health.DeploymentHealth` (passive health checks).
 """
 
 from __future__ import annotations
@@ -26,11 +26,11 @@ from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 
-from serving.deployments import Target
 from serving.gateway import upstream
 from serving.gateway.errors import GatewayError, upstream_error
-from serving.health import DeploymentHealth
-from serving.routing_table import adeployment_price
+from serving.routing.deployments import Target
+from serving.routing.health import DeploymentHealth
+from serving.routing.table import adeployment_price
 
 if TYPE_CHECKING:
     from serving.gateway.pipeline import Call

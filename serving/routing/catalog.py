@@ -2,7 +2,7 @@
 
 The configured ``SWITCHYARD_MODELS``, every model a deployment serves, every model group, and
 ``auto`` (the router's alias). Blocking (reads PostgreSQL): for async code use
-``serving.gateway.routing.allowed_models`` with the cached routing table.
+``serving.routing.router.allowed_models`` with the cached routing table.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from django.conf import settings
 
 def model_names() -> list[str]:
     from serving.models import Deployment, ModelGroup
-    from serving.routing_table import AUTO
+    from serving.routing.table import AUTO
 
     deployed = Deployment.objects.values_list("model", flat=True).distinct()
     groups = ModelGroup.objects.values_list("name", flat=True)

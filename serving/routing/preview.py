@@ -5,12 +5,12 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from serving.gateway.classifier import task_classifier
 from serving.gateway.errors import GatewayError
 from serving.gateway.pipeline import EXPECTED_OUTPUT_TOKENS, _token_count
-from serving.gateway.routing import Route, Router
-from serving.health import DeploymentHealthSync, LiveState
-from serving.routing_table import RouteContext, load_routing_table
+from serving.routing.classifier import task_classifier
+from serving.routing.health import DeploymentHealthSync, LiveState
+from serving.routing.router import Route, Router
+from serving.routing.table import RouteContext, load_routing_table
 from switchyard.redis_client import get_redis
 from tenants.models import Tenant
 

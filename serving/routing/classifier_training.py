@@ -3,7 +3,7 @@
 Multinomial logistic regression, full-batch gradient descent from zero with L2 decay, on
 MiniLM embeddings: deterministic, so a rebuild reproduces the committed weights (a test
 checks it). ``manage.py train_task_classifier`` runs it and writes
-``serving/routing_data/classifier.json``.
+``serving/routing/data/classifier.json``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from serving.gateway.classifier import CLASSES, DATA_DIR, LinearClassifier
+from serving.routing.classifier import CLASSES, DATA_DIR, LinearClassifier
 
 STEPS = 400
 LEARNING_RATE = 2.0

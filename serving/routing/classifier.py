@@ -2,7 +2,7 @@
 
 A multinomial logistic regression over all-MiniLM-L6-v2 sentence embeddings of the prompt,
 trained at build time (``manage.py train_task_classifier``) from the labelled examples in
-``serving/routing_data/train.jsonl``; its weights are ``serving/routing_data/classifier.json``
+``serving/routing/data/train.jsonl``; its weights are ``serving/routing/data/classifier.json``
 (committed, and rebuilt and checked by a test). When embeddings are unavailable (MiniLM
 cannot be loaded, or ``SWITCHYARD_CLASSIFIER=heuristic``) cheap keyword heuristics decide.
 """
@@ -22,7 +22,7 @@ from django.conf import settings
 log = logging.getLogger(__name__)
 
 CLASSES = ("simple", "complex", "code")
-DATA_DIR = Path(__file__).resolve().parents[1] / "routing_data"
+DATA_DIR = Path(__file__).resolve().parent / "data"
 WEIGHTS = DATA_DIR / "classifier.json"
 MAX_CHARS = 1000  # the head of a prompt says what kind of task it is; keeps P99 flat
 MAX_TOKENS = 128

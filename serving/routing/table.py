@@ -2,7 +2,7 @@
 
 Loaded from PostgreSQL at most every ``SWITCHYARD_TABLE_CACHE_SECONDS`` (like the deployment
 table it builds on), so a routing decision reads only memory. Live state (in-flight counts,
-latency, cooldowns) is not here: it is in Redis (:mod:`serving.health`).
+latency, cooldowns) is not here: it is in Redis (:mod:`serving.routing.health`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from billing.pricing import Price, price_at, prices_cached
-from serving.deployments import Target, load_deployment_table
+from serving.routing.deployments import Target, load_deployment_table
 
 CACHE_SECONDS = settings.SWITCHYARD_TABLE_CACHE_SECONDS
 AUTO = "auto"  # the router's alias: always resolved by the rules or the tier's default

@@ -9,8 +9,8 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 
-from serving.deployments import Target
-from serving.health import DeploymentState, LiveState
+from serving.routing.deployments import Target
+from serving.routing.health import DeploymentState, LiveState
 
 _IDLE = DeploymentState()
 
