@@ -21,10 +21,10 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from billing.ledger import period_start
 from billing.models import Alert, BillingProfile
 from billing.money import usd_cents
 from billing.spend import budget_spends
-from serving.gateway.budget import period_start
 from tenants.models import Budget, Tenant
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 import redis
 
 from billing import selectors
-from serving.gateway.budget import period_start
+from billing.ledger import period_start
 from switchyard.redis_client import get_redis
 from tenants.models import Budget
 
@@ -25,7 +25,7 @@ BUDGET_PREFIX = "sy:budget"
 
 
 def budget_key(tenant_id: int, period: str, now: dt.datetime) -> str:
-    """The gateway's counter key (``serving.gateway.budget.BudgetLedger.key``)."""
+    """The gateway's counter key (``billing.ledger.BudgetLedger.key``)."""
     fmt = "%Y%m%d" if period == Budget.Period.DAILY else "%Y%m"
     return f"{BUDGET_PREFIX}:{tenant_id}:{period}:{period_start(period, now).strftime(fmt)}"
 

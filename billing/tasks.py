@@ -36,6 +36,6 @@ def check_budget_alerts() -> int:
 def reconcile_budgets() -> int:
     """Put the gateway's Redis budget counters right against the usage records (expired
     reservations released, spend re-based); returns how many counters moved."""
-    from serving.gateway.budget import reconcile_budgets as run
+    from billing.ledger import reconcile_budgets as run
 
     return sum(1 for r in run(get_redis()) if r.correction)

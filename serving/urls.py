@@ -1,7 +1,6 @@
 from django.urls import path, re_path
 
-from billing import usage_api
-from serving import anthropic_views, views
+from serving import anthropic_views, usage_api, views
 
 # `(?s:…)` lets a name or path hold any character, newlines included, so every /v1 URL gets
 # an answer in OpenAI's error shape rather than Django's HTML 404.

@@ -218,7 +218,7 @@ def main() -> int:
     from billing.invoices import invoice_for, month_totals
     from billing.models import UsageRecord
     from billing.rollups import rollup_rebuild, rollup_recompute, rollup_usage
-    from billing.usage_api import usage_report
+    from serving.usage_api import usage_report
     from tenants import services
     from tenants.models import Tenant
 

@@ -36,11 +36,11 @@ from typing import Any
 import redis.asyncio as aioredis
 from django.conf import settings
 
+from billing.ledger import BudgetExhausted, BudgetLedger, BudgetReservation
 from billing.pricing import Price
 from billing.usage import USAGE_STREAM, usage_event
 from serving.cache.stage import CacheStage, hit_charge
 from serving.gateway import filters, metrics, tokens
-from serving.gateway.budget import BudgetExhausted, BudgetLedger, BudgetReservation
 from serving.gateway.errors import (
     GatewayError,
     insufficient_quota,

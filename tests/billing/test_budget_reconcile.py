@@ -17,11 +17,11 @@ import redis.asyncio as aioredis
 from django.conf import settings
 from django.db import connection
 
+from billing import ledger as budget
+from billing.ledger import BudgetLedger, reconcile_budgets
 from billing.models import UsageRecord
 from billing.tasks import reconcile_budgets as reconcile_task
 from billing.usage import USAGE_STREAM, usage_event, usage_ingestor
-from serving.gateway import budget
-from serving.gateway.budget import BudgetLedger, reconcile_budgets
 from switchyard.redis_client import get_redis
 from switchyard.streams import stream_add
 from tenants import services
