@@ -27,6 +27,7 @@ from django.db.models import Sum
 
 from billing.models import UsageRecord
 from billing.selectors import usage
+from switchyard.ttl_cache import TtlCache
 from tenants.models import Budget
 
 log = logging.getLogger(__name__)
@@ -136,24 +137,18 @@ class BudgetPlan:
     args: list
 
 
-_budget_cache: dict[int, tuple[float, list[Budget]]] = {}
+_budget_cache: TtlCache[int, list[Budget]] = TtlCache(CACHE_SECONDS)
 
 
 def _fresh_budgets(tenant_id: int) -> list[Budget] | None:
     """The cached budgets of the tenant if fresh (no I/O: safe on the event loop)."""
-    hit = _budget_cache.get(tenant_id)
-    if hit is not None and time.monotonic() - hit[0] <= CACHE_SECONDS:
-        return hit[1]
-    return None
+    return _budget_cache.get(tenant_id)
 
 
 def _tenant_budgets(tenant_id: int) -> list[Budget]:
-    now = time.monotonic()
-    hit = _budget_cache.get(tenant_id)
-    if hit is None or now - hit[0] > CACHE_SECONDS:
-        hit = (now, list(Budget.objects.filter(tenant_id=tenant_id)))
-        _budget_cache[tenant_id] = hit
-    return hit[1]
+    return _budget_cache.get_or_load(
+        tenant_id, lambda: list(Budget.objects.filter(tenant_id=tenant_id))
+    )
 
 
 def spend_in_db(tenant_id: int, since: dt.datetime) -> int:

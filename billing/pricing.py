@@ -13,7 +13,6 @@ Tables are cached per process for ``SWITCHYARD_TABLE_CACHE_SECONDS``.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -21,6 +20,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from billing.models import ModelPrice, TenantPriceOverride
+from switchyard.ttl_cache import TtlCache
 
 CACHE_SECONDS = settings.SWITCHYARD_TABLE_CACHE_SECONDS
 
@@ -49,30 +49,24 @@ class Price:
 
 
 FREE = Price("", 0, 0, 0, None)
-_price_cache: dict[str, tuple[float, list[ModelPrice]]] = {}
-_override_cache: dict[int, tuple[float, list[TenantPriceOverride]]] = {}
+_price_cache: TtlCache[str, list[ModelPrice]] = TtlCache(CACHE_SECONDS)
+_override_cache: TtlCache[int, list[TenantPriceOverride]] = TtlCache(CACHE_SECONDS)
 
 
 def _rows(model: str) -> list[ModelPrice]:
-    now = time.monotonic()
-    hit = _price_cache.get(model)
-    if hit is None or now - hit[0] > CACHE_SECONDS:
-        rows = list(ModelPrice.objects.filter(model=model).order_by("-effective_from")[:500])
-        hit = (now, rows)
-        _price_cache[model] = hit
-    return hit[1]
+    return _price_cache.get_or_load(
+        model,
+        lambda: list(ModelPrice.objects.filter(model=model).order_by("-effective_from")[:500]),
+    )
 
 
 def _overrides(tenant_id: int) -> list[TenantPriceOverride]:
-    now = time.monotonic()
-    hit = _override_cache.get(tenant_id)
-    if hit is None or now - hit[0] > CACHE_SECONDS:
-        rows = list(
+    return _override_cache.get_or_load(
+        tenant_id,
+        lambda: list(
             TenantPriceOverride.objects.filter(tenant_id=tenant_id).order_by("-effective_from")
-        )
-        hit = (now, rows)
-        _override_cache[tenant_id] = hit
-    return hit[1]
+        ),
+    )
 
 
 def _list_price(model: str, at: datetime, deployment: str | None) -> Price:
@@ -148,14 +142,9 @@ def price_at(
 def prices_cached(model: str, tenant_id: int | None) -> bool:
     """Whether :func:`price_at` would answer from this process's caches, without a query
     (so async callers can skip the thread hop)."""
-    now = time.monotonic()
-    hit = _price_cache.get(model)
-    if hit is None or now - hit[0] > CACHE_SECONDS:
+    if _price_cache.get(model) is None:
         return False
-    if tenant_id is None:
-        return True
-    terms = _override_cache.get(tenant_id)
-    return terms is not None and now - terms[0] <= CACHE_SECONDS
+    return tenant_id is None or _override_cache.get(tenant_id) is not None
 
 
 def clear_cache() -> None:

@@ -14,18 +14,15 @@ attempts are throttled per client address before they reach the database
 
 from __future__ import annotations
 
-import threading
-import time
-from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Generic, TypeVar
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.utils import timezone
 
+from switchyard.ttl_cache import LruTtlCache
 from tenants import keys
 from tenants.auth_throttle import FailureThrottle
 from tenants.models import ApiKey, Tenant, Tier
@@ -54,47 +51,9 @@ class AuthContext:
     tier: Tier
 
 
-V = TypeVar("V")
-
-
-class Lru(Generic[V]):
-    """A bounded mapping that forgets its least recently used entry (thread-safe: lookups
-    run on the event loop and in worker threads at once)."""
-
-    def __init__(self, size: int) -> None:
-        self.size = max(1, size)
-        self._data: OrderedDict[str, V] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: str) -> V | None:
-        with self._lock:
-            value = self._data.get(key)
-            if value is not None:
-                self._data.move_to_end(key)
-            return value
-
-    def put(self, key: str, value: V) -> None:
-        with self._lock:
-            self._data[key] = value
-            self._data.move_to_end(key)
-            while len(self._data) > self.size:
-                self._data.popitem(last=False)
-
-    def pop(self, key: str) -> None:
-        with self._lock:
-            self._data.pop(key, None)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._data.clear()
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-
 _SIZE = getattr(settings, "SWITCHYARD_AUTH_CACHE_SIZE", 10_000)
-_valid: Lru[tuple[float, AuthContext]] = Lru(_SIZE)
-_refused: Lru[tuple[float, AuthFailure]] = Lru(max(100, _SIZE // 10))
+_valid: LruTtlCache[str, AuthContext] = LruTtlCache(CACHE_SECONDS, _SIZE)
+_refused: LruTtlCache[str, AuthFailure] = LruTtlCache(CACHE_SECONDS, max(100, _SIZE // 10))
 
 throttle = FailureThrottle(
     limit=getattr(settings, "SWITCHYARD_AUTH_FAILURE_LIMIT", 30),
@@ -121,14 +80,10 @@ def cache_size() -> tuple[int, int]:
 def cached(key_hash: str) -> AuthContext | AuthFailure | None:
     """The fresh cached answer for a key hash, or None when the database must be asked. A
     key that expired while cached is not fresh."""
-    now = time.monotonic()
     hit = _valid.get(key_hash)
-    if hit is not None and now - hit[0] <= CACHE_SECONDS and hit[1].key.is_usable():
-        return hit[1]
-    refusal = _refused.get(key_hash)
-    if refusal is not None and now - refusal[0] <= CACHE_SECONDS:
-        return refusal[1]
-    return None
+    if hit is not None and hit.key.is_usable():
+        return hit
+    return _refused.get(key_hash)
 
 
 def _judge(key: ApiKey | None, now) -> AuthContext | AuthFailure:
@@ -144,12 +99,11 @@ def _judge(key: ApiKey | None, now) -> AuthContext | AuthFailure:
 
 
 def _store(key_hash: str, result: AuthContext | AuthFailure) -> None:
-    stamp = time.monotonic()
     if isinstance(result, AuthContext):
-        _valid.put(key_hash, (stamp, result))
+        _valid.put(key_hash, result)
         _refused.pop(key_hash)
     else:
-        _refused.put(key_hash, (stamp, result))
+        _refused.put(key_hash, result)
         _valid.pop(key_hash)
 
 
@@ -226,7 +180,7 @@ def _throttled(key_hash: str, client: str | None) -> AuthFailure | None:
     """The refusal for an address that has failed too often, unless the key is one this process
     has recently seen usable (so one client behind a shared address cannot lock the others'
     working keys out; a flood of random keys never gets one of those)."""
-    if _valid.get(key_hash) is not None:
+    if _valid.seen(key_hash):
         return None
     retry_after = throttle.retry_after(client)
     if retry_after is None:

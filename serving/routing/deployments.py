@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -11,6 +10,7 @@ from django.db import IntegrityError, transaction
 
 from serving import secrets
 from serving.models import Deployment
+from switchyard.ttl_cache import TtlCache
 from tenants.services import audit, check_model_text, check_text, snapshot
 
 # Every editable column (the encrypted key is not editable): audit, API and config as code
@@ -111,7 +111,7 @@ class Target:
     api_version: str = ""
 
 
-_table: tuple[float, dict[str, list[Target]]] | None = None
+_table: TtlCache[str, dict[str, list[Target]]] = TtlCache(CACHE_SECONDS)
 
 
 def load_deployment_table() -> dict[str, list[Target]]:
@@ -145,17 +145,12 @@ def load_deployment_table() -> dict[str, list[Target]]:
 
 def deployment_table() -> dict[str, list[Target]]:
     """Enabled deployments by public model name, refreshed every ``CACHE_SECONDS``."""
-    global _table
-    now = time.monotonic()
-    if _table is None or now - _table[0] > CACHE_SECONDS:
-        _table = (now, load_deployment_table())
-    return _table[1]
+    return _table.get_or_load("deployments", load_deployment_table)
 
 
 def deployment_table_is_fresh() -> bool:
-    return _table is not None and time.monotonic() - _table[0] <= CACHE_SECONDS
+    return _table.get("deployments") is not None
 
 
 def clear_cache() -> None:
-    global _table
-    _table = None
+    _table.clear()

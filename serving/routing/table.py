@@ -8,7 +8,6 @@ latency, cooldowns) is not here: it is in Redis (:mod:`serving.routing.health`).
 from __future__ import annotations
 
 import datetime as dt
-import time
 from dataclasses import dataclass, field
 
 from asgiref.sync import sync_to_async
@@ -17,6 +16,7 @@ from django.utils import timezone
 
 from billing.pricing import Price, price_at, prices_cached
 from serving.routing.deployments import Target, load_deployment_table
+from switchyard.ttl_cache import TtlCache
 
 CACHE_SECONDS = settings.SWITCHYARD_TABLE_CACHE_SECONDS
 AUTO = "auto"  # the router's alias: always resolved by the rules or the tier's default
@@ -155,20 +155,16 @@ def load_routing_table(deployments: dict[str, list[Target]] | None = None) -> Ro
     return RoutingTable(groups, rules, prices)
 
 
-_table: tuple[float, RoutingTable] | None = None
+_table: TtlCache[str, RoutingTable] = TtlCache(CACHE_SECONDS)
 
 
 def routing_table() -> RoutingTable:
     """The cached table, reloaded when older than ``CACHE_SECONDS`` (blocking: not on a loop)."""
-    global _table
-    now = time.monotonic()
-    if _table is None or now - _table[0] > CACHE_SECONDS:
-        _table = (now, load_routing_table())
-    return _table[1]
+    return _table.get_or_load("routing", load_routing_table)
 
 
 def routing_table_is_fresh() -> bool:
-    return _table is not None and time.monotonic() - _table[0] <= CACHE_SECONDS
+    return _table.get("routing") is not None
 
 
 async def arouting_table() -> RoutingTable:
@@ -179,5 +175,4 @@ async def arouting_table() -> RoutingTable:
 
 
 def clear_cache() -> None:
-    global _table
-    _table = None
+    _table.clear()
