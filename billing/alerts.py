@@ -21,9 +21,9 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from billing.ledger import period_start
 from billing.models import Alert, BillingProfile
 from billing.money import usd_cents
+from billing.periods import period_start
 from billing.spend import budget_spends
 from tenants.models import Budget, Tenant
 

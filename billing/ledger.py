@@ -26,7 +26,9 @@ from django.db import transaction
 from django.db.models import Sum
 
 from billing.models import UsageRecord
+from billing.periods import period_end, period_start
 from billing.selectors import usage
+from billing.spend import settled_spend
 from switchyard.ttl_cache import TtlCache
 from tenants.models import Budget
 
@@ -92,13 +94,6 @@ _SEED = """
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then redis.call('DEL', KEYS[2]) end
 return 1
 """
-
-
-def period_start(period: str, now: dt.datetime) -> dt.datetime:
-    now = now.astimezone(dt.UTC)
-    if period == Budget.Period.DAILY:
-        return now.replace(hour=0, minute=0, second=0, microsecond=0)
-    return now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
 
 
 def _period_key(period: str, now: dt.datetime) -> str:
@@ -394,7 +389,6 @@ def reconcile_budgets(
 def _reconcile_chunk(
     client: redis.Redis, items: list[tuple[str, Budget]], now: dt.datetime, prefix: str
 ) -> list[Reconciliation]:
-    from billing.spend import period_end
     from billing.usage import USAGE_INGEST_LOCK, USAGE_STREAM
 
     keys = [k for k, _ in items]
@@ -420,7 +414,7 @@ def _reconcile_chunk(
         settled: dict[str, dict[int, int]] = {}
         for period in {b.period for _, b in items}:
             tenant_ids = {b.tenant_id for _, b in items if b.period == period}
-            settled[period] = _settled(period, now, tenant_ids)
+            settled[period] = settled_spend(period, now, tenant_ids)
         corrections = []
         for (key, b), (exists, counter, live, released) in zip(items, snap, strict=True):
             if not exists:
@@ -442,9 +436,3 @@ def _reconcile_chunk(
         if any(c != "0" for c in corrections):
             client.eval(_APPLY, len(keys), *keys, *corrections)
     return results
-
-
-def _settled(period: str, now: dt.datetime, tenant_ids: set[int]) -> dict[int, int]:
-    from billing.spend import settled_spend
-
-    return settled_spend(period, now, tenant_ids)

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 import redis
 
 from billing import selectors
-from billing.ledger import period_start
+from billing.periods import period_end, period_start
 from switchyard.redis_client import get_redis
 from tenants.models import Budget
 
@@ -28,13 +28,6 @@ def budget_key(tenant_id: int, period: str, now: dt.datetime) -> str:
     """The gateway's counter key (``billing.ledger.BudgetLedger.key``)."""
     fmt = "%Y%m%d" if period == Budget.Period.DAILY else "%Y%m"
     return f"{BUDGET_PREFIX}:{tenant_id}:{period}:{period_start(period, now).strftime(fmt)}"
-
-
-def period_end(period: str, now: dt.datetime) -> dt.datetime:
-    start = period_start(period, now)
-    if period == Budget.Period.DAILY:
-        return start + dt.timedelta(days=1)
-    return start.replace(year=start.year + (start.month == 12), month=start.month % 12 + 1)
 
 
 def settled_spend(

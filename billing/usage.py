@@ -99,6 +99,7 @@ def _rows(events: list[dict[str, str]]) -> list[UsageRecord]:
     return [_row(e) for e in events]
 
 
+# Registered in BillingConfig.ready().
 usage_ingestor = StreamIngestor(
     stream=USAGE_STREAM,
     group="usage-ingest",

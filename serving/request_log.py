@@ -5,12 +5,10 @@ client request id and the bodies, and none of them may keep the log from landing
 
 from __future__ import annotations
 
-from serving.gateway import metrics
 from serving.models import RequestLog
 from switchyard.streams import (
     StreamIngestor,
     parse_json,
-    register_metrics,
     to_datetime,
     to_float,
     to_int,
@@ -51,7 +49,7 @@ def _rows(events: list[dict[str, str]]) -> list[RequestLog]:
     return [_row(e) for e in events]
 
 
+# Registered in ServingConfig.ready().
 request_log_ingestor = StreamIngestor(
     stream=REQUEST_LOG_STREAM, group="requestlog-ingest", model=RequestLog, build=_rows
 )
-register_metrics(metrics.REGISTRY)

@@ -1,52 +1,46 @@
 """Liveness and readiness probes, JSON.
 
 ``/healthz`` says the process is up. ``/readyz`` says whether this gateway can serve: the
-database and Redis answer, and, where deployments point at Switchyard model workers, at least
-one of those workers has loaded its model (a worker answers its ``/health`` with 503
-``starting`` until then). A gateway whose workers are all still loading reports
-``starting`` with 503, so a load balancer sends it no traffic yet; one whose workers are all
-unreachable says ``degraded`` (200: other deployments may still serve).
+database and Redis answer, then every readiness check the apps registered
+(:func:`register_readiness_check`) is run. Serving registers ``model_workers``: where
+deployments point at Switchyard model workers, at least one of those workers has loaded its
+model (a worker answers its ``/health`` with 503 ``starting`` until then). A check that says
+``starting`` makes the gateway report ``starting`` with 503, so a load balancer sends it no
+traffic yet; one that says ``degraded`` (or fails) is reported as ``degraded`` with 200.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import NamedTuple
 
-import httpx
 from django.db import connection
 from django.http import JsonResponse
 
 from switchyard.redis_client import get_redis
 from switchyard.tasks import HEARTBEAT_KEY
 
-WORKER_PROBE_SECONDS = 2.0
+OK = "ok"
+STARTING = "starting"  # nothing can serve yet: 503
+DEGRADED = "degraded"  # in rotation, but part of it is down: 200
 
 
-def _worker_readiness() -> dict[str, str]:
-    """Each enabled local-worker deployment's state: ready, starting or unreachable."""
-    from serving.models import Deployment
-    from serving.routing.health_checks import health_url
+class Readiness(NamedTuple):
+    """A readiness check's answer: ``report`` is shown under the check's name, ``status`` is
+    :data:`OK`, :data:`STARTING` or :data:`DEGRADED`."""
 
-    workers = list(
-        Deployment.objects.filter(enabled=True, kind="local_worker").values_list("name", "base_url")
-    )
-    states: dict[str, str] = {}
-    if not workers:
-        return states
-    with httpx.Client(timeout=WORKER_PROBE_SECONDS) as client:
-        for name, base_url in workers:
-            try:
-                resp = client.get(health_url(base_url))
-            except httpx.HTTPError:
-                states[name] = "unreachable"
-                continue
-            if resp.status_code == 200:
-                states[name] = "ready"
-            elif resp.status_code == 503:
-                states[name] = "starting"
-            else:
-                states[name] = f"http {resp.status_code}"
-    return states
+    report: dict
+    status: str = OK
+
+
+READINESS_CHECKS: dict[str, Callable[[], Readiness]] = {}
+
+
+def register_readiness_check(name: str, check: Callable[[], Readiness]) -> None:
+    """Run ``check`` on every ``/readyz`` once the database and Redis answer; its report is
+    shown as ``checks[name]``. Called from an app's ``AppConfig.ready()``."""
+    READINESS_CHECKS[name] = check
 
 
 def healthz(request):
@@ -55,7 +49,8 @@ def healthz(request):
 
 
 def readyz(request):
-    """Database and Redis reachable (503 otherwise); Celery's heartbeat age, for information."""
+    """Database and Redis reachable (503 otherwise); Celery's heartbeat age, for information;
+    then the registered checks."""
     checks: dict[str, dict] = {}
     ok = True
     started = time.perf_counter()
@@ -77,21 +72,18 @@ def readyz(request):
     except Exception as exc:  # noqa: BLE001
         ok = False
         checks["redis"] = {"ok": False, "error": type(exc).__name__}
-    status = "ok" if ok else "unavailable"
+    status = OK if ok else "unavailable"
     if ok:
-        try:
-            workers = _worker_readiness()
-        except Exception as exc:  # noqa: BLE001 - reported, never a 500
-            workers = {"error": type(exc).__name__}
-        checks["model_workers"] = workers
-        states = set(workers.values())
-        if "starting" in states and "ready" not in states:
-            # Every local worker still loading: nothing can answer yet.
-            ok, status = False, "starting"
-        elif workers and "ready" not in states:
-            # Workers down: other deployments may still serve, so the gateway stays in
-            # rotation, but says so.
-            status = "degraded"
+        for name, check in READINESS_CHECKS.items():
+            try:
+                result = check()
+            except Exception as exc:  # noqa: BLE001 - reported, never a 500
+                result = Readiness({"error": type(exc).__name__}, DEGRADED)
+            checks[name] = result.report
+            if result.status == STARTING:
+                ok, status = False, STARTING
+            elif result.status == DEGRADED and ok:
+                status = DEGRADED
     body = {
         "status": status,
         "checks": checks,

@@ -90,6 +90,7 @@ INSTALLED_APPS = [
     "serving.cache",
     "billing",
     "console",
+    "switchyard",  # the project: its management commands (seed_demo)
 ]
 
 MIDDLEWARE = [

@@ -10,9 +10,14 @@ twice.
 An entry never blocks a batch. Every field is sanitised on the way in (NUL characters stripped,
 strings cut to their column, numbers and dates parsed leniently, JSON cleaned); if the batch
 still fails, it is stored row by row and each row that still cannot be stored goes to the
-dead-letter table (:class:`serving.models.DeadLetter`) with the reason, visible in the console.
-Only an unreachable database (``OperationalError``/``InterfaceError``) leaves a batch pending,
-to be retried: that is an outage, not a bad row.
+dead-letter table (the model registered with :func:`register_dead_letters`: serving's
+``DeadLetter``) with the reason, visible in the console. Only an unreachable database
+(``OperationalError``/``InterfaceError``) leaves a batch pending, to be retried: that is an
+outage, not a bad row.
+
+The apps above this one plug in from their ``AppConfig.ready()``: each registers its stream's
+ingestor (:func:`register_ingestor`), and serving registers the dead-letter model, so that this
+module imports none of them.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from typing import Any
 
 import redis
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.db import (
     DatabaseError,
     InterfaceError,
@@ -59,7 +65,11 @@ _ROW_ERRORS = (
 # The database itself is unreachable: leave the batch pending and try again later.
 _OUTAGE_ERRORS = (OperationalError, InterfaceError)
 
+# Every stream's ingestor by stream name, registered by the apps (AppConfig.ready()).
 INGESTORS: dict[str, StreamIngestor] = {}
+# Where entries that cannot be stored go: a model with stream, entry_id, payload and error
+# fields, registered by serving (serving.models.DeadLetter).
+_dead_letter_model: type[models.Model] | None = None
 
 
 # ---- producers -------------------------------------------------------------------------------
@@ -201,17 +211,33 @@ def _decode(data: dict) -> dict[str, str]:
     }
 
 
+# ---- registration ----------------------------------------------------------------------------
+
+
+def register_ingestor(ingestor: StreamIngestor) -> None:
+    """Make ``ingestor`` the one for its stream: dead-letter retries and the stream metrics
+    find it here. Called from the owning app's ``AppConfig.ready()``."""
+    INGESTORS[ingestor.stream] = ingestor
+
+
+def register_dead_letters(model: type[models.Model]) -> None:
+    """Store entries that cannot be stored as rows of ``model`` (fields ``stream``,
+    ``entry_id``, ``payload`` and ``error``). Called from serving's ``AppConfig.ready()``."""
+    global _dead_letter_model
+    _dead_letter_model = model
+
+
 # ---- dead letters ----------------------------------------------------------------------------
 
 
 def _dead_letter(stream: str, entry_id: str, fields: dict[str, str], error: BaseException | str):
-    from serving.models import DeadLetter
-
+    if _dead_letter_model is None:
+        raise ImproperlyConfigured("No dead-letter model registered (serving registers one).")
     reason = clean_text(
         error if isinstance(error, str) else f"{type(error).__name__}: {error}", 500
     )
     log.error("dead-lettering %s entry %s: %s", stream, entry_id, reason)
-    DeadLetter.objects.create(
+    _dead_letter_model.objects.create(
         stream=clean_text(stream, 64),
         entry_id=clean_text(entry_id, 64),
         payload={k: clean_text(v, 100_000) for k, v in fields.items()},
@@ -224,6 +250,10 @@ def _dead_letter(stream: str, entry_id: str, fields: dict[str, str], error: Base
 
 @dataclass
 class StreamIngestor:
+    """Drains one stream into one table through a consumer group (see the module's docstring);
+    ``build`` turns entries' fields into unsaved rows. Register it with
+    :func:`register_ingestor`."""
+
     stream: str
     group: str
     model: type[models.Model]
@@ -239,9 +269,6 @@ class StreamIngestor:
     # A PostgreSQL advisory lock key taken shared by every insert transaction, so that a
     # reader holding it exclusively (budget reconciliation) sees no ingestion in between.
     advisory_lock: int | None = None
-
-    def __post_init__(self) -> None:
-        INGESTORS[self.stream] = self
 
     @property
     def consumer(self) -> str:
@@ -367,7 +394,6 @@ class StreamIngestor:
 def dead_letter_retry(*, letter: Any) -> str:
     """Store a dead-lettered entry again with its stream's ingestor: on success the letter is
     deleted and "" returned; otherwise the letter keeps the new reason, which is returned."""
-    _load_ingestors()
     ingestor = INGESTORS.get(letter.stream)
     if ingestor is None:
         reason = f"no ingestor for stream {letter.stream!r}"
@@ -386,13 +412,6 @@ def dead_letter_retry(*, letter: Any) -> str:
     return reason
 
 
-def _load_ingestors() -> None:
-    """Import the modules that define ingestors (they register themselves)."""
-    import billing.usage  # noqa: F401
-    import serving.cache.writeback  # noqa: F401
-    import serving.request_log  # noqa: F401
-
-
 # ---- metrics ---------------------------------------------------------------------------------
 
 
@@ -408,7 +427,6 @@ class StreamCollector:
 
         from switchyard.redis_client import get_redis
 
-        _load_ingestors()
         length = GaugeMetricFamily(
             "switchyard_stream_length", "Entries queued on an ingestion stream.", labels=["stream"]
         )

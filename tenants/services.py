@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import datetime as dt
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from decimal import Decimal
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.core.exceptions import ImproperlyConfigured, ValidationError
+from django.db import IntegrityError, models, transaction
+from django.db.models import ProtectedError
 from django.utils import timezone
 
 from tenants import keys
@@ -55,11 +56,22 @@ KEY_FIELDS = ["name", "prefix", "expires", "revoked"]
 BUDGET_FIELDS = ["period", "limit_micro_usd", "hard", "alert_thresholds"]
 
 
+# Lists the public model names a tier may allow: serving knows them (its deployments, groups
+# and the ``auto`` alias) and registers its lister in ServingConfig.ready().
+_model_names: Callable[[], list[str]] | None = None
+
+
+def register_model_names(lister: Callable[[], list[str]]) -> None:
+    """Use ``lister`` for the model names a tier may allow (called by serving at start)."""
+    global _model_names
+    _model_names = lister
+
+
 def known_models() -> list[str]:
     """Public model names a tier may allow."""
-    from serving.routing.catalog import model_names
-
-    return model_names()
+    if _model_names is None:
+        raise ImproperlyConfigured("No model-name lister registered (serving registers one).")
+    return _model_names()
 
 
 def _jsonable(value: Any) -> Any:
@@ -280,21 +292,27 @@ def tenant_activate(*, tenant: Tenant, actor=None) -> Tenant:
     )
 
 
-def tenant_has_usage(tenant: Tenant) -> bool:
-    from billing.models import UsageRecord
-
-    return UsageRecord.objects.filter(tenant=tenant).exists()
+def _has_protected_records(tenant: Tenant) -> bool:
+    """Whether rows point at ``tenant`` through a foreign key with ``on_delete=PROTECT`` (its
+    usage records). One EXISTS query each: Django's delete would load every protected row
+    before refusing."""
+    return any(
+        rel.related_model._base_manager.filter(**{rel.field.name: tenant}).exists()
+        for rel in Tenant._meta.related_objects
+        if rel.on_delete is models.PROTECT
+    )
 
 
 @transaction.atomic
 def tenant_delete(*, tenant: Tenant, actor=None) -> None:
-    """Delete a tenant without usage. One with usage is refused: suspend it instead, so its
-    records and invoices stay whole."""
+    """Delete a tenant without usage. One with usage (rows that protect it: billing's usage
+    records) is refused: suspend it instead, so its records and invoices stay whole."""
     tenant = Tenant.objects.select_for_update().get(pk=tenant.pk)
-    if tenant_has_usage(tenant):
-        raise TenantHasUsage(
-            f"Tenant {tenant.slug} has usage records and cannot be deleted; suspend it instead."
-        )
+    refused = TenantHasUsage(
+        f"Tenant {tenant.slug} has usage records and cannot be deleted; suspend it instead."
+    )
+    if _has_protected_records(tenant):
+        raise refused
     audit(
         actor=actor,
         action="tenant.delete",
@@ -302,7 +320,10 @@ def tenant_delete(*, tenant: Tenant, actor=None) -> None:
         before=snapshot(tenant, TENANT_FIELDS),
         after=None,
     )
-    tenant.delete()
+    try:
+        tenant.delete()
+    except ProtectedError as exc:
+        raise refused from exc
 
 
 # ---- API keys ----------------------------------------------------------------------------

@@ -6,3 +6,10 @@ class CacheConfig(AppConfig):
     label = "cache"
     verbose_name = "Response caches"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        """Register the semantic cache's write-behind stream ingestor."""
+        from serving.cache.writeback import semantic_write_ingestor
+        from switchyard import streams
+
+        streams.register_ingestor(semantic_write_ingestor)

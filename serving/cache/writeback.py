@@ -112,6 +112,7 @@ def _rows(events: list[dict[str, str]]) -> list[SemanticCacheEntry]:
     ]
 
 
+# Registered in CacheConfig.ready().
 semantic_write_ingestor = StreamIngestor(
     stream=CACHE_STREAM, group="cache-write", model=SemanticCacheEntry, build=_rows, batch=256
 )

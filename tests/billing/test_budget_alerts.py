@@ -107,7 +107,8 @@ def test_daily_budget_period_is_the_utc_day(tenant_a, no_budget_counters):
 
 
 def test_gateway_seed_figure_is_the_records_sum_rolled_up_or_not(tenant_a, tenant_b):
-    from billing.ledger import period_start, spend_in_db
+    from billing.ledger import spend_in_db
+    from billing.periods import period_start
     from billing.rollups import rollup_usage
 
     month = period_start("monthly", NOW)

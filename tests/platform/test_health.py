@@ -42,3 +42,16 @@ def test_readyz_says_starting_until_a_model_worker_is_ready(client, db, upstream
     assert r.status_code == 200, r.json()
     assert r.json()["checks"]["model_workers"]["ready-worker"] == "ready"
     dep.delete()
+
+
+def test_readyz_reports_a_failing_check_as_degraded_and_stays_in_rotation(client, db, monkeypatch):
+    from switchyard import health
+
+    def broken():
+        raise RuntimeError("no database for the workers")
+
+    monkeypatch.setitem(health.READINESS_CHECKS, "model_workers", broken)
+    r = client.get("/readyz")
+    assert r.status_code == 200
+    assert r.json()["status"] == "degraded"
+    assert r.json()["checks"]["model_workers"] == {"error": "RuntimeError"}

@@ -70,6 +70,17 @@ def test_tenant_with_usage_cannot_be_deleted(tenant_a, alice):
     assert Tenant.objects.filter(pk=tenant_a.pk).exists()
 
 
+def test_the_usage_records_foreign_key_is_what_protects_the_tenant(tenant_a, alice, monkeypatch):
+    """Without the EXISTS check in front, the delete itself is refused (on_delete=PROTECT):
+    same error, nothing deleted, no audit row."""
+    UsageRecord.objects.create(request_id="r1", tenant=tenant_a, model="m", input_tokens=3)
+    monkeypatch.setattr(services, "_has_protected_records", lambda tenant: False)
+    with pytest.raises(TenantHasUsage, match="has usage records and cannot be deleted; suspend"):
+        services.tenant_delete(tenant=tenant_a, actor=alice)
+    assert Tenant.objects.filter(pk=tenant_a.pk).exists()
+    assert not AuditEvent.objects.filter(action="tenant.delete").exists()
+
+
 def test_tenant_without_usage_is_deleted_with_audit(tenant_b, alice):
     services.tenant_delete(tenant=tenant_b, actor=alice)
     assert not Tenant.objects.filter(slug="bravo").exists()

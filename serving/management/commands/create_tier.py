@@ -1,5 +1,11 @@
+"""``manage.py create_tier``: a tier from the command line. In serving because it checks the
+tier against the routing table (``auto`` must route somewhere); the tier itself is written by
+tenants' services."""
+
 from django.core.management.base import BaseCommand
 
+from serving.model_list import auto_routes
+from serving.routing.table import AUTO, load_routing_table
 from tenants import services
 from tenants.management.commands._helpers import run_service
 from tenants.models import Tier
@@ -46,9 +52,6 @@ class Command(BaseCommand):
 
     def _check_auto(self, tier: Tier) -> None:
         """Say so when ``auto`` would route nowhere for this tier (no rule and no default)."""
-        from serving.model_list import auto_routes
-        from serving.routing.table import AUTO, load_routing_table
-
         allowed = not tier.allowed_models or AUTO in tier.allowed_models
         if allowed and not auto_routes(tier, load_routing_table()):
             self.stderr.write(
