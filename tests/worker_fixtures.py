@@ -12,9 +12,10 @@ import httpx
 import pytest
 import uvicorn
 
+from serving.engine.app import build_app
+from serving.engine.config import EngineConfig
 from serving.engine.embeddings import MiniLMEmbedder
 from serving.engine.engine import AsyncEngine, LLMEngine
-from serving.engine.server import build_app
 from switchyard.embedded import free_port
 
 MODEL = "smollm2-135m-instruct"
@@ -54,7 +55,8 @@ def embedder():
 def worker(loaded, embedder):
     """uvicorn serving the worker app on a free port, in a thread, for the whole session."""
     model, tokenizer = loaded
-    engine = AsyncEngine(LLMEngine(model, tokenizer, model_name=MODEL, kv_cache_bytes=96 << 20))
+    config = EngineConfig(kv_cache_bytes=96 << 20)
+    engine = AsyncEngine(LLMEngine(model, tokenizer, model_name=MODEL, config=config))
     token = secrets.token_urlsafe(24)
     w = Worker(build_app(engine, embedder, auth_token=token), token)
     yield w

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from serving.engine.config import EngineConfig
 from serving.engine.engine import LLMEngine
 from serving.engine.gguf_loader import LlamaConfig, TokenizerData
 from serving.engine.model import AttentionMetadata, DecodeGroup, KVCache, LlamaModel, PrefillChunk
@@ -302,7 +303,9 @@ def numerics(cfg: LlamaConfig, w, tok: ChatTokenizer, device, smoke: bool) -> li
 
     params = SamplingParams(temperature=0.0, max_tokens=16, ignore_eos=True, logprobs=True,
                             top_logprobs=2)  # fmt: skip
-    engine = LLMEngine(ours, tok, model_name="gpu-check", kv_cache_bytes=256 << 20)
+    engine = LLMEngine(
+        ours, tok, model_name="gpu-check", config=EngineConfig(kv_cache_bytes=256 << 20)
+    )
     got = run_engine(engine, [GenerationRequest(f"p{i}", ids, params, cache_salt="g")
                               for i, ids in enumerate(ps)])  # fmt: skip
     ok, notes = True, []
@@ -334,8 +337,8 @@ def numerics(cfg: LlamaConfig, w, tok: ChatTokenizer, device, smoke: bool) -> li
 
     alone = {}
     for r in reqs("alone"):
-        alone |= run_engine(LLMEngine(ours, tok, model_name="gpu-check", kv_cache_bytes=64 << 20), [r])  # fmt: skip
-    batched = run_engine(LLMEngine(ours, tok, model_name="gpu-check", kv_cache_bytes=256 << 20), reqs("batch"))  # fmt: skip
+        alone |= run_engine(LLMEngine(ours, tok, model_name="gpu-check", config=EngineConfig(kv_cache_bytes=64 << 20)), [r])  # fmt: skip
+    batched = run_engine(LLMEngine(ours, tok, model_name="gpu-check", config=EngineConfig(kv_cache_bytes=256 << 20)), reqs("batch"))  # fmt: skip
     results = [same_greedy(alone[k], batched[k], 24) for k in alone]
     checks.append(Check("batched vs one at a time", all(r[0] for r in results),
                         "; ".join(sorted({r[1] for r in results}))))  # fmt: skip
@@ -344,7 +347,7 @@ def numerics(cfg: LlamaConfig, w, tok: ChatTokenizer, device, smoke: bool) -> li
     # recomputed.
     need = sum(-(-(len(ids) + 24) // 16) for ids in ps)
     per_block = KVCache.bytes_per_token(cfg, torch.float32) * 16
-    small = LLMEngine(ours, tok, model_name="gpu-check", kv_cache_bytes=per_block * max(need // 3, max(-(-(len(i) + 24) // 16) for i in ps)))  # fmt: skip
+    small = LLMEngine(ours, tok, model_name="gpu-check", config=EngineConfig(kv_cache_bytes=per_block * max(need // 3, max(-(-(len(i) + 24) // 16) for i in ps))))  # fmt: skip
     pre = run_engine(small, reqs("preempt"))
     results = [same_greedy(alone[k], pre[k], 24) for k in alone]
     preempted = small.scheduler.preemptions
@@ -352,7 +355,9 @@ def numerics(cfg: LlamaConfig, w, tok: ChatTokenizer, device, smoke: bool) -> li
                         preempted > 0 and all(r[0] for r in results),
                         f"{preempted} preemptions; " + "; ".join(sorted({r[1] for r in results}))))  # fmt: skip
 
-    engine = LLMEngine(ours, tok, model_name="gpu-check", kv_cache_bytes=256 << 20)
+    engine = LLMEngine(
+        ours, tok, model_name="gpu-check", config=EngineConfig(kv_cache_bytes=256 << 20)
+    )
     aborted = {f"q{i}": 3 + i for i in range(0, len(ps), 2)}
     got = run_engine(engine, reqs("abort"), aborted)
     results = [same_greedy(alone[k], got[k], 24) for k in alone if k not in aborted]
@@ -428,9 +433,10 @@ def speed(cfg: LlamaConfig, w, tok: ChatTokenizer, device, smoke: bool, started:
     levels = [1, 4] if smoke else [1, 32, 256]
     out_len = 8 if smoke else 128
     rows = []
-    engine = LLMEngine(ours, tok, model_name="gpu-check", max_num_seqs=max(levels + [64]),
-                       max_num_batched_tokens=2048 if not smoke else 256,
-                       kv_cache_bytes=None if device.type == "cuda" else 64 << 20)  # fmt: skip
+    config = EngineConfig(max_num_seqs=max(levels + [64]),
+                          max_num_batched_tokens=2048 if not smoke else 256,
+                          kv_cache_bytes=None if device.type == "cuda" else 64 << 20)  # fmt: skip
+    engine = LLMEngine(ours, tok, model_name="gpu-check", config=config)
     engine.warm_up()
     rng = random.Random(3)
     for n in levels:

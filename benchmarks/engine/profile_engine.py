@@ -23,6 +23,7 @@ import time
 import torch
 
 from benchmarks.engine.run_all import WORDS
+from serving.engine.config import EngineConfig
 from serving.engine.engine import LLMEngine
 from serving.engine.types import GenerationRequest, SamplingParams
 
@@ -119,8 +120,7 @@ def main() -> None:
     t = time.perf_counter()
     engine = LLMEngine.from_model(
         a.model,
-        kv_cache_bytes=a.kv_mb << 20,
-        max_num_batched_tokens=a.max_num_batched_tokens,
+        EngineConfig(kv_cache_bytes=a.kv_mb << 20, max_num_batched_tokens=a.max_num_batched_tokens),
     )
     print(f"loaded in {time.perf_counter() - t:.1f}s on {engine.model.device}, "
           f"{torch.get_num_threads()} threads")  # fmt: skip

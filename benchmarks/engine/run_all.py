@@ -147,7 +147,7 @@ def switchyard_server(max_num_seqs: int, *extra: str) -> Server:
     port = free_port()
     return Server(
         f"switchyard(max_seqs={max_num_seqs})",
-        [sys.executable, "-m", "serving.engine.server", "--model", MODEL, "--port", str(port),
+        [sys.executable, "-m", "serving.engine.cli", "--model", MODEL, "--port", str(port),
          "--no-embeddings", "--max-num-seqs", str(max_num_seqs), "--kv-cache-mb", "4096",
          *extra],
         port,

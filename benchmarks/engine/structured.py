@@ -23,6 +23,7 @@ import time
 import torch
 
 from serving.engine import grammar
+from serving.engine.config import EngineConfig
 from serving.engine.engine import LLMEngine
 from serving.engine.types import GenerationRequest, SamplingParams
 
@@ -114,8 +115,8 @@ def main() -> None:
                     help="constrained rows from which masks use llguidance's thread pool")  # fmt: skip
     a = ap.parse_args()
     grammar.PARALLEL_MASKS = a.parallel_masks
-    engine = LLMEngine.from_model("smollm2-135m-instruct", device=a.device, max_num_seqs=64,
-                                  kv_cache_bytes=512 << 20)  # fmt: skip
+    config = EngineConfig(device=a.device, max_num_seqs=64, kv_cache_bytes=512 << 20)
+    engine = LLMEngine.from_model("smollm2-135m-instruct", config)
     engine.warm_up()
     grammar.ll_tokenizer(engine.tokenizer)  # built once per process, not per request
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "

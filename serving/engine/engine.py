@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 import torch
 
 from serving.engine.block_manager import BlockManager
+from serving.engine.config import EngineConfig
 from serving.engine.errors import EngineOverloaded, RequestFailed
 from serving.engine.gguf_loader import load_gguf
 from serving.engine.grammar import Constraint, compile_grammar
@@ -81,42 +82,32 @@ class LLMEngine:
         tokenizer: ChatTokenizer,
         *,
         model_name: str,
-        kv_cache_bytes: int | None = None,
-        block_size: int = 16,
-        max_num_seqs: int = 64,
-        max_num_batched_tokens: int = 512,
-        max_prefill_tokens_while_decoding: int | None = None,
-        isolation_tokens: int | None = None,
-        isolation_prefill_tokens: int = 64,
-        max_model_len: int | None = None,
-        max_waiting: int = 1024,
-        kv_dtype: torch.dtype | None = None,
+        config: EngineConfig | None = None,
     ) -> None:
+        """``config``: the KV pool, step budget and fairness settings (default: the worker's
+        defaults). ``max_waiting`` is copied onto the engine, where tests may change it."""
+        config = config or EngineConfig()
+        self.config = config
         self.model = model
         self.tokenizer = tokenizer
         self.model_name = model_name
         cfg = model.cfg
-        self.max_model_len = min(max_model_len or cfg.context_length, cfg.context_length)
+        self.max_model_len = min(config.max_model_len or cfg.context_length, cfg.context_length)
+        kv_cache_bytes = config.kv_cache_bytes
         if kv_cache_bytes is None:
             kv_cache_bytes = DEFAULT_KV_BYTES_CPU
             if model.device.type == "cuda":
                 free, _total = torch.cuda.mem_get_info(model.device)
                 kv_cache_bytes = int(free * 0.6)
-        kv_dtype = kv_dtype or model.dtype
+        kv_dtype = config.kv_dtype or model.dtype
+        block_size = config.block_size
         per_block = KVCache.bytes_per_token(cfg, kv_dtype) * block_size
         num_blocks = max(2, kv_cache_bytes // per_block)
         self.kv = KVCache(cfg, num_blocks, block_size, model.device, kv_dtype)
         self.block_manager = BlockManager(num_blocks, block_size)
-        self.scheduler = Scheduler(
-            self.block_manager,
-            max_num_seqs=max_num_seqs,
-            max_num_batched_tokens=max_num_batched_tokens,
-            max_prefill_tokens_while_decoding=max_prefill_tokens_while_decoding,
-            isolation_tokens=isolation_tokens,
-            isolation_prefill_tokens=isolation_prefill_tokens,
-        )
+        self.scheduler = Scheduler(self.block_manager, config)
         self.runner = ModelRunner(model, self.kv)
-        self.max_waiting = max_waiting
+        self.max_waiting = config.max_waiting
         self._arrivals = itertools.count()
         self._requests: dict[str, list[Sequence]] = {}
         self._out: dict[int, _OutputState] = {}
@@ -124,27 +115,21 @@ class LLMEngine:
         self.stats_counters = EngineStats()
 
     @classmethod
-    def from_model(
-        cls,
-        model: str,
-        *,
-        device: str | None = None,
-        weights: str = "auto",
-        threads: int | None = None,
-        **kwargs,
-    ) -> LLMEngine:
-        """``weights``: the weight format (``serving.engine.quant.WEIGHT_FORMATS``); ``threads``:
-        torch threads on a CPU (default: the physical cores this process may use)."""
+    def from_model(cls, model: str, config: EngineConfig | None = None) -> LLMEngine:
+        """Load ``model`` (a known name or a .gguf path) as ``config`` says: its ``device``,
+        ``weights`` (``serving.engine.quant.WEIGHT_FORMATS``) and ``threads`` (torch threads
+        on a CPU; default: the physical cores this process may use)."""
+        config = config or EngineConfig()
         name, path = resolve(model)
         gguf = load_gguf(path, name)
-        dev, dtype = pick_device(device)
+        dev, dtype = pick_device(config.device)
         if dev.type == "cpu":
-            torch.set_num_threads(threads or physical_cores())
+            torch.set_num_threads(config.threads or physical_cores())
         return cls(
-            LlamaModel(gguf.config, gguf.weights, dev, dtype, weights),
+            LlamaModel(gguf.config, gguf.weights, dev, dtype, config.weights),
             ChatTokenizer(gguf.tokenizer),
             model_name=name,
-            **kwargs,
+            config=config,
         )
 
     # ---- requests ------------------------------------------------------------------------
@@ -520,8 +505,9 @@ class AsyncEngine:
         self.step_error: BaseException | None = None
 
     @classmethod
-    def from_model(cls, model: str, **kwargs) -> AsyncEngine:
-        return cls(LLMEngine.from_model(model, **kwargs))
+    def from_model(cls, model: str, config: EngineConfig | None = None) -> AsyncEngine:
+        """Load ``model`` as :meth:`LLMEngine.from_model` does, behind the engine thread."""
+        return cls(LLMEngine.from_model(model, config))
 
     async def start(self) -> None:
         if self._thread is None:

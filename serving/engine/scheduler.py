@@ -39,6 +39,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from serving.engine.block_manager import BlockManager
+from serving.engine.config import EngineConfig
 from serving.engine.sequence import SeqStatus, Sequence
 
 INPUT_COST = 1.0
@@ -59,39 +60,26 @@ class ScheduledSeq:
 
 
 class Scheduler:
-    def __init__(
-        self,
-        block_manager: BlockManager,
-        *,
-        max_num_seqs: int = 64,
-        max_num_batched_tokens: int = 512,
-        max_prefill_tokens_while_decoding: int | None = None,
-        isolation_tokens: int | None = None,
-        isolation_prefill_tokens: int = 64,
-    ) -> None:
-        if isolation_tokens is not None and isolation_tokens < 0:
-            raise ValueError(f"isolation_tokens must be 0 or more, got {isolation_tokens}")
-        if isolation_prefill_tokens < 1:
-            raise ValueError(
-                f"isolation_prefill_tokens must be at least 1, got {isolation_prefill_tokens}"
-            )
+    def __init__(self, block_manager: BlockManager, config: EngineConfig) -> None:
+        """``config``: the step budget, fairness and isolation settings (validated there);
+        they are copied onto the scheduler, where tests and benchmarks may change them."""
         self.bm = block_manager
-        self.max_num_seqs = max_num_seqs
-        self.max_num_batched_tokens = max_num_batched_tokens
+        self.max_num_seqs = config.max_num_seqs
+        self.max_num_batched_tokens = config.max_num_batched_tokens
         # Prefill tokens a step may carry beside running decodes (None: the whole budget).
         # Smaller bounds the time between tokens of running streams (as Sarathi-Serve's
         # token budget does) at some cost to prompt throughput.
-        self.max_prefill_tokens_while_decoding = max_prefill_tokens_while_decoding
+        self.max_prefill_tokens_while_decoding = config.max_prefill_tokens_while_decoding
         # Latency isolation (None: off). While two or more tenants are active, the
         # least-served one (by the counter below) gets the whole step and all the others
         # share this many tokens of it. On a CPU, where a step's time grows with every token
         # in it, that keeps a light tenant's steps almost as short as when it is alone, at
         # the cost of the heavy tenant's throughput while the light one is busy.
-        self.isolation_tokens = isolation_tokens
+        self.isolation_tokens = config.isolation_tokens
         # Under isolation, the prompt tokens a lead that is already in service may take in a
         # step that other tenants' streams share (so the lead's catching up never means one
         # long prefill step in the middle of their streams).
-        self.isolation_prefill_tokens = isolation_prefill_tokens
+        self.isolation_prefill_tokens = config.isolation_prefill_tokens
         self.steps = 0
         self.last_finished: dict[str, int] = {}  # tenant -> the step its last sequence ended
         self.waiting: dict[str, list[tuple[int, int, int, Sequence]]] = {}

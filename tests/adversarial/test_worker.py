@@ -324,7 +324,7 @@ def test_a_worker_process_answers_at_once_and_is_honest_about_warm_up():
     token = uuid.uuid4().hex
     env = {**os.environ, "SWITCHYARD_WORKER_TOKEN": token, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "serving.engine.server", "--port", str(port), "--no-embeddings",
+        [sys.executable, "-m", "serving.engine.cli", "--port", str(port), "--no-embeddings",
          "--kv-cache-mb", "32"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from serving.engine.config import EngineConfig
 from serving.engine.engine import LLMEngine
 from serving.engine.gguf_loader import load_gguf
 from serving.engine.model import LlamaModel
@@ -36,8 +37,9 @@ def make_engine(loaded):
     model, tokenizer = loaded
 
     def make(**kw) -> LLMEngine:
+        """A fresh engine; ``kw`` overrides ``EngineConfig`` fields (64 MiB KV pool)."""
         kw.setdefault("kv_cache_bytes", 64 << 20)
-        return LLMEngine(model, tokenizer, model_name=MODEL, **kw)
+        return LLMEngine(model, tokenizer, model_name=MODEL, config=EngineConfig(**kw))
 
     return make
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from serving.engine.config import EngineConfig
 from serving.engine.engine import LLMEngine
 from serving.engine.kernels import native_ops
 from tests.engine.conftest import MODEL, chat_request
@@ -119,7 +120,9 @@ def test_engine_output_is_the_same_with_and_without_the_kernel(kernel, loaded_fl
     model, tokenizer = loaded_float32
 
     def make_engine():
-        return LLMEngine(model, tokenizer, model_name=MODEL, kv_cache_bytes=64 << 20)
+        return LLMEngine(
+            model, tokenizer, model_name=MODEL, config=EngineConfig(kv_cache_bytes=64 << 20)
+        )
 
     with_kernel = _greedy(make_engine(), tokenizer)
     saved = model.ops

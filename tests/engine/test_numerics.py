@@ -25,6 +25,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from serving.engine.config import EngineConfig
 from serving.engine.engine import LLMEngine
 from serving.engine.model import (
     AttentionMetadata,
@@ -163,7 +164,7 @@ def test_float_weights_greedy_32_steps_are_the_references(models, prompts):
     """The engine's 32 greedy tokens (ignore_eos) and their logprobs match transformers'
     ``generate`` (cached decode) on every prompt, batched together."""
     ref, ours, _, tok = models
-    engine = LLMEngine(ours, tok, model_name=MODEL, kv_cache_bytes=64 << 20)
+    engine = LLMEngine(ours, tok, model_name=MODEL, config=EngineConfig(kv_cache_bytes=64 << 20))
     params = SamplingParams(
         temperature=0.0, max_tokens=32, ignore_eos=True, logprobs=True, top_logprobs=1
     )

@@ -11,7 +11,8 @@ import torch
 from gguf import GGMLQuantizationType as Q
 from gguf.quants import quantize
 
-from serving.engine import server
+from serving.engine import cli
+from serving.engine.config import EngineConfig
 from serving.engine.kernels import native_ops, physical_cores
 from serving.engine.quant import (
     BlockTensor,
@@ -148,18 +149,17 @@ def test_the_default_model_is_kept_quantized(loaded, loaded_float32):
     assert model.weight_bytes() < f32.weight_bytes() / 5
 
 
-def parse(*argv: str) -> dict:
+def parse(*argv: str) -> EngineConfig:
     parser = argparse.ArgumentParser()
-    server.add_arguments(parser)
-    return server.serve_options(vars(parser.parse_args(list(argv))))
+    cli.add_arguments(parser)
+    return cli.worker_options(vars(parser.parse_args(list(argv)))).engine
 
 
-def test_weights_and_threads_options_reach_serve():
-    opts = parse()
-    assert opts["weights"] == "auto" and opts["threads"] is None
-    opts = parse("--weights", "float32", "--threads", "3")
-    assert opts["weights"] == "float32" and opts["threads"] == 3
-    assert set(opts) <= set(server.serve.__kwdefaults__)
+def test_weights_and_threads_options_reach_the_engine_config():
+    config = parse()
+    assert config.weights == "auto" and config.threads is None
+    config = parse("--weights", "float32", "--threads", "3")
+    assert config.weights == "float32" and config.threads == 3
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,7 @@ from collections import Counter
 import pytest
 
 from serving.engine.block_manager import BlockManager
+from serving.engine.config import EngineConfig
 from serving.engine.scheduler import Scheduler
 from serving.engine.sequence import Sequence
 from serving.engine.types import SamplingParams
@@ -53,7 +54,7 @@ def step(sched: Scheduler, served: Counter) -> list:
 def scheduler(**kw) -> Scheduler:
     kw.setdefault("max_num_seqs", 4)
     kw.setdefault("max_num_batched_tokens", 64)
-    return Scheduler(BlockManager(num_blocks=4096, block_size=16), **kw)
+    return Scheduler(BlockManager(num_blocks=4096, block_size=16), EngineConfig(**kw))
 
 
 def test_tenants_are_served_in_proportion_to_their_weights():
@@ -123,7 +124,8 @@ def test_a_tenant_returning_to_an_idle_worker_banks_no_credit():
 def test_a_prompt_recomputed_after_preemption_is_charged_once():
     # Room for about one sequence's blocks: the newer one is preempted and recomputed.
     sched = Scheduler(
-        BlockManager(num_blocks=6, block_size=16), max_num_seqs=4, max_num_batched_tokens=64
+        BlockManager(num_blocks=6, block_size=16),
+        EngineConfig(max_num_seqs=4, max_num_batched_tokens=64),
     )
     seqs = [make_seq("A", 40, 24), make_seq("B", 40, 24)]
     for seq in seqs:
@@ -265,9 +267,7 @@ def test_isolation_falls_back_to_a_plain_step_when_the_lead_cannot_run():
     """A lead whose prompt has no blocks does not empty the step: the others run."""
     sched = Scheduler(
         BlockManager(num_blocks=8, block_size=16),
-        max_num_seqs=8,
-        max_num_batched_tokens=256,
-        isolation_tokens=0,
+        EngineConfig(max_num_seqs=8, max_num_batched_tokens=256, isolation_tokens=0),
     )
     served: Counter = Counter()
     a = make_seq("A", 20, 200)

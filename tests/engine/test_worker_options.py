@@ -1,5 +1,6 @@
-"""The worker's command line (`manage.py serve_model` and `python -m serving.engine.server`
-share it): every option reaches ``serve``, and bad values are refused with a message."""
+"""The worker's command line (`manage.py serve_model` and `python -m serving.engine.cli`
+share it): every option reaches the worker's options and its ``EngineConfig``, and bad values
+are refused with a message."""
 
 from __future__ import annotations
 
@@ -8,24 +9,77 @@ import argparse
 import pytest
 import torch
 
-from serving.engine import server
+from serving.engine import cli
+from serving.engine.config import EngineConfig, resolve_isolation
+
+# Every option with a value other than its default.
+GIVEN = {
+    "--model": "other.gguf",
+    "--host": "0.0.0.0",
+    "--port": "9101",
+    "--no-embeddings": None,
+    "--kv-cache-mb": "3",
+    "--max-num-seqs": "5",
+    "--max-num-batched-tokens": "7",
+    "--max-prefill-tokens-while-decoding": "11",
+    "--isolation-tokens": "13",
+    "--isolation-prefill-tokens": "17",
+    "--kv-dtype": "float16",
+    "--weights": "hybrid",
+    "--threads": "2",
+    "--auth-token": "given",
+}
 
 
-def parse(*argv: str) -> dict:
-    parser = argparse.ArgumentParser()
-    server.add_arguments(parser)
-    return server.serve_options(vars(parser.parse_args(list(argv))))
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser()
+    cli.add_arguments(p)
+    return p
 
 
-def test_isolation_is_on_by_default_on_cpu_and_reaches_serve():
-    assert parse()["isolation_tokens"] == (None if torch.cuda.is_available() else 0)
-    assert server.resolve_isolation("auto", cuda=False) == 0
-    assert server.resolve_isolation("auto", cuda=True) is None
-    assert parse("--isolation-tokens", "off")["isolation_tokens"] is None
-    opts = parse("--isolation-tokens", "0", "--isolation-prefill-tokens", "32")
-    assert opts["isolation_tokens"] == 0
-    assert opts["isolation_prefill_tokens"] == 32
-    assert set(opts) <= set(server.serve.__kwdefaults__)  # every option is a serve() keyword
+def parse(*argv: str) -> cli.WorkerOptions:
+    return cli.worker_options(vars(parser().parse_args(list(argv))))
+
+
+def test_isolation_is_on_by_default_on_cpu_and_reaches_the_engine_config():
+    assert parse().engine.isolation_tokens == (None if torch.cuda.is_available() else 0)
+    assert resolve_isolation("auto", cuda=False) == 0
+    assert resolve_isolation("auto", cuda=True) is None
+    assert parse("--isolation-tokens", "off").engine.isolation_tokens is None
+    config = parse("--isolation-tokens", "0", "--isolation-prefill-tokens", "32").engine
+    assert config.isolation_tokens == 0
+    assert config.isolation_prefill_tokens == 32
+
+
+def test_every_option_reaches_the_worker():
+    flags = {a.option_strings[0] for a in parser()._actions if a.dest != "help"}
+    assert flags == set(GIVEN)  # an option added to the CLI is added here too
+    argv = [part for flag, value in GIVEN.items() for part in (flag, value) if part is not None]
+    assert parse(*argv) == cli.WorkerOptions(
+        model="other.gguf",
+        engine=EngineConfig(
+            kv_cache_bytes=3 << 20,
+            kv_dtype=torch.float16,
+            max_num_seqs=5,
+            max_num_batched_tokens=7,
+            max_prefill_tokens_while_decoding=11,
+            isolation_tokens=13,
+            isolation_prefill_tokens=17,
+            weights="hybrid",
+            threads=2,
+        ),
+        host="0.0.0.0",
+        port=9101,
+        embeddings=False,
+        auth_token="given",
+    )
+
+
+def test_the_command_lines_defaults_are_the_configs(monkeypatch):
+    monkeypatch.delenv(cli.TOKEN_ENV, raising=False)
+    assert parse() == cli.WorkerOptions(
+        engine=EngineConfig(isolation_tokens=resolve_isolation("auto"))
+    )
 
 
 @pytest.mark.parametrize(
@@ -42,11 +96,25 @@ def test_bad_isolation_values_are_refused(capsys, argv, message):
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "fields,message",
+    [
+        ({"isolation_tokens": -1}, "isolation_tokens must be 0 or more, got -1"),
+        ({"isolation_prefill_tokens": 0}, "isolation_prefill_tokens must be at least 1, got 0"),
+        ({"weights": "q3"}, "weight format must be one of"),
+    ],
+)
+def test_an_engine_config_refuses_bad_values(fields, message):
+    with pytest.raises(ValueError, match=message):
+        EngineConfig(**fields)
+
+
 def test_the_auth_token_comes_from_the_environment(monkeypatch):
-    assert parse()["auth_token"] is None
-    monkeypatch.setenv(server.TOKEN_ENV, "from-env")
-    assert parse()["auth_token"] == "from-env"
-    assert parse("--auth-token", "given")["auth_token"] == "given"
+    monkeypatch.delenv(cli.TOKEN_ENV, raising=False)
+    assert parse().auth_token is None
+    monkeypatch.setenv(cli.TOKEN_ENV, "from-env")
+    assert parse().auth_token == "from-env"
+    assert parse("--auth-token", "given").auth_token == "given"
 
 
 @pytest.mark.parametrize(
@@ -62,6 +130,6 @@ def test_the_auth_token_comes_from_the_environment(monkeypatch):
     ],
 )
 def test_an_open_worker_without_a_token_warns_loudly(caplog, host, token, warned):
-    with caplog.at_level("WARNING", logger="serving.engine.server"):
-        server.warn_if_open(host, token)
+    with caplog.at_level("WARNING", logger="serving.engine.cli"):
+        cli.warn_if_open(host, token)
     assert ("WITHOUT an auth token" in caplog.text) is warned

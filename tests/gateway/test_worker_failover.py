@@ -39,7 +39,7 @@ def start_worker(port: int) -> subprocess.Popen:
         [
             sys.executable,
             "-m",
-            "serving.engine.server",
+            "serving.engine.cli",
             "--port",
             str(port),
             "--no-embeddings",
