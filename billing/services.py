@@ -18,6 +18,8 @@ PRICE_FIELDS = [
     "output_micro_usd_per_mtok",
     "cached_input_micro_usd_per_mtok",
 ]
+# Where a tenant's billing alerts go (its BillingProfile), as the console and the API set them.
+ALERT_CONTACT_FIELDS = ["alert_emails", "webhook_url"]
 
 
 def _check_rates(**rates: int | None) -> None:

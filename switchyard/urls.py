@@ -25,6 +25,7 @@ api_router.register("model-groups", serving_api.ModelGroupViewSet, basename="mod
 api_router.register("routing-rules", serving_api.RoutingRuleViewSet, basename="routing-rule")
 api_router.register("prices", serving_api.PriceViewSet, basename="price")
 api_router.register("tenant-terms", serving_api.TenantTermsViewSet, basename="tenant-terms")
+api_router.register("alert-contacts", serving_api.AlertContactsViewSet, basename="alert-contacts")
 
 api_urlpatterns = api_router.urls + [
     path("tenants/<slug:slug>/cache/", TenantCacheView.as_view(), name="tenant-cache"),

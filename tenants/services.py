@@ -223,9 +223,21 @@ def tier_delete(*, tier: Tier, actor=None) -> None:
 
 @transaction.atomic
 def tenant_create(
-    *, name: str, slug: str, tier: Tier, contact_email: str = "", actor=None
+    *,
+    name: str,
+    slug: str,
+    tier: Tier,
+    contact_email: str = "",
+    cache_shared_pool: bool = False,
+    actor=None,
 ) -> Tenant:
-    tenant = Tenant(name=name, slug=slug, tier=tier, contact_email=contact_email)
+    tenant = Tenant(
+        name=name,
+        slug=slug,
+        tier=tier,
+        contact_email=contact_email,
+        cache_shared_pool=cache_shared_pool,
+    )
     _save(tenant, unique_field_errors={"slug": ("slug", "A tenant with this slug already exists.")})
     audit(
         actor=actor,

@@ -1,14 +1,20 @@
 """Shapes of the serving and pricing endpoints. Field names are the models'; writes go through
-the services (serving.routing.deployments, serving.routing.services, billing.services)."""
+the services (serving.routing.deployments, serving.routing.services, billing.services), and each
+writable serializer takes its fields from its service's field list (deployments ``FIELDS``,
+``GROUP_FIELDS``, ``RULE_FIELDS``, ``PRICE_FIELDS``, ``ALERT_CONTACT_FIELDS``): whatever the
+console can set, the API can set."""
 
 from __future__ import annotations
 
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.core.validators import validate_email
 from rest_framework import serializers
 
-from billing.models import ModelPrice, TenantPriceOverride
+from billing.models import BillingProfile, ModelPrice, TenantPriceOverride
+from billing.services import ALERT_CONTACT_FIELDS, PRICE_FIELDS
 from serving.models import Deployment, ModelGroup, RoutingRule
 from serving.routing.deployments import FIELDS as DEPLOYMENT_FIELDS
-from serving.routing.services import RULE_FIELDS
+from serving.routing.services import GROUP_FIELDS, RULE_FIELDS
 from tenants.api.base import NameRelatedField
 from tenants.models import Tenant, Tier
 
@@ -45,7 +51,7 @@ class ModelGroupSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = ModelGroup
-        fields = ["id", "name", "strategy", "members", "description", "updated"]
+        fields = ["id", *GROUP_FIELDS, "members", "updated"]
         read_only_fields = ["id", "updated"]
         extra_kwargs = {"name": {"validators": []}}
 
@@ -68,16 +74,7 @@ class RoutingRuleSerializer(serializers.ModelSerializer):
 class PriceSerializer(serializers.ModelSerializer):
     class Meta:
         model = ModelPrice
-        fields = [
-            "id",
-            "model",
-            "deployment",
-            "input_micro_usd_per_mtok",
-            "output_micro_usd_per_mtok",
-            "cached_input_micro_usd_per_mtok",
-            "effective_from",
-            "created",
-        ]
+        fields = ["id", "model", "deployment", *PRICE_FIELDS, "effective_from", "created"]
         read_only_fields = ["id", "created"]
         extra_kwargs = {"effective_from": {"required": False}}
         validators = []  # one row per instant: price_set says so in its own words
@@ -93,12 +90,32 @@ class TenantTermsSerializer(serializers.ModelSerializer):
             "tenant",
             "model",
             "discount_bp",
-            "input_micro_usd_per_mtok",
-            "output_micro_usd_per_mtok",
-            "cached_input_micro_usd_per_mtok",
+            *PRICE_FIELDS,
             "effective_from",
             "created",
         ]
         read_only_fields = ["id", "created"]
         extra_kwargs = {"effective_from": {"required": False}}
         validators = []
+
+
+class AlertContactsSerializer(serializers.ModelSerializer):
+    """Where a tenant's billing alerts go besides its contact e-mail (and the operators'):
+    comma-separated addresses and a webhook, "" for none."""
+
+    tenant = NameRelatedField(slug_field="slug", queryset=Tenant.objects.all())
+
+    class Meta:
+        model = BillingProfile
+        fields = ["tenant", *ALERT_CONTACT_FIELDS]
+        validators = []  # one profile per tenant: POST sets it
+
+    def validate_alert_emails(self, value: str) -> str:
+        """Each address checked, as the console checks them; stored as "a@x, b@y"."""
+        emails = [e.strip() for e in value.split(",") if e.strip()]
+        for e in emails:
+            try:
+                validate_email(e)
+            except DjangoValidationError:
+                raise serializers.ValidationError(f"{e!r} is not an e-mail address.") from None
+        return ", ".join(emails)

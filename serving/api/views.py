@@ -9,8 +9,10 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema
 from rest_framework import mixins, viewsets
 
 from billing import services as billing_services
-from billing.models import ModelPrice, TenantPriceOverride
+from billing.models import BillingProfile, ModelPrice, TenantPriceOverride
+from billing.services import ALERT_CONTACT_FIELDS
 from serving.api.serializers import (
+    AlertContactsSerializer,
     DeploymentSerializer,
     ModelGroupSerializer,
     PriceSerializer,
@@ -199,4 +201,43 @@ class TenantTermsViewSet(AppendOnlyViewSet):
     def perform_create(self, serializer):
         serializer.instance = billing_services.tenant_terms_set(
             actor=self.request.user, **serializer.validated_data
+        )
+
+
+@extend_schema_view(
+    list=extend_schema(parameters=[_filter_param("tenant", "Only this tenant's contacts (slug).")])
+)
+class AlertContactsViewSet(
+    SafeInputMixin,
+    mixins.CreateModelMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.UpdateModelMixin,
+    viewsets.GenericViewSet,
+):
+    """Where each tenant's billing alerts go besides its contact e-mail, by tenant slug. POST
+    sets a tenant's contacts (created or replaced); PATCH changes the fields it names."""
+
+    serializer_class = AlertContactsSerializer
+    lookup_field = "tenant__slug"
+    lookup_url_kwarg = "tenant"
+
+    def get_queryset(self):
+        tenant = self.request.query_params.get("tenant")
+        qs = BillingProfile.objects.select_related("tenant").order_by("tenant__slug")
+        return qs.filter(tenant__slug=tenant) if tenant else qs
+
+    def perform_create(self, serializer):
+        serializer.instance = billing_services.alert_contacts_set(
+            actor=self.request.user, **serializer.validated_data
+        )
+
+    def perform_update(self, serializer):
+        profile: BillingProfile = serializer.instance
+        data = {f: getattr(profile, f) for f in ALERT_CONTACT_FIELDS}
+        data |= serializer.validated_data
+        if data.pop("tenant", profile.tenant) != profile.tenant:
+            raise ValidationError({"tenant": ["Set another tenant's contacts at its own URL."]})
+        serializer.instance = billing_services.alert_contacts_set(
+            tenant=profile.tenant, actor=self.request.user, **data
         )

@@ -1,4 +1,9 @@
-"""Input and output shapes of the management API. Writes go through tenants.services."""
+"""Input and output shapes of the management API. Writes go through tenants.services.
+
+Each writable serializer takes its fields from its service's field list (``TIER_FIELDS``,
+``TENANT_FIELDS``, ``KEY_FIELDS``, ``BUDGET_FIELDS``), the lists the console's forms and the
+audit follow too: whatever the console can set, the API can set.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,11 @@ from rest_framework import serializers
 
 from tenants.api.base import NameRelatedField
 from tenants.models import ApiKey, AuditEvent, Budget, Tenant, Tier
-from tenants.services import TIER_FIELDS
+from tenants.services import BUDGET_FIELDS, KEY_FIELDS, TENANT_FIELDS, TIER_FIELDS
+
+# What a caller chooses of a new key: its fields but those the service sets (the prefix is
+# generated; ``revoked`` is the revoke action's).
+KEY_INPUT_FIELDS = [f for f in KEY_FIELDS if f not in ("prefix", "revoked")]
 
 
 class TierSerializer(serializers.ModelSerializer):
@@ -26,14 +35,14 @@ class TenantSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Tenant
-        fields = [
-            "id", "name", "slug", "tier", "status", "contact_email", "cache_shared_pool", "created",
-            "updated",
-        ]  # fmt: skip
+        fields = ["id", *TENANT_FIELDS, "created", "updated"]
+        # The status changes only through the suspend and activate actions.
         read_only_fields = ["id", "status", "created", "updated"]
         extra_kwargs = {"slug": {"validators": []}}
 
 
+# A key as shown (never the key itself), read-only: every one of KEY_FIELDS (asserted by
+# tests/api/test_console_parity.py), in the order the API has always shown them.
 class ApiKeySerializer(serializers.ModelSerializer):
     tenant = NameRelatedField(slug_field="slug", read_only=True)
     state = serializers.CharField(read_only=True)
@@ -56,10 +65,12 @@ class ApiKeySerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class ApiKeyCreateSerializer(serializers.Serializer):
+class ApiKeyCreateSerializer(serializers.ModelSerializer):
     tenant = NameRelatedField(slug_field="slug", queryset=Tenant.objects.all())
-    name = serializers.CharField(max_length=128)
-    expires = serializers.DateTimeField(required=False, allow_null=True)
+
+    class Meta:
+        model = ApiKey
+        fields = ["tenant", *KEY_INPUT_FIELDS]
 
 
 class BudgetSerializer(serializers.ModelSerializer):
@@ -71,16 +82,7 @@ class BudgetSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Budget
-        fields = [
-            "id",
-            "tenant",
-            "period",
-            "limit_micro_usd",
-            "hard",
-            "alert_thresholds",
-            "created",
-            "updated",
-        ]
+        fields = ["id", "tenant", *BUDGET_FIELDS, "created", "updated"]
         read_only_fields = ["id", "created", "updated"]
         validators = []  # one budget per period: budget_set updates instead of failing
 
