@@ -2,6 +2,10 @@
 outsider with no role, and two tenants, A and B, on one tier.
 
 Embedded PostgreSQL and Redis are started by the ``switchyard.testing.services`` plugin.
+
+Tests that load the real model, start a process (gateway, upstream, worker) or drive Chromium
+are marked ``slow`` here, by the fixtures they use (and the ``browser`` marker), so that
+``pytest -m "not slow"`` is a fast loop; tests that start processes themselves carry the mark.
 """
 
 from __future__ import annotations
@@ -25,6 +29,21 @@ from tests.gateway_fixtures import (  # noqa: F401 - fixtures
     upstream_url,
 )
 from tests.worker_fixtures import MODEL, embedder, worker  # noqa: F401 - fixtures
+
+# Fixtures that load the real model or MiniLM, start a process or a server, or open a browser.
+# A test that uses one of them, directly or through another fixture, is slow.
+SLOW_FIXTURES = frozenset({
+    "loaded", "gguf_file", "embedder", "worker",  # the real model and MiniLM
+    "gateway", "capped_gateway", "upstream_url", "provider_url", "two_workers",  # processes
+    "browser",  # Chromium
+})  # fmt: skip
+
+
+def pytest_collection_modifyitems(config, items) -> None:  # noqa: ARG001
+    """Mark ``slow`` every test that uses a slow fixture or drives the browser."""
+    for item in items:
+        if item.get_closest_marker("browser") or SLOW_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

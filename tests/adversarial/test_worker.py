@@ -318,6 +318,7 @@ def test_bad_bodies_are_400s_not_500s(worker):
         assert r.status_code == 400 and "x-switchyard-weight" in r.json()["error"]["message"]
 
 
+@pytest.mark.slow  # starts a worker process
 def test_a_worker_process_answers_at_once_and_is_honest_about_warm_up():
     port = free_port()
     url = f"http://127.0.0.1:{port}"

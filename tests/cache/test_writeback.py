@@ -33,6 +33,7 @@ def redis_clean():
     r.delete(CACHE_STREAM)
 
 
+@pytest.mark.slow  # the ingestor embeds with MiniLM
 def test_queued_entries_are_stored_embedded_and_the_newest_answer_wins(tenant_a, redis_clean):
     given = unit_vector(3)
     _queue(tenant_a, "with a vector", "one", embedding=given)

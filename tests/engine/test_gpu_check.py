@@ -18,6 +18,7 @@ pytest.importorskip("transformers")
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow  # runs the GPU check's smoke run in a process
 def test_the_smoke_run_passes_and_writes_its_reports(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "benchmarks.engine.gpu_check", "--device", "cpu", "--smoke",

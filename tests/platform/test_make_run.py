@@ -22,6 +22,7 @@ import pytest
 from switchyard.embedded import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow  # runs make run: every process, the model included
 
 
 class Output:

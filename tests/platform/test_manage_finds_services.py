@@ -55,6 +55,7 @@ def data_dir():
     shutil.rmtree(path, ignore_errors=True)
 
 
+@pytest.mark.slow  # starts make run's launcher
 @pytest.mark.timeout(300)
 def test_manage_finds_the_running_services_and_says_when_they_stopped(data_dir):
     launcher = subprocess.Popen(
