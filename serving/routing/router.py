@@ -199,19 +199,24 @@ class Router:
                 wanted = ", ".join([*needs, *(["OpenAI-compatible"] if unknown else [])])
                 notes.append(f"able to serve it ({wanted}): "
                              + ", ".join(t.name for t in targets))  # fmt: skip
+        strategy = balancer.STRATEGIES.get(group.strategy, balancer.STRATEGIES["weighted"])
+        demand = balancer.Demand(
+            group=group.name,
+            prompt_tokens=ctx.prompt_tokens,
+            max_output=max_output,
+            budget=max_cost if max_cost is not None else (tier.request_budget_micro_usd or None),
+            quality_floor=tier.quality_floor,
+            prices=table.prices,
+        )
+        eligible = strategy.eligible(targets, demand, notes)
         now = time.time()
-        if group.strategy == "cheapest":
-            order = self._cheapest(tier, group.name, targets, table, ctx, live,
-                                   max_output, max_cost, notes, now)  # fmt: skip
-        else:
-            pool = balancer.available(targets, live, now)
-            skipped = sorted({t.name for t in targets} - {t.name for t in pool})
-            if skipped:
-                notes.append(f"skipped (cooling down or saturated): {', '.join(skipped)}")
-            elif any(live[t.name].cooling(now) for t in targets if t.name in live):
-                notes.append("every deployment is cooling down or saturated: trying them anyway")
-            strategy = balancer.STRATEGIES.get(group.strategy, balancer.weighted)
-            order = strategy(pool, live, self.rng)
+        pool = balancer.available(eligible, live, now)
+        skipped = sorted({t.name for t in eligible} - {t.name for t in pool})
+        if skipped:
+            notes.append(f"skipped (cooling down or saturated): {', '.join(skipped)}")
+        elif any(live[t.name].cooling(now) for t in eligible if t.name in live):
+            notes.append("every deployment is cooling down or saturated: trying them anyway")
+        order = strategy(pool, live, self.rng, demand)
         notes.append(f"{group.strategy} over {len(targets)} deployment(s): "
                      + ", ".join(t.name for t in order))  # fmt: skip
         return Route(
@@ -223,51 +228,3 @@ class Router:
             candidates=tuple(order),
             explanation=tuple(notes),
         )
-
-    def _cheapest(
-        self,
-        tier: Tier,
-        model: str,
-        targets: tuple[Target, ...],
-        table: RoutingTable,
-        ctx: RouteContext,
-        live: LiveState,
-        max_output: int,
-        max_cost: int | None,
-        notes: list[str],
-        now: float,
-    ) -> list[Target]:
-        floor = tier.quality_floor
-        good = [t for t in targets if t.quality >= floor]
-        if not good:
-            best = max(t.quality for t in targets)
-            raise GatewayError(
-                400,
-                f"No deployment of `{model}` meets your plan's quality floor of {floor:g} "
-                f"(the best has {best:g}); ask for another model or your operator.",
-                param="model",
-                code="quality_floor_unmet",
-            )
-        budget = max_cost if max_cost is not None else (tier.request_budget_micro_usd or None)
-        cost = {t.name: table.prices[t.name].cost(ctx.prompt_tokens, max_output) for t in good}
-        within = [t for t in good if budget is None or cost[t.name] <= budget]
-        if not within:
-            cheapest = min(cost.values())
-            raise GatewayError(
-                400,
-                f"This request would cost at least ${cheapest / 1e6:.6f} on `{model}` (about "
-                f"{ctx.prompt_tokens} prompt + {max_output} completion tokens), more than its "
-                f"budget of ${budget / 1e6:.6f}; lower max_tokens or raise the budget "
-                "(x-switchyard-max-cost-usd).",
-                param="max_tokens",
-                code="request_budget_exceeded",
-            )
-        notes.append(
-            f"cost-aware: quality >= {floor:g} and predicted cost <= "
-            + ("no budget" if budget is None else f"{budget} micro-USD")
-            + ": "
-            + ", ".join(f"{t.name} {cost[t.name]} micro-USD" for t in within)
-        )
-        pool = balancer.available(within, live, now)
-        order = balancer.least_connections(pool, live, self.rng)
-        return sorted(order, key=lambda t: cost[t.name])  # stable: ties by fewest in flight
