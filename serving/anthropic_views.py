@@ -17,18 +17,13 @@ from collections.abc import AsyncIterator
 from django.http import JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from serving.gateway import tokens
+from serving.gateway.authentication import authenticate
+from serving.gateway.call import Call
+from serving.gateway.endpoints import CHAT
 from serving.gateway.errors import GatewayError
-from serving.gateway.pipeline import (
-    CLIENT_REQUEST_ID_CHARS,
-    Call,
-    clean_label,
-    get_gateway,
-    prompt_texts,
-)
-from serving.gateway.validation import parse_max_cost_header
+from serving.gateway.pipeline import Stream, get_gateway, is_error_chunk
 from serving.providers import anthropic
-from serving.views import _parse
+from serving.views import _parse, client_request_id, event_stream, http_reader
 
 
 def error_response(exc: GatewayError, call: Call | None = None) -> JsonResponse:
@@ -59,38 +54,21 @@ async def messages(request):
         resp = error_response(GatewayError(405, "Method not allowed; use POST."))
         resp["Allow"] = "POST"
         return resp
-    gw = get_gateway()
     try:
-        auth = await gw.authenticate(authorization(request), client=request.META.get("REMOTE_ADDR"))
+        auth = await authenticate(authorization(request), client=request.META.get("REMOTE_ADDR"))
     except GatewayError as exc:
         return error_response(exc)
-    call = Call(endpoint="chat.completions", body={}, auth=auth)
-    call.client_request_id = clean_label(
-        request.headers.get("X-Request-Id", ""), CLIENT_REQUEST_ID_CHARS
-    )
+    call = Call(api=CHAT, body={}, auth=auth, client_request_id=client_request_id(request))
+    read = http_reader(request, anthropic.from_messages_request)
     try:
-        raw = _parse(request)
-        call.body = anthropic.from_messages_request(raw)
-        call.cache_control = request.headers.get("Cache-Control", "")[:256]
-        call.max_cost = parse_max_cost_header(request.headers.get("X-Switchyard-Max-Cost-Usd"))
+        result = await get_gateway().run(call, read)
     except GatewayError as exc:
-        await gw.log_refusal(call, exc)
         return error_response(exc, call)
     model = call.body["model"]
-    try:
-        await gw.begin(call)
-    except GatewayError as exc:
-        return error_response(exc, call)
-    if call.stream:
-        resp = await _stream_response(gw, call, model)
-        if not isinstance(resp, StreamingHttpResponse):
-            return resp
+    if result.stream is not None:
+        resp = _event_response(result.stream, call, model)
     else:
-        try:
-            result = await gw.complete(call)
-        except GatewayError as exc:
-            return error_response(exc, call)
-        resp = JsonResponse(anthropic.to_message(result, model))
+        resp = JsonResponse(anthropic.to_message(result.response, model))
     for k, v in call.headers().items():
         resp[k] = v
     resp["request-id"] = call.request_id
@@ -105,46 +83,36 @@ async def count_tokens(request):
         resp = error_response(GatewayError(405, "Method not allowed; use POST."))
         resp["Allow"] = "POST"
         return resp
-    gw = get_gateway()
     try:
-        await gw.authenticate(authorization(request), client=request.META.get("REMOTE_ADDR"))
+        await authenticate(authorization(request), client=request.META.get("REMOTE_ADDR"))
         body = anthropic.from_messages_request({"max_tokens": 1, **_parse(request)})
     except GatewayError as exc:
         return error_response(exc)
-    texts = prompt_texts("chat.completions", body)
-    n = await asyncio.to_thread(tokens.count_prompt, "chat.completions", texts)
+    texts = CHAT.prompt_texts(body)
+    n = await asyncio.to_thread(CHAT.count_prompt_tokens, texts)
     return JsonResponse({"input_tokens": n})
 
 
-async def _stream_response(gw, call: Call, model: str):
-    """Messages SSE events over the pipeline's OpenAI chunks. As for the OpenAI views, the
-    upstream stream is opened before answering, so a failure before the first token is an
-    HTTP error; a later one ends the stream with an ``error`` event and no ``message_stop``."""
-    chunks = gw.stream(call)
-    try:
-        first = await chunks.__anext__()
-    except StopAsyncIteration:
-        first = None
-    except GatewayError as exc:
-        return error_response(exc, call)
-    except BaseException:
-        await asyncio.shield(chunks.aclose())
-        raise
-    writer = anthropic.MessageStreamWriter(model)
+def _stream_failure(chunk: dict) -> GatewayError | None:
+    """The error that ends a stream, as a ``GatewayError`` for Anthropic's ``error`` event."""
+    if not is_error_chunk(chunk):
+        return None
+    err = chunk["error"] if isinstance(chunk["error"], dict) else {}
+    status = 400 if err.get("type") == "invalid_request_error" else 502
+    return GatewayError(status, str(err.get("message") or "upstream error"))
 
-    def failure(chunk: dict) -> GatewayError | None:
-        if "error" not in chunk or "choices" in chunk:
-            return None
-        err = chunk["error"] if isinstance(chunk["error"], dict) else {}
-        status = 400 if err.get("type") == "invalid_request_error" else 502
-        return GatewayError(status, str(err.get("message") or "upstream error"))
+
+def _event_response(stream: Stream, call: Call, model: str) -> StreamingHttpResponse:
+    """Messages SSE events over the gateway's OpenAI chunks. As for the OpenAI views, the
+    upstream stream was opened before answering, so a failure before the first token was an
+    HTTP error; a later one ends the stream with an ``error`` event and no ``message_stop``."""
+    writer = anthropic.MessageStreamWriter(model)
 
     async def body_iter() -> AsyncIterator[bytes]:
         try:
             yield writer.start(0)
-            pending = [first] if first is not None else []
-            async for chunk in _chain(pending, chunks):
-                exc = failure(chunk)
+            async for chunk in stream:
+                exc = _stream_failure(chunk)
                 if exc is not None:
                     yield writer.error(exc)
                     return
@@ -153,16 +121,6 @@ async def _stream_response(gw, call: Call, model: str):
                     yield out
             yield writer.end(call.input_tokens, call.output_tokens, call.cached_tokens)
         finally:
-            await asyncio.shield(chunks.aclose())
+            await stream.aclose()
 
-    resp = StreamingHttpResponse(body_iter(), content_type="text/event-stream")
-    resp["Cache-Control"] = "no-cache"
-    resp["X-Accel-Buffering"] = "no"
-    return resp
-
-
-async def _chain(first: list[dict], rest: AsyncIterator[dict]) -> AsyncIterator[dict]:
-    for chunk in first:
-        yield chunk
-    async for chunk in rest:
-        yield chunk
+    return event_stream(body_iter())

@@ -35,8 +35,11 @@ from typing import Any
 import orjson
 from channels.generic.websocket import AsyncWebsocketConsumer
 
+from serving.gateway.authentication import authenticate
+from serving.gateway.call import Call
+from serving.gateway.endpoints import ENDPOINTS, Endpoint
 from serving.gateway.errors import GatewayError, invalid
-from serving.gateway.pipeline import Call, get_gateway
+from serving.gateway.pipeline import Stream, get_gateway, is_error_chunk
 from serving.gateway.validation import parse_json_body
 from serving.key_watch import key_watch
 from tenants.auth import AuthContext, AuthFailure
@@ -46,7 +49,8 @@ MAX_IN_FLIGHT = 16
 # as long as their clients, but only an authenticated client may hold one.
 AUTH_TIMEOUT_SECONDS = 10.0
 MAX_ID_CHARS = 128
-ENDPOINTS = ("chat.completions", "completions")
+# The endpoints a socket may call, by name: those that stream.
+STREAMED = {name: api for name, api in ENDPOINTS.items() if api.streams}
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +170,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
 
     async def _authenticate(self, authorization: str) -> bool:
         try:
-            auth = await get_gateway().authenticate(authorization, client=self.client)
+            auth = await authenticate(authorization, client=self.client)
         except GatewayError as exc:
             await self._fail(exc)
             return False
@@ -180,7 +184,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
     async def _reauthenticate(self) -> bool:
         """The key's current context (through the 1-s cache), or end the socket."""
         try:
-            self.auth = await get_gateway().authenticate(self.authorization, client=self.client)
+            self.auth = await authenticate(self.authorization, client=self.client)
         except GatewayError as exc:
             await self._fail(exc)
             return False
@@ -200,7 +204,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
         # The refusal as HTTP would give it, from the cache the watch just filled (no client
         # address: the socket did not try again, so nothing counts against its address).
         try:
-            self.auth = await get_gateway().authenticate(self.authorization)
+            self.auth = await authenticate(self.authorization)
         except GatewayError as exc:
             await self._fail(exc)
             return
@@ -296,7 +300,8 @@ class StreamConsumer(AsyncWebsocketConsumer):
             return
         endpoint = content.get("endpoint", "chat.completions")
         body = content.get("body")
-        if endpoint not in ENDPOINTS:
+        api = STREAMED.get(endpoint) if isinstance(endpoint, str) else None
+        if api is None:
             await self._send_error(
                 request_id, invalid(f"Unknown endpoint {_short(endpoint)}.", "endpoint")
             )
@@ -308,18 +313,17 @@ class StreamConsumer(AsyncWebsocketConsumer):
         if not await self._reauthenticate():
             return
         body = {**body, "stream": True}
-        self.tasks[request_id] = asyncio.create_task(self._run(request_id, endpoint, body))
+        self.tasks[request_id] = asyncio.create_task(self._run(request_id, api, body))
 
-    async def _run(self, request_id: str, endpoint: str, body: dict) -> None:
-        gw = get_gateway()
-        call = Call(endpoint=endpoint, body=body, auth=self.auth)
-        chunks = None
+    async def _run(self, request_id: str, api: Endpoint, body: dict) -> None:
+        call = Call(api=api, body=body, auth=self.auth)
+        stream: Stream | None = None
         try:
-            await gw.begin(call)
-            chunks = gw.stream(call)
+            stream = (await get_gateway().run(call)).stream
+            assert stream is not None  # the body asks for a stream, and the endpoint streams
             errors = []
-            async for chunk in chunks:
-                if "error" in chunk and "choices" not in chunk:
+            async for chunk in stream:
+                if is_error_chunk(chunk):
                     errors.append({"type": "error", "id": request_id, **chunk})  # sent last
                     continue
                 await self._send({"type": "chunk", "id": request_id, "data": chunk})
@@ -328,13 +332,13 @@ class StreamConsumer(AsyncWebsocketConsumer):
             end = [{"type": "error", "id": request_id, **exc.body()}]
         except asyncio.CancelledError:
             # Ended for the client by whoever cancelled; the stream meters what it produced.
-            if chunks is not None:
-                await asyncio.shield(chunks.aclose())
+            if stream is not None:
+                await stream.aclose()
             raise
         except Exception:
             log.exception("websocket: request %s failed", call.request_id)
-            if chunks is not None:
+            if stream is not None:
                 with contextlib.suppress(Exception):
-                    await asyncio.shield(chunks.aclose())
+                    await stream.aclose()
             end = [{"type": "error", "id": request_id, **internal_error().body()}]
         await self._end(request_id, *end)

@@ -14,8 +14,8 @@ from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from billing import selectors
+from serving.gateway.authentication import authenticate
 from serving.gateway.errors import GatewayError, invalid
-from serving.gateway.pipeline import get_gateway
 
 MAX_DAYS = 366
 
@@ -96,9 +96,8 @@ async def usage(request) -> JsonResponse:
         out = resp.response()
         out["Allow"] = "GET"
         return out
-    gw = get_gateway()
     try:
-        auth = await gw.authenticate(request.headers.get("Authorization"))
+        auth = await authenticate(request.headers.get("Authorization"))
         unknown = sorted(set(request.GET) - {"start", "end"})
         if unknown:
             raise GatewayError(

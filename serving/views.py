@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import orjson
 from django.conf import settings
@@ -13,8 +12,11 @@ from django.views.decorators.csrf import csrf_exempt
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from serving.gateway import metrics
+from serving.gateway.authentication import authenticate
+from serving.gateway.call import CLIENT_REQUEST_ID_CHARS, Call, clean_label
+from serving.gateway.endpoints import CHAT, COMPLETIONS, EMBEDDINGS, Endpoint
 from serving.gateway.errors import GatewayError, model_not_found
-from serving.gateway.pipeline import CLIENT_REQUEST_ID_CHARS, Call, clean_label, get_gateway
+from serving.gateway.pipeline import Stream, get_gateway, is_error_chunk
 from serving.gateway.validation import (
     parse_content_length,
     parse_json_body,
@@ -61,78 +63,70 @@ def sse_event(chunk: dict) -> bytes:
     return b"data: " + orjson.dumps(chunk) + b"\n\n"
 
 
-async def _handle(request, endpoint: str):
+def http_reader(request, translate: Callable[[dict], dict] | None = None) -> Callable[[Call], None]:
+    """How an HTTP request fills its call, run by :meth:`Gateway.run` as its first stage (so
+    that what it refuses is logged): the bounded JSON body (passed through ``translate`` for
+    an API in another shape), the Cache-Control header and the caller's cost cap."""
+
+    def read(call: Call) -> None:
+        body = _parse(request)
+        call.body = translate(body) if translate is not None else body
+        call.cache_control = request.headers.get("Cache-Control", "")[:256]
+        call.max_cost = parse_max_cost_header(request.headers.get("X-Switchyard-Max-Cost-Usd"))
+
+    return read
+
+
+def client_request_id(request) -> str:
+    """The client's X-Request-Id, as a label: the request id is always ours, this is echoed."""
+    return clean_label(request.headers.get("X-Request-Id", ""), CLIENT_REQUEST_ID_CHARS)
+
+
+async def _handle(request, endpoint: Endpoint):
     if request.method != "POST":
         return _method_not_allowed("POST")
-    gw = get_gateway()
     try:
-        auth = await gw.authenticate(
+        auth = await authenticate(
             request.headers.get("Authorization"), client=request.META.get("REMOTE_ADDR")
         )
     except GatewayError as exc:
         return _error(exc)
-    call = Call(endpoint=endpoint, body={}, auth=auth)
-    # The request id is always ours; the client's X-Request-Id is a label, echoed back.
-    call.client_request_id = clean_label(
-        request.headers.get("X-Request-Id", ""), CLIENT_REQUEST_ID_CHARS
-    )
+    call = Call(api=endpoint, body={}, auth=auth, client_request_id=client_request_id(request))
     try:
-        call.body = _parse(request)
-        call.cache_control = request.headers.get("Cache-Control", "")[:256]
-        call.max_cost = parse_max_cost_header(request.headers.get("X-Switchyard-Max-Cost-Usd"))
-    except GatewayError as exc:
-        await gw.log_refusal(call, exc)
-        return _error(exc, call)
-    try:
-        await gw.begin(call)
+        result = await get_gateway().run(call, http_reader(request))
     except GatewayError as exc:
         return _error(exc, call)
-    if call.stream and endpoint != "embeddings":
-        resp = await _stream_response(gw, call)
-        if not isinstance(resp, StreamingHttpResponse):
-            return resp
+    if result.stream is not None:
+        resp = _sse_response(result.stream)
     else:
-        try:
-            result = await gw.complete(call)
-        except GatewayError as exc:
-            return _error(exc, call)
-        resp = JsonResponse(result)
+        resp = JsonResponse(result.response)
     for k, v in call.headers().items():
         resp[k] = v
     return resp
 
 
-async def _stream_response(gw, call: Call):
-    """SSE over the pipeline's stream. The upstream stream is opened before answering, so a
-    failure before the first token is a proper HTTP error rather than an error event. A
-    stream that ends with an error event gets no ``[DONE]`` after it: ``[DONE]`` means the
-    answer is whole."""
-    chunks = gw.stream(call)
-    try:
-        first = await chunks.__anext__()
-    except StopAsyncIteration:
-        first = None
-    except GatewayError as exc:
-        return _error(exc, call)
-    except BaseException:
-        await asyncio.shield(chunks.aclose())
-        raise
+def _sse_response(stream: Stream) -> StreamingHttpResponse:
+    """SSE over the gateway's stream (opened before answering, so a failure before the first
+    token was a proper HTTP error). A stream that ends with an error event gets no
+    ``[DONE]`` after it: ``[DONE]`` means the answer is whole."""
 
     async def body_iter() -> AsyncIterator[bytes]:
         failed = False
         try:
-            if first is not None:
-                failed = "error" in first and "choices" not in first
-                yield sse_event(first)
-            async for chunk in chunks:
-                failed = failed or ("error" in chunk and "choices" not in chunk)
+            async for chunk in stream:
+                failed = failed or is_error_chunk(chunk)
                 yield sse_event(chunk)
             if not failed:
                 yield b"data: [DONE]\n\n"
         finally:
-            await asyncio.shield(chunks.aclose())
+            await stream.aclose()
 
-    resp = StreamingHttpResponse(body_iter(), content_type="text/event-stream")
+    return event_stream(body_iter())
+
+
+def event_stream(events: AsyncIterator[bytes]) -> StreamingHttpResponse:
+    """A ``text/event-stream`` response over ``events``, neither cached nor buffered."""
+    resp = StreamingHttpResponse(events, content_type="text/event-stream")
     resp["Cache-Control"] = "no-cache"
     resp["X-Accel-Buffering"] = "no"
     return resp
@@ -140,17 +134,17 @@ async def _stream_response(gw, call: Call):
 
 @csrf_exempt
 async def chat_completions(request):
-    return await _handle(request, "chat.completions")
+    return await _handle(request, CHAT)
 
 
 @csrf_exempt
 async def completions(request):
-    return await _handle(request, "completions")
+    return await _handle(request, COMPLETIONS)
 
 
 @csrf_exempt
 async def embeddings(request):
-    return await _handle(request, "embeddings")
+    return await _handle(request, EMBEDDINGS)
 
 
 def _model_card(name: str) -> dict:
@@ -161,9 +155,8 @@ def _model_card(name: str) -> dict:
 async def models(request, model: str | None = None):
     if request.method != "GET":
         return _method_not_allowed("GET")
-    gw = get_gateway()
     try:
-        auth = await gw.authenticate(
+        auth = await authenticate(
             request.headers.get("Authorization"), client=request.META.get("REMOTE_ADDR")
         )
     except GatewayError as exc:

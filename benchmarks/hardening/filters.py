@@ -131,7 +131,7 @@ groups), e-mail addresses are found from the run before their `@`, each pattern 
 the text in one call of the regex engine instead of restarting at every character, and a
 blocklist is one cached trie pattern. What remains on dense PII (a match every few
 characters) is per-match work; a prompt over 32,768 characters is screened on a worker thread
-(`serving/gateway/pipeline.py`). Same results as before: checked on generated text in
+(`serving/gateway/screening.py`). Same results as before: checked on generated text in
 `tests/serving/test_filters.py`; the bounds are tested in `tests/adversarial/test_filters.py`.
 """
     if args.write:

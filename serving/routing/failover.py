@@ -22,19 +22,16 @@ import asyncio
 import dataclasses
 import time
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from django.conf import settings
 
 from serving.gateway import upstream
+from serving.gateway.call import Call
 from serving.gateway.errors import GatewayError, upstream_error
 from serving.routing.deployments import Target
 from serving.routing.health import DeploymentHealth
 from serving.routing.table import adeployment_price
-
-if TYPE_CHECKING:
-    from serving.gateway.pipeline import Call
-
 
 DEPLOYMENT_FAULTS = ("upstream_error", "upstream_auth_failed", "model_loading")
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
+from serving.gateway.endpoints import CHAT
 from serving.gateway.errors import GatewayError
-from serving.gateway.pipeline import EXPECTED_OUTPUT_TOKENS, _token_count
 from serving.routing.classifier import task_classifier
 from serving.routing.health import DeploymentHealthSync, LiveState
 from serving.routing.router import Route, Router
@@ -37,7 +37,7 @@ def preview_route(
     """Route a chat request with ``prompt`` for ``tenant`` as the gateway would (same table,
     live state and classifier); the decision and its reasons, or the error a caller would get."""
     body = {"model": model, "messages": [{"role": "user", "content": prompt}]}
-    tokens = _token_count("chat.completions", body)
+    tokens = CHAT.estimate_prompt_tokens(body)
     table = load_routing_table()  # uncached: a rule saved a second ago counts
     task_class, how = (None, "not needed (no rule uses it)")
     if table.needs_task_class:
@@ -48,7 +48,7 @@ def preview_route(
     try:
         preview.route = Router(random.Random()).route(
             tenant.tier, model, table, ctx=ctx, live=live,
-            max_output=max_tokens or EXPECTED_OUTPUT_TOKENS, max_cost=max_cost_micro_usd,
+            max_output=max_tokens or CHAT.expected_output, max_cost=max_cost_micro_usd,
         )  # fmt: skip
     except GatewayError as exc:
         preview.error = exc

@@ -13,7 +13,7 @@ import pytest
 
 from billing.models import UsageRecord
 from billing.usage import usage_ingestor
-from serving.gateway.pipeline import _token_count, prompt_texts
+from serving.gateway.endpoints import CHAT
 from serving.request_log import request_log_ingestor
 from serving.routing.deployments import deployment_set
 from switchyard.redis_client import get_redis
@@ -196,17 +196,15 @@ def test_tool_definitions_and_call_arguments_are_metered(make_caller, upstream_u
 def test_prompt_estimates_count_tools_calls_and_images():
     base = {"model": MODEL, "messages": ASK}
     with_tools = {**base, "tools": [WEATHER]}
-    assert _token_count("chat.completions", with_tools) > _token_count("chat.completions", base)
-    assert json.dumps([WEATHER], separators=(",", ":")) in prompt_texts(
-        "chat.completions", with_tools
-    )
+    assert CHAT.estimate_prompt_tokens(with_tools) > CHAT.estimate_prompt_tokens(base)
+    assert json.dumps([WEATHER], separators=(",", ":")) in CHAT.prompt_texts(with_tools)
     call = {"id": "c", "type": "function",
             "function": {"name": "get_weather", "arguments": '{"query": "' + "x" * 300 + '"}'}}  # fmt: skip
     history = {**base, "messages": [*ASK, {"role": "assistant", "content": None,
                                            "tool_calls": [call]}]}  # fmt: skip
-    assert _token_count("chat.completions", history) >= _token_count("chat.completions", base) + 100
+    assert CHAT.estimate_prompt_tokens(history) >= CHAT.estimate_prompt_tokens(base) + 100
     looking = {**base, "messages": [{"role": "user", "content": [IMAGE]}]}
-    assert _token_count("chat.completions", looking) >= 1000
+    assert CHAT.estimate_prompt_tokens(looking) >= 1000
 
 
 def test_unknown_parameters_follow_the_tier_switch(make_caller, upstream_url):
