@@ -1,8 +1,9 @@
 """The OpenAPI 3.1 document of the tenant API (``GET /v1/openapi.json``).
 
-Request bodies are built from the validation tables (serving/gateway/validation.py), so the
-published schema and what the gateway accepts cannot drift apart. Schemathesis runs against
-this document in the test suite (tests/gateway/test_schemathesis.py).
+Request bodies are the JSON schemas of the request models (serving/engine/request_models.py)
+that the gateway validates with (serving/gateway/validation.py), so the published schema and
+what the gateway accepts cannot drift apart. Schemathesis runs against this document in the
+test suite (tests/gateway/test_schemathesis.py).
 """
 
 from __future__ import annotations
@@ -10,13 +11,12 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from serving.gateway.validation import (
-    MAX_COST_PATTERN,
-    MAX_HEADER_NUMBER_CHARS,
-    REQUIRED,
-    TABLES,
-    schema_of,
-)
+from pydantic import TypeAdapter
+from pydantic.json_schema import GenerateJsonSchema
+from pydantic_core import core_schema
+
+from serving.engine.request_validation import BY_ENDPOINT
+from serving.gateway.validation import MAX_COST_PATTERN, MAX_HEADER_NUMBER_CHARS
 
 # Rules that span fields, which JSON Schema here does not express; a schema-valid body may
 # still get a 400 naming one of these (parameter or error code).
@@ -205,27 +205,48 @@ _OPERATIONS = {
 }
 
 
+class _Schema(GenerateJsonSchema):
+    """pydantic's JSON schemas as the document publishes them: no generated titles on
+    fields, and the keys of an object (``logit_bias``: token ids) as ``propertyNames``, which
+    says that other keys are refused (``patternProperties`` would let them through)."""
+
+    def field_title_should_be_set(self, schema: Any) -> bool:
+        return False
+
+    def dict_schema(self, schema: core_schema.DictSchema) -> dict[str, Any]:
+        out = super().dict_schema(schema)
+        patterns = out.pop("patternProperties", None)
+        if patterns:
+            [(pattern, values)] = patterns.items()
+            out["propertyNames"] = {**out.get("propertyNames", {}), "pattern": pattern}
+            out["additionalProperties"] = values
+        return out
+
+
 def request_schema(endpoint: str) -> dict[str, Any]:
-    """The JSON schema of ``endpoint``'s request body, from its validation table."""
-    return {
-        "type": "object",
-        "properties": {name: schema_of(check) for name, check in TABLES[endpoint].items()},
-        "required": list(REQUIRED[endpoint]),
-        "additionalProperties": False,
-    }
+    """The JSON schema of ``endpoint``'s request body, standing alone (its ``$defs`` in it)."""
+    return BY_ENDPOINT[endpoint].adapter.json_schema(schema_generator=_Schema)
 
 
-@cache
-def openapi_document() -> dict[str, Any]:
+def _request_schemas() -> dict[str, Any]:
+    """The request bodies and the models they refer to, as components of the document."""
+    _, defs = TypeAdapter.json_schemas(
+        [(endpoint, "validation", model.adapter) for endpoint, model in BY_ENDPOINT.items()],
+        ref_template="#/components/schemas/{model}",
+        schema_generator=_Schema,
+    )
+    return defs["$defs"]
+
+
+def _completion_paths() -> dict[str, Any]:
+    """The three POST operations, each with its request body and its answers."""
     paths: dict[str, Any] = {}
-    schemas: dict[str, Any] = {"Error": ERROR, "Model": _MODEL}
     for endpoint, (path, op_id, summary) in _OPERATIONS.items():
         req_name = op_id[6:] + "Request"
         resp_name = op_id[6:] + "Response"
-        schemas[req_name] = request_schema(endpoint)
-        schemas[resp_name] = RESPONSES[endpoint]
-        ref = {"$ref": f"#/components/schemas/{resp_name}"}
-        ok: dict[str, Any] = {"application/json": {"schema": ref}}
+        ok: dict[str, Any] = {
+            "application/json": {"schema": {"$ref": f"#/components/schemas/{resp_name}"}}
+        }
         if endpoint != "embeddings":
             ok["text/event-stream"] = {"schema": {"type": "string"}}
         paths[path] = {
@@ -242,6 +263,11 @@ def openapi_document() -> dict[str, Any]:
                 "responses": {"200": {"description": "OK", "content": ok}, **_ERROR_RESPONSES},
             }
         }
+    return paths
+
+
+def _model_paths() -> dict[str, Any]:
+    """``GET /v1/models`` and ``GET /v1/models/{model}``."""
     model_list = {
         "type": "object",
         "required": ["object", "data"],
@@ -250,73 +276,83 @@ def openapi_document() -> dict[str, Any]:
             "data": {"type": "array", "items": {"$ref": "#/components/schemas/Model"}},
         },
     }
-    paths["/v1/models"] = {
-        "get": {
-            "operationId": "listModels",
-            "summary": "The models the caller's tier may use",
-            "responses": {
-                "200": {
-                    "description": "OK",
-                    "content": {"application/json": {"schema": model_list}},
-                },  # fmt: skip
-                "401": _ERROR_RESPONSES["401"],
-                "403": _ERROR_RESPONSES["403"],
-            },
-        }
-    }
-    paths["/v1/models/{model}"] = {
-        "get": {
-            "operationId": "retrieveModel",
-            "summary": "One model, if the caller's tier may use it",
-            "parameters": [
-                {"name": "model", "in": "path", "required": True, "schema": {"type": "string"}}
-            ],
-            "responses": {
-                "200": {
-                    "description": "OK",
-                    "content": {
-                        "application/json": {"schema": {"$ref": "#/components/schemas/Model"}}
+    return {
+        "/v1/models": {
+            "get": {
+                "operationId": "listModels",
+                "summary": "The models the caller's tier may use",
+                "responses": {
+                    "200": {"description": "OK", "content": _json(model_list)},
+                    "401": _ERROR_RESPONSES["401"],
+                    "403": _ERROR_RESPONSES["403"],
+                },
+            }
+        },
+        "/v1/models/{model}": {
+            "get": {
+                "operationId": "retrieveModel",
+                "summary": "One model, if the caller's tier may use it",
+                "parameters": [
+                    {"name": "model", "in": "path", "required": True, "schema": {"type": "string"}}
+                ],
+                "responses": {
+                    "200": {
+                        "description": "OK",
+                        "content": _json({"$ref": "#/components/schemas/Model"}),
                     },
-                },  # fmt: skip
-                "401": _ERROR_RESPONSES["401"],
-                "403": _ERROR_RESPONSES["403"],
-                "404": _ERROR_RESPONSES["404"],
-            },
-        }
+                    "401": _ERROR_RESPONSES["401"],
+                    "403": _ERROR_RESPONSES["403"],
+                    "404": _ERROR_RESPONSES["404"],
+                },
+            }
+        },
     }
+
+
+def _usage_path() -> dict[str, Any]:
+    """``GET /v1/usage``."""
     day = {"type": "string", "format": "date"}
-    paths["/v1/usage"] = {
-        "get": {
-            "operationId": "getUsage",
-            "summary": "The caller's own usage per day and model, with the unit prices charged",
-            "parameters": [
-                {"name": "start", "in": "query", "required": True, "schema": day},
-                {"name": "end", "in": "query", "required": True, "schema": day},
-            ],
-            "responses": {
-                "200": {"description": "OK", "content": _json(USAGE)},
-                "400": _ERROR_RESPONSES["400"],
-                "401": _ERROR_RESPONSES["401"],
-                "403": _ERROR_RESPONSES["403"],
-            },
+    return {
+        "/v1/usage": {
+            "get": {
+                "operationId": "getUsage",
+                "summary": "The caller's own usage per day and model, with the unit prices charged",
+                "parameters": [
+                    {"name": "start", "in": "query", "required": True, "schema": day},
+                    {"name": "end", "in": "query", "required": True, "schema": day},
+                ],
+                "responses": {
+                    "200": {"description": "OK", "content": _json(USAGE)},
+                    "400": _ERROR_RESPONSES["400"],
+                    "401": _ERROR_RESPONSES["401"],
+                    "403": _ERROR_RESPONSES["403"],
+                },
+            }
         }
     }
+
+
+_DESCRIPTION = (
+    "OpenAI-compatible endpoints. Authenticate with 'Authorization: Bearer sy-…'. Errors use "
+    "OpenAI's error shape. Rules across fields: the prompt plus max_tokens must fit the "
+    "model's context (context_length_exceeded); stream_options needs stream=true; "
+    "top_logprobs needs logprobs=true; tool_choice 'required' or a named function needs tools "
+    "(the name one of them). Tools (and tool messages) need a deployment with the tools "
+    "capability, image parts one with vision (unsupported_capability)."
+)
+
+
+@cache
+def openapi_document() -> dict[str, Any]:
+    schemas: dict[str, Any] = {"Error": ERROR, "Model": _MODEL, **_request_schemas()}
+    for endpoint, (_, op_id, _) in _OPERATIONS.items():
+        schemas[op_id[6:] + "Response"] = RESPONSES[endpoint]
     return {
         "openapi": "3.1.0",
-        "info": {
-            "title": "Switchyard tenant API",
-            "version": "1",
-            "description": "OpenAI-compatible endpoints. Authenticate with "
-            "'Authorization: Bearer sy-…'. Errors use OpenAI's error shape. Rules across "
-            "fields: the prompt plus max_tokens must fit the model's context "
-            "(context_length_exceeded); stream_options needs stream=true; top_logprobs needs "
-            "logprobs=true; tool_choice 'required' or a named function needs tools (the name "
-            "one of them). Tools (and tool messages) need a deployment with the tools "
-            "capability, image parts one with vision (unsupported_capability).",
-        },
+        "info": {"title": "Switchyard tenant API", "version": "1", "description": _DESCRIPTION},
         "servers": [{"url": "/"}],
         "security": [{"bearer": []}],
-        "paths": paths,
+        "paths": {**_completion_paths(), **_model_paths(), **_usage_path()},
         "components": {
             "schemas": schemas,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},

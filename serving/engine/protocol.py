@@ -1,5 +1,11 @@
 """OpenAI request parsing and response shaping for the model worker (no Django here).
 
+A body is validated against the request models the gateway uses too
+(serving/engine/request_models.py), so a request the gateway accepts is one the worker takes,
+with the same limits and the same 400 naming the parameter; parameters the worker does not
+know are ignored. What is the worker's own: one prompt per completions request, text content
+only (an image is 400 ``unsupported_content``), the context length, and ``ignore_eos``.
+
 Chat requests may offer ``tools`` (with ``tool_choice`` and ``parallel_tool_calls``) and ask
 for JSON (``response_format``): both become a grammar (serving/engine/grammar.py) the
 answer keeps to, compiled here, off the event loop. Tool calls come back in the worker's
@@ -7,18 +13,19 @@ format (serving/engine/tools.py) and leave as OpenAI ``tool_calls``."""
 
 from __future__ import annotations
 
-import re
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NotRequired
+
+from pydantic import with_config
 
 from serving.engine import grammar
 from serving.engine import tools as tool_format
+from serving.engine.request_errors import RequestError
+from serving.engine.request_models import CLOSED, ChatCompletionRequest, CompletionRequest
+from serving.engine.request_validation import RequestModel
 from serving.engine.types import GREEDY_TEMPERATURE, CompletionDelta, SamplingParams, TokenLogprob
-
-MAX_TOOLS = 128
-TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 class ProtocolError(Exception):
@@ -35,26 +42,21 @@ class ProtocolError(Exception):
         }
 
 
-def _num(body: dict, name: str, lo: float, hi: float, default: float) -> float:
-    v = body.get(name)
-    if v is None:
-        return default
-    if isinstance(v, bool) or not isinstance(v, int | float):
-        raise ProtocolError(f"'{name}' must be a number.", param=name)
-    if not lo <= v <= hi:
-        raise ProtocolError(f"'{name}' must be between {lo} and {hi}.", param=name)
-    return float(v)
+@with_config(CLOSED)
+class WorkerChatRequest(ChatCompletionRequest):
+    """A chat request to the worker: the public one and the worker's own parameters."""
+
+    ignore_eos: NotRequired[bool | None]  # generate to max_tokens (benchmarks, tests)
 
 
-def _int(body: dict, name: str, lo: int, hi: int, default: int | None) -> int | None:
-    v = body.get(name)
-    if v is None:
-        return default
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise ProtocolError(f"'{name}' must be an integer.", param=name)
-    if not lo <= v <= hi:
-        raise ProtocolError(f"'{name}' must be between {lo} and {hi}.", param=name)
-    return v
+@with_config(CLOSED)
+class WorkerCompletionRequest(CompletionRequest):
+    """A completions request to the worker: the public one and the worker's own parameters."""
+
+    ignore_eos: NotRequired[bool | None]
+
+
+MODELS = {"chat": RequestModel(WorkerChatRequest), "text": RequestModel(WorkerCompletionRequest)}
 
 
 @dataclass
@@ -69,119 +71,57 @@ class ParsedRequest:
 
 
 def _message_text(m: dict, i: int) -> str:
-    """A message's content as text; an assistant's ``tool_calls`` in the worker's format."""
+    """A (validated) message's content as text; an assistant's ``tool_calls`` in the
+    worker's format."""
     content = m.get("content") or ""
-    where = f"messages[{i}].content"
     if isinstance(content, list):
-        parts = []
         for j, p in enumerate(content):
-            if not isinstance(p, dict):
-                raise ProtocolError("Message content parts must be objects.", param=where)
-            if p.get("type", "text") != "text":
+            if p["type"] != "text":
                 raise ProtocolError(
-                    f"This model reads text only; content part {j} is of type "
-                    f"'{str(p.get('type'))[:32]}'.",
-                    param=f"{where}[{j}]",
+                    f"This model reads text only; content part {j} is of type '{p['type']}'.",
+                    param=f"messages[{i}].content[{j}]",
                     code="unsupported_content",
                 )
-            parts.append(p.get("text") or "")
-        if not all(isinstance(t, str) for t in parts):
-            raise ProtocolError("Message content parts must be text.", param=where)
-        content = "".join(parts)
-    if not isinstance(content, str):
-        raise ProtocolError("Message content must be text.", param=where)
+        content = "".join(p["text"] for p in content)
     calls = m.get("tool_calls")
-    if calls is not None and m.get("role") == "assistant":
-        if not (
-            isinstance(calls, list)
-            and all(
-                isinstance(c, dict)
-                and isinstance(c.get("function"), dict)
-                and isinstance(c["function"].get("name"), str)
-                and isinstance(c["function"].get("arguments", ""), str)
-                for c in calls
-            )
-        ):
-            raise ProtocolError(
-                "'tool_calls' must be an array of function calls (name and arguments).",
-                param=f"messages[{i}].tool_calls",
-            )
-        if calls:
-            content += tool_format.render_calls(calls)
+    if calls and m["role"] == "assistant":
+        content += tool_format.render_calls(calls)
     return content
 
 
 def _tools(body: dict) -> tuple[list[dict] | None, str, str | None, bool]:
-    """(tools, tool choice mode, forced function name, parallel) of a chat body; mode is
-    "none", "auto" or "required" (a named function is "required" with its name)."""
+    """(tools, tool choice mode, forced function name, parallel) of a validated chat body;
+    mode is "none", "auto" or "required" (a named function is "required" with its name)."""
     tools = body.get("tools")
     choice = body.get("tool_choice")
-    parallel = body.get("parallel_tool_calls")
-    if parallel is not None and not isinstance(parallel, bool):
-        raise ProtocolError("'parallel_tool_calls' must be a boolean.", param="parallel_tool_calls")
+    parallel = body.get("parallel_tool_calls") is not False
     if tools is None:
         if choice not in (None, "none"):
             raise ProtocolError(
                 "'tool_choice' is only allowed when 'tools' are specified.", param="tool_choice"
             )
         return None, "none", None, True
-    if not isinstance(tools, list) or not tools or len(tools) > MAX_TOOLS:
-        raise ProtocolError(f"'tools' must be an array of 1 to {MAX_TOOLS} tools.", param="tools")
-    names = []
-    for i, t in enumerate(tools):
-        fn = t.get("function") if isinstance(t, dict) else None
-        if not (isinstance(t, dict) and t.get("type") == "function" and isinstance(fn, dict)):
-            raise ProtocolError("Each tool must be a function tool.", param=f"tools[{i}]")
-        name = fn.get("name")
-        if not (isinstance(name, str) and TOOL_NAME.fullmatch(name)):
-            raise ProtocolError(
-                "A function name is 1 to 64 letters, digits, underscores or dashes.",
-                param=f"tools[{i}].function.name",
-            )
-        params = fn.get("parameters")
-        if params is not None and not isinstance(params, dict):
-            raise ProtocolError(
-                "'parameters' must be a JSON schema object.", param=f"tools[{i}].function"
-            )
-        names.append(name)
     if choice is None:
         choice = "auto"
-    if choice in ("none", "auto", "required"):
-        return tools, choice, None, parallel is not False
-    name = None
-    if isinstance(choice, dict) and choice.get("type") == "function":
-        name = (choice.get("function") or {}).get("name")
-    if not isinstance(name, str) or name not in names:
+    if isinstance(choice, str):
+        return tools, choice, None, parallel
+    name = choice["function"]["name"]
+    if name not in {t["function"]["name"] for t in tools}:
         raise ProtocolError(
             "'tool_choice' must be 'none', 'auto', 'required' or a function of 'tools'.",
             param="tool_choice",
         )
-    return tools, "required", name, parallel is not False
+    return tools, "required", name, parallel
 
 
 def _answer_format(body: dict) -> tuple[bool, dict | None]:
     """(whether the answer must be JSON, its schema or None) from ``response_format``."""
     fmt = body.get("response_format")
-    if fmt is None:
+    if fmt is None or fmt["type"] == "text":
         return False, None
-    kind = fmt.get("type") if isinstance(fmt, dict) else None
-    if kind == "text":
-        return False, None
-    if kind == "json_object":
+    if fmt["type"] == "json_object":
         return True, None
-    if kind == "json_schema":
-        spec = fmt.get("json_schema")
-        schema = spec.get("schema") if isinstance(spec, dict) else None
-        if not isinstance(spec, dict) or (schema is not None and not isinstance(schema, dict)):
-            raise ProtocolError(
-                "'response_format.json_schema' must be an object with a 'schema' object.",
-                param="response_format.json_schema",
-            )
-        return True, schema
-    raise ProtocolError(
-        "'response_format.type' must be 'text', 'json_object' or 'json_schema'.",
-        param="response_format.type",
-    )
+    return True, fmt["json_schema"].get("schema")
 
 
 def _grammar(body: dict, tools, mode: str, only: str | None, parallel: bool) -> str | None:
@@ -199,117 +139,126 @@ def _grammar(body: dict, tools, mode: str, only: str | None, parallel: bool) -> 
     return None
 
 
-def parse(body: Any, kind: str, tokenizer, model_name: str, max_model_len: int) -> ParsedRequest:
-    """Validate an OpenAI chat or completions body and tokenize its prompt."""
+def _validated(body: Any, kind: str) -> dict[str, Any]:
+    """``body`` validated against the request model of ``kind`` (unknown fields ignored)."""
     if not isinstance(body, dict):
         raise ProtocolError("The request body must be a JSON object.")
-    model = body.get("model")
-    if not isinstance(model, str):
-        raise ProtocolError("'model' is required.", param="model")
-    if kind == "chat":
-        messages = body.get("messages")
-        if not isinstance(messages, list) or not messages:
-            raise ProtocolError("'messages' must be a non-empty array.", param="messages")
-        norm = []
-        for i, m in enumerate(messages):
-            if not isinstance(m, dict) or not isinstance(m.get("role"), str):
-                raise ProtocolError("Each message needs a 'role'.", param=f"messages[{i}]")
-            role = "system" if m["role"] == "developer" else m["role"]
-            norm.append({"role": role, "content": _message_text(m, i)})
-        tools, mode, only, parallel = _tools(body)
-        grammar_text = _grammar(body, tools, mode, only, parallel)
-        offered = tools if mode != "none" else None
-        try:
-            prompt_ids = tokenizer.encode(tokenizer.apply_chat_template(norm, tools=offered))
-        except Exception as exc:  # noqa: BLE001 - the template refuses these messages
-            raise ProtocolError(
-                f"These messages do not fit the model's chat template: {exc}", param="messages"
-            ) from None
-    else:
-        offered, grammar_text = None, None
-        prompt = body.get("prompt")
-        if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
-            prompt = prompt[0]
-        if isinstance(prompt, str):
-            prompt_ids = tokenizer.encode(prompt, add_special_tokens=True)
-        elif (
-            isinstance(prompt, list)
-            and prompt
-            and all(isinstance(t, int) and not isinstance(t, bool) for t in prompt)
-        ):
-            prompt_ids = list(prompt)
-        else:
-            raise ProtocolError(
-                "'prompt' must be a string or an array of token ids (one prompt per request).",
-                param="prompt",
-            )
-    if not prompt_ids:
-        raise ProtocolError("The prompt is empty.", param="prompt")
-    room = max(1, max_model_len - len(prompt_ids))
-    max_tokens = _int(body, "max_completion_tokens", 1, 10**6, None)
+    try:
+        return MODELS[kind].validate(body, ignore_unknown=True)
+    except RequestError as exc:
+        raise ProtocolError(exc.message, param=exc.param, code=exc.code) from None
+
+
+def _chat_prompt(body: dict, tokenizer) -> tuple[list[int], list | None, str | None]:
+    """(prompt ids, tools offered, grammar) of a validated chat body. Messages, tools and
+    formats are read as sent: the template and the grammars get every key, even those the
+    request models do not name."""
+    norm = []
+    for i, m in enumerate(body["messages"]):
+        role = "system" if m["role"] == "developer" else m["role"]
+        norm.append({"role": role, "content": _message_text(m, i)})
+    tools, mode, only, parallel = _tools(body)
+    grammar_text = _grammar(body, tools, mode, only, parallel)
+    offered = tools if mode != "none" else None
+    try:
+        prompt_ids = tokenizer.encode(tokenizer.apply_chat_template(norm, tools=offered))
+    except Exception as exc:  # noqa: BLE001 - the template refuses these messages
+        raise ProtocolError(
+            f"These messages do not fit the model's chat template: {exc}", param="messages"
+        ) from None
+    return prompt_ids, offered, grammar_text
+
+
+def _text_prompt(req: dict, tokenizer) -> list[int]:
+    """The prompt ids of a completions request: one prompt, text or token ids."""
+    prompt = req["prompt"]
+    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
+        prompt = prompt[0]
+    if isinstance(prompt, str):
+        return tokenizer.encode(prompt, add_special_tokens=True)
+    if isinstance(prompt[0], int):
+        return list(prompt)
+    raise ProtocolError(
+        "'prompt' must be a string or an array of token ids (one prompt per request).",
+        param="prompt",
+    )
+
+
+def _max_tokens(req: dict, kind: str, prompt_len: int, max_model_len: int) -> int:
+    """The cap on output tokens per choice; a 400 when the prompt and it pass the context."""
+    max_tokens = req.get("max_completion_tokens") or req.get("max_tokens")
     if max_tokens is None:
-        max_tokens = _int(body, "max_tokens", 1, 10**6, None)
-    if max_tokens is None:
+        room = max(1, max_model_len - prompt_len)
         max_tokens = min(room, 1024) if kind == "chat" else 16
-    if len(prompt_ids) + max_tokens > max_model_len:
+    if prompt_len + max_tokens > max_model_len:
         raise ProtocolError(
             f"This model's maximum context length is {max_model_len} tokens. However, you "
-            f"requested {len(prompt_ids) + max_tokens} tokens ({len(prompt_ids)} in the "
+            f"requested {prompt_len + max_tokens} tokens ({prompt_len} in the "
             f"prompt, {max_tokens} for the completion).",
             param="messages" if kind == "chat" else "prompt",
             code="context_length_exceeded",
         )
-    stop = body.get("stop")
-    if stop is None:
-        stop = []
-    elif isinstance(stop, str):
-        stop = [stop]
-    elif not (isinstance(stop, list) and len(stop) <= 4 and all(isinstance(s, str) for s in stop)):
-        raise ProtocolError("'stop' must be a string or up to 4 strings.", param="stop")
+    return max_tokens
+
+
+def _sampling(req: dict, kind: str, max_tokens: int) -> SamplingParams:
+    """The sampling parameters of a validated request."""
+    stop = req.get("stop") or []
     if kind == "chat":
-        logprobs = body.get("logprobs") or False
-        if not isinstance(logprobs, bool):
-            raise ProtocolError("'logprobs' must be a boolean.", param="logprobs")
-        top_logprobs = _int(body, "top_logprobs", 0, 20, 0)
+        logprobs, top_logprobs = bool(req.get("logprobs")), req.get("top_logprobs") or 0
     else:
-        lp = _int(body, "logprobs", 0, 5, None)
+        lp = req.get("logprobs")
         logprobs, top_logprobs = lp is not None, lp or 0
-    stream = body.get("stream") or False
-    if not isinstance(stream, bool):
-        raise ProtocolError("'stream' must be a boolean.", param="stream")
-    opts = body.get("stream_options") or {}
-    if not isinstance(opts, dict):
-        raise ProtocolError("'stream_options' must be an object.", param="stream_options")
-    seed = _int(body, "seed", -(2**63), 2**63 - 1, None)
-    temperature = _num(body, "temperature", 0, 2, 1.0)
-    top_p = _num(body, "top_p", 0, 1, 1.0)
+    seed = req.get("seed")
+    temperature = _or(req.get("temperature"), 1.0)
+    top_p = _or(req.get("top_p"), 1.0)
     if temperature < GREEDY_TEMPERATURE or top_p == 0:
         # Greedy: a tinier temperature would overflow the logits (1e-300 is 0.0 in float32),
         # and top_p 0 keeps only the most likely token.
         temperature, top_p = 0.0, 1.0
-    params = SamplingParams(
+    return SamplingParams(
         temperature=temperature,
         top_p=top_p,
-        top_k=_int(body, "top_k", -1, 10**6, 0) or 0,
+        top_k=req.get("top_k") or 0,
         seed=None if seed is None else seed & 0x7FFF_FFFF_FFFF_FFFF,
         max_tokens=max_tokens,
-        stop=stop,
-        presence_penalty=_num(body, "presence_penalty", -2, 2, 0.0),
-        frequency_penalty=_num(body, "frequency_penalty", -2, 2, 0.0),
+        stop=[stop] if isinstance(stop, str) else stop,
+        presence_penalty=_or(req.get("presence_penalty"), 0.0),
+        frequency_penalty=_or(req.get("frequency_penalty"), 0.0),
         logprobs=logprobs,
         top_logprobs=top_logprobs,
-        n=_int(body, "n", 1, 16, 1),
-        ignore_eos=bool(body.get("ignore_eos", False)),
+        n=req.get("n") or 1,
+        ignore_eos=bool(req.get("ignore_eos")),
     )
+
+
+def _or(v: float | None, default: float) -> float:
+    return default if v is None else float(v)
+
+
+def parse(body: Any, kind: str, tokenizer, model_name: str, max_model_len: int) -> ParsedRequest:
+    """Validate an OpenAI chat ("chat") or completions ("text") body and tokenize its
+    prompt."""
+    req = _validated(body, kind)
+    if kind == "chat":
+        prompt_ids, offered, grammar_text = _chat_prompt(body, tokenizer)
+    else:
+        prompt_ids, offered, grammar_text = _text_prompt(req, tokenizer), None, None
+    if not prompt_ids:
+        raise ProtocolError("The prompt is empty.", param="prompt")
+    max_tokens = _max_tokens(req, kind, len(prompt_ids), max_model_len)
+    params = _sampling(req, kind, max_tokens)
     if grammar_text is not None:
         try:  # compiled here, off the event loop, and carried to the engine compiled
             params.grammar = grammar.precompile(tokenizer, grammar_text)
         except grammar.GrammarError as exc:
             param = "tools" if offered else "response_format"
             raise ProtocolError(str(exc), param=param, code="invalid_schema") from None
+    include_usage = bool((req.get("stream_options") or {}).get("include_usage"))
     return ParsedRequest(
-        kind, prompt_ids, params, stream, bool(opts.get("include_usage")), model, bool(offered)
-    )
+        kind, prompt_ids, params, bool(req.get("stream")), include_usage, req["model"],
+        bool(offered),
+    )  # fmt: skip
 
 
 def new_id(kind: str) -> str:
