@@ -45,7 +45,7 @@ from serving.engine.engine import AsyncEngine
 from serving.engine.inputs import read_json
 from serving.engine.lifecycle import Loader, Startup, current, lifespan, not_ready, readiness
 from serving.engine.metrics import WorkerMetrics
-from serving.engine.protocol import ProtocolError
+from serving.engine.protocol import ProtocolError, parse_embeddings
 from serving.engine.responses import error_response
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ async def embeddings(request: Request) -> Response:
             )
         )
     try:
-        inputs, fmt = _embedding_input(await read_json(request))
+        inputs, fmt = parse_embeddings(await read_json(request), EMBEDDING_MODEL)
     except ProtocolError as exc:
         return error_response(exc)
     try:
@@ -93,34 +93,6 @@ async def embeddings(request: Request) -> Response:
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         }
     )
-
-
-def _embedding_input(body: Any) -> tuple[list[str], str]:
-    """The texts to embed and the encoding format of an embeddings body (a ProtocolError if
-    it is bad)."""
-    if not isinstance(body, dict) or body.get("model") != EMBEDDING_MODEL:
-        raise ProtocolError(
-            f"Use model `{EMBEDDING_MODEL}` for embeddings.",
-            param="model",
-            code="model_not_found",
-            status=404,
-        )
-    inputs = body.get("input")
-    if isinstance(inputs, str):
-        inputs = [inputs]
-    if not (
-        isinstance(inputs, list)
-        and inputs
-        and len(inputs) <= 2048
-        and all(isinstance(t, str) and t for t in inputs)
-    ):
-        raise ProtocolError(
-            "'input' must be a non-empty string or array of strings.", param="input"
-        )
-    fmt = body.get("encoding_format", "float")
-    if fmt not in ("float", "base64"):
-        raise ProtocolError("'encoding_format' must be float or base64.", param="encoding_format")
-    return inputs, fmt
 
 
 async def models(request: Request) -> Response:

@@ -24,7 +24,7 @@ from serving.engine import grammar
 from serving.engine import tools as tool_format
 from serving.engine.request_errors import RequestError
 from serving.engine.request_models import CLOSED, ChatCompletionRequest, CompletionRequest
-from serving.engine.request_validation import RequestModel
+from serving.engine.request_validation import EMBEDDING, RequestModel
 from serving.engine.types import GREEDY_TEMPERATURE, CompletionDelta, SamplingParams, TokenLogprob
 
 
@@ -139,12 +139,12 @@ def _grammar(body: dict, tools, mode: str, only: str | None, parallel: bool) -> 
     return None
 
 
-def _validated(body: Any, kind: str) -> dict[str, Any]:
-    """``body`` validated against the request model of ``kind`` (unknown fields ignored)."""
+def _validated(body: Any, model: RequestModel) -> dict[str, Any]:
+    """``body`` validated against ``model`` (unknown fields ignored)."""
     if not isinstance(body, dict):
         raise ProtocolError("The request body must be a JSON object.")
     try:
-        return MODELS[kind].validate(body, ignore_unknown=True)
+        return model.validate(body, ignore_unknown=True)
     except RequestError as exc:
         raise ProtocolError(exc.message, param=exc.param, code=exc.code) from None
 
@@ -239,7 +239,7 @@ def _or(v: float | None, default: float) -> float:
 def parse(body: Any, kind: str, tokenizer, model_name: str, max_model_len: int) -> ParsedRequest:
     """Validate an OpenAI chat ("chat") or completions ("text") body and tokenize its
     prompt."""
-    req = _validated(body, kind)
+    req = _validated(body, MODELS[kind])
     if kind == "chat":
         prompt_ids, offered, grammar_text = _chat_prompt(body, tokenizer)
     else:
@@ -259,6 +259,27 @@ def parse(body: Any, kind: str, tokenizer, model_name: str, max_model_len: int) 
         kind, prompt_ids, params, bool(req.get("stream")), include_usage, req["model"],
         bool(offered),
     )  # fmt: skip
+
+
+def parse_embeddings(body: Any, model_name: str) -> tuple[list[str], str]:
+    """The texts to embed and the encoding format of an embeddings body, validated as the
+    gateway validates it; this worker embeds text (not token ids) with ``model_name``."""
+    if not isinstance(body, dict) or body.get("model") != model_name:
+        raise ProtocolError(
+            f"Use model `{model_name}` for embeddings.",
+            param="model",
+            code="model_not_found",
+            status=404,
+        )
+    req = _validated(body, EMBEDDING)
+    inputs = req["input"]
+    if isinstance(inputs, str):
+        inputs = [inputs]
+    if not isinstance(inputs[0], str):
+        raise ProtocolError(
+            "'input' must be a non-empty string or array of strings.", param="input"
+        )
+    return inputs, req.get("encoding_format") or "float"
 
 
 def new_id(kind: str) -> str:
