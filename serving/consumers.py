@@ -37,7 +37,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 
 from serving.gateway.authentication import authenticate
 from serving.gateway.call import Call
-from serving.gateway.endpoints import ENDPOINTS, Endpoint
+from serving.gateway.endpoints import CHAT, ENDPOINTS, Endpoint
 from serving.gateway.errors import GatewayError, invalid
 from serving.gateway.pipeline import Stream, get_gateway, is_error_chunk
 from serving.gateway.validation import parse_json_body
@@ -298,7 +298,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
                 ),  # fmt: skip
             )
             return
-        endpoint = content.get("endpoint", "chat.completions")
+        endpoint = content.get("endpoint", CHAT.name)
         body = content.get("body")
         api = STREAMED.get(endpoint) if isinstance(endpoint, str) else None
         if api is None:
