@@ -3,7 +3,7 @@
 Request bodies are the JSON schemas of the request models (serving/engine/request_models.py)
 that the gateway validates with (serving/gateway/validation.py), so the published schema and
 what the gateway accepts cannot drift apart. Schemathesis runs against this document in the
-test suite (tests/gateway/test_schemathesis.py).
+test suite (tests/serving/gateway/test_schemathesis.py).
 """
 
 from __future__ import annotations

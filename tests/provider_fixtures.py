@@ -1,5 +1,5 @@
 """The Anthropic and Azure OpenAI stand-ins (serving.anthropic_upstream) as a process, shared
-by tests/gateway/test_anthropic.py, test_azure.py and the adversarial suite."""
+by tests/serving/gateway/test_anthropic.py, test_azure.py and the adversarial suite."""
 
 from __future__ import annotations
 

@@ -20,7 +20,7 @@ end-of-text ids and chat template (the real merges need the file), then:
 
 Writes ``gpu_check.json`` and ``gpu_check.md`` to ``--out`` and exits 1 if a numerics check
 failed. A budget keeps the whole run under 8 minutes on a GPU. ``--device cpu --smoke`` runs
-the same code at tiny sizes in seconds (``tests/engine/test_gpu_check.py``), so it never rots.
+the same code at tiny sizes in seconds (``tests/serving/engine/test_gpu_check.py``), so it never rots.
 """
 
 from __future__ import annotations

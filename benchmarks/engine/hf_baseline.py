@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def load_transformers(model: str = "smollm2-135m-instruct"):
     """(tokenizer, LlamaForCausalLM in float32) from the engine's own GGUF, offline: what
     transformers makes of the file (it dequantizes the weights and undoes the GGUF's
-    interleaved RoPE layout of Q and K). Also the reference of tests/engine/test_numerics.py."""
+    interleaved RoPE layout of Q and K). Also the reference of tests/serving/engine/test_numerics.py."""
     import torch
     import transformers
     import transformers.modeling_utils as modeling_utils

@@ -132,7 +132,7 @@ the text in one call of the regex engine instead of restarting at every characte
 blocklist is one cached trie pattern. What remains on dense PII (a match every few
 characters) is per-match work; a prompt over 32,768 characters is screened on a worker thread
 (`serving/gateway/screening.py`). Same results as before: checked on generated text in
-`tests/serving/test_filters.py`; the bounds are tested in `tests/adversarial/test_filters.py`.
+`tests/serving/gateway/test_filters.py`; the bounds are tested in `tests/adversarial/test_filters.py`.
 """
     if args.write:
         write_section("Hardening: content filters", text)

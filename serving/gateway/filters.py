@@ -8,7 +8,7 @@ backtracks lets one tenant spend the gateway's CPU (a megabyte of ``+`` and digi
 with the first phone pattern). No pattern here has a quantifier whose choices overlap with
 what follows it: digit runs are taken whole (possessive ``++``, atomic ``(?>…)``), each run's
 length says how many groups it needs, and e-mail addresses are found from their ``@``.
-``tests/serving/test_filters.py`` checks that the results equal those of the first (slow)
+``tests/serving/gateway/test_filters.py`` checks that the results equal those of the first (slow)
 patterns on generated text; ``tests/adversarial/test_filters.py`` times the worst inputs.
 """
 

@@ -42,7 +42,7 @@ class TenantSerializer(serializers.ModelSerializer):
 
 
 # A key as shown (never the key itself), read-only: every one of KEY_FIELDS (asserted by
-# tests/api/test_console_parity.py), in the order the API has always shown them.
+# tests/serving/api/test_console_parity.py), in the order the API has always shown them.
 class ApiKeySerializer(serializers.ModelSerializer):
     tenant = NameRelatedField(slug_field="slug", read_only=True)
     state = serializers.CharField(read_only=True)

@@ -11,9 +11,9 @@ import pytest
 
 from billing.models import ModelPrice, UsageRecord
 from serving.routing.deployments import deployment_set
-from tests.gateway.test_anthropic import CLAUDE, OP_KEY, drain
 from tests.gateway_fixtures import MODEL
 from tests.provider_fixtures import provider_url  # noqa: F401 - fixture
+from tests.serving.gateway.test_anthropic import CLAUDE, OP_KEY, drain
 
 BASE = {"model": MODEL, "max_tokens": 5}
 MALFORMED = [

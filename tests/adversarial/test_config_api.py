@@ -34,7 +34,7 @@ from serving.routing.deployments import deployment_set
 from serving.routing.services import model_group_set, routing_rule_set
 from tenants import services
 from tenants.models import AuditEvent, Tenant, Tier
-from tests.api.conftest import client_for
+from tests.serving.api.conftest import client_for
 
 MODEL = "smollm2-135m-instruct"
 JSON = "application/json"

@@ -1,5 +1,5 @@
 """Helpers for billing tests: usage records written straight to the table (the gateway path
-has its own tests in tests/gateway)."""
+has its own tests in tests/serving/gateway)."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 import pytest
 
 from serving.engine.types import GenerationRequest, SamplingParams
-from tests.engine.conftest import chat_request
+from tests.serving.engine.conftest import chat_request
 
 QUESTIONS = [
     "What is the capital of France?",

@@ -36,7 +36,7 @@ from serving.engine.model import (
 )
 from serving.engine.quant import Int4Linear, as_float32
 from serving.engine.types import GenerationRequest, SamplingParams
-from tests.engine.conftest import MODEL
+from tests.serving.engine.conftest import MODEL
 
 transformers = pytest.importorskip("transformers")
 

@@ -18,7 +18,7 @@ from serving.routing.services import model_group_set, routing_rule_set
 from serving.tasks import check_deployments as check_task
 from switchyard.celery import app as celery_app
 from switchyard.redis_client import get_redis
-from tests.gateway.conftest import MODEL
+from tests.serving.gateway.conftest import MODEL
 
 ROOMY = dict(requests_per_minute=100_000, tokens_per_minute=10_000_000,
              tokens_per_day=100_000_000, max_concurrent_requests=200)  # fmt: skip

@@ -7,7 +7,7 @@ import time
 import websockets
 
 from serving.routing.deployments import deployment_set
-from tests.gateway.conftest import MODEL
+from tests.serving.gateway.conftest import MODEL
 
 
 def _point_at_worker(worker) -> None:

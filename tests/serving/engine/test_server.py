@@ -9,7 +9,7 @@ import httpx
 import openai
 import pytest
 
-from tests.engine.conftest import MODEL
+from tests.serving.engine.conftest import MODEL
 
 Q = [{"role": "user", "content": "What is the capital of France?"}]
 

@@ -11,7 +11,7 @@ from billing.usage import usage_ingestor
 from serving.models import RequestLog
 from serving.request_log import request_log_ingestor
 from switchyard.redis_client import get_redis
-from tests.gateway.conftest import MODEL, GatewayProcess
+from tests.serving.gateway.conftest import MODEL, GatewayProcess
 
 MSG = [{"role": "user", "content": "count these words please"}]
 
@@ -170,18 +170,18 @@ def test_sigkill_of_the_web_process_loses_no_record_and_counts_none_twice(make_c
 
 
 class UsageConsumer:
-    """tests/gateway/usage_consumer.py in its own process (the part Celery runs in production)."""
+    """tests/serving/gateway/usage_consumer.py in its own process (the part Celery runs in production)."""
 
     def __init__(self) -> None:
         import os
         import subprocess
         import sys
 
-        from tests.gateway.conftest import ROOT, test_database_url
+        from tests.serving.gateway.conftest import ROOT, test_database_url
 
         env = {**os.environ, "DATABASE_URL": test_database_url(), "SWITCHYARD_TESTING": "1"}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.gateway.usage_consumer"],
+            [sys.executable, "-m", "tests.serving.gateway.usage_consumer"],
             cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True,
         )  # fmt: skip
         assert "ready" in self.proc.stdout.readline()

@@ -36,7 +36,7 @@ from tenants.api.serializers import (
 )
 from tenants.models import ApiKey, AuditEvent, Budget, Tenant, Tier
 from tenants.services import BUDGET_FIELDS, KEY_FIELDS, TENANT_FIELDS, TIER_FIELDS
-from tests.api.conftest import client_for
+from tests.serving.api.conftest import client_for
 
 MODEL = "smollm2-135m-instruct"
 

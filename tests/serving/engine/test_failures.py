@@ -16,7 +16,7 @@ from serving.engine.errors import RequestFailed
 from serving.engine.sampler import sample
 from serving.engine.sequence import Sequence
 from serving.engine.types import GREEDY_TEMPERATURE, GenerationRequest, SamplingParams
-from tests.engine.conftest import chat_request
+from tests.serving.engine.conftest import chat_request
 
 HONEST = ["What is the capital of France?", "List three colors."]
 

@@ -12,7 +12,7 @@ import json
 import jsonschema
 
 from serving.routing.deployments import deployment_set
-from tests.gateway.conftest import MODEL
+from tests.serving.gateway.conftest import MODEL
 
 ORDER = {
     "type": "object",

@@ -3,7 +3,7 @@
 import openai
 import pytest
 
-from tests.gateway.conftest import MODEL
+from tests.serving.gateway.conftest import MODEL
 
 
 def test_chat_completion(make_caller):

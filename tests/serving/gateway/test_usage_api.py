@@ -9,8 +9,8 @@ from billing import pricing
 from billing.invoices import invoice_for
 from billing.models import ModelPrice, TenantPriceOverride, UsageRecord
 from billing.rollups import rollup_usage
-from tests.gateway.conftest import MODEL
-from tests.gateway.test_metering import drain
+from tests.serving.gateway.conftest import MODEL
+from tests.serving.gateway.test_metering import drain
 
 MSG = [{"role": "user", "content": "how much did this cost"}]
 

@@ -8,8 +8,8 @@ import pytest
 from billing.models import UsageRecord
 from serving.providers.azure import DEFAULT_API_VERSION
 from serving.routing.deployments import deployment_set
-from tests.gateway.test_anthropic import drain
 from tests.provider_fixtures import last_request, provider_url  # noqa: F401 - fixture
+from tests.serving.gateway.test_anthropic import drain
 
 GPT = "gpt-azure"
 AZ_KEY = "azure-operator-secret"

@@ -7,7 +7,7 @@ import openai
 import pytest
 
 from tenants import services
-from tests.gateway.conftest import MODEL, GatewayProcess
+from tests.serving.gateway.conftest import MODEL, GatewayProcess
 
 MSG = [{"role": "user", "content": "hi"}]
 

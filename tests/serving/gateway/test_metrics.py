@@ -12,8 +12,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from serving.gateway import metrics
 from switchyard.embedded import free_port
 from switchyard.run import METRICS_DIR_NAME, reset_metrics_dir
-from tests.gateway.conftest import MODEL, ROOT, Caller, _stop, _wait_http
-from tests.gateway.conftest import test_database_url as database_url
+from tests.serving.gateway.conftest import MODEL, ROOT, Caller, _stop, _wait_http
+from tests.serving.gateway.conftest import test_database_url as database_url
 
 TENANT_LATENCY = "switchyard_gateway_tenant_request_latency_seconds"
 

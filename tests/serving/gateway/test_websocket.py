@@ -5,7 +5,7 @@ import json
 
 import websockets
 
-from tests.gateway.conftest import MODEL
+from tests.serving.gateway.conftest import MODEL
 
 
 async def _recv_all(ws, until_ids: set[str], timeout: float = 20) -> list[dict]:

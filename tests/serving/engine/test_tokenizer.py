@@ -2,7 +2,7 @@ import pytest
 from gguf import GGUFReader
 
 from serving.engine.registry import resolve
-from tests.engine.conftest import MODEL, chat_request
+from tests.serving.engine.conftest import MODEL, chat_request
 
 
 @pytest.mark.parametrize(

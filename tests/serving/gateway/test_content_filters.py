@@ -6,7 +6,7 @@ import pytest
 from serving.models import RequestLog
 from serving.request_log import request_log_ingestor
 from switchyard.redis_client import get_redis
-from tests.gateway.conftest import MODEL
+from tests.serving.gateway.conftest import MODEL
 
 SECRET = "reach me at jane.doe@example.com or 4111 1111 1111 1111"
 

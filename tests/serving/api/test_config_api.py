@@ -14,7 +14,7 @@ from serving.models import Deployment, ModelGroup, RoutingRule
 from tenants.api.serializers import TierSerializer
 from tenants.models import AuditEvent, Tier
 from tenants.services import TIER_FIELDS
-from tests.api.conftest import client_for
+from tests.serving.api.conftest import client_for
 
 MODEL = "smollm2-135m-instruct"
 UPSTREAM_KEY = "sk-upstream-secret-4242"

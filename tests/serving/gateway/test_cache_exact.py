@@ -7,9 +7,9 @@ import httpx
 
 from billing.models import UsageRecord
 from serving.cache.models import SemanticCacheEntry
-from tests.gateway.cache_helpers import wait_exact_entries
-from tests.gateway.conftest import MODEL
-from tests.gateway.test_metering import drain, expected_cost
+from tests.serving.gateway.cache_helpers import wait_exact_entries
+from tests.serving.gateway.conftest import MODEL
+from tests.serving.gateway.test_metering import drain, expected_cost
 
 MSG = [{"role": "user", "content": "list three colours"}]
 EXACT_ONLY = {"exact_cache_enabled": True, "semantic_cache_enabled": False}

@@ -31,8 +31,8 @@ from serving.request_log import request_log_ingestor
 from serving.routing.deployments import Target, deployment_set
 from serving.routing.failover import retryable
 from switchyard.redis_client import get_redis
-from tests.gateway.conftest import MODEL
 from tests.provider_fixtures import last_request, provider_url  # noqa: F401 - fixture
+from tests.serving.gateway.conftest import MODEL
 
 CLAUDE = "claude-test"
 OP_KEY = "sk-ant-operator-secret"

@@ -12,7 +12,7 @@ import pytest
 
 from serving.engine import grammar, tools
 from serving.engine.types import GenerationRequest, SamplingParams
-from tests.engine.conftest import MODEL
+from tests.serving.engine.conftest import MODEL
 
 PERSON = {
     "type": "object",

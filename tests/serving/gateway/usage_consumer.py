@@ -1,7 +1,7 @@
 """A usage consumer as its own process, for kill tests: drains the usage stream into the
 database in a loop, as the Celery task does, claiming a dead consumer's entries after 300 ms.
 
-Run: ``python -m tests.gateway.usage_consumer`` with DATABASE_URL and REDIS_URL set.
+Run: ``python -m tests.serving.gateway.usage_consumer`` with DATABASE_URL and REDIS_URL set.
 """
 
 import dataclasses

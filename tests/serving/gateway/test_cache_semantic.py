@@ -16,8 +16,8 @@ from serving.cache.models import SemanticCacheEntry
 from serving.cache.services import cache_enforce_caps, cache_expire
 from tenants import services
 from tenants.models import AuditEvent
-from tests.gateway.cache_helpers import wait_exact_entries, wait_for, wait_semantic_entries
-from tests.gateway.conftest import MODEL
+from tests.serving.gateway.cache_helpers import wait_exact_entries, wait_for, wait_semantic_entries
+from tests.serving.gateway.conftest import MODEL
 
 # These tiers also answer sampled requests (the client's default temperature is 1).
 SEMANTIC = {

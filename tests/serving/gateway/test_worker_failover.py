@@ -23,7 +23,7 @@ from serving.routing.health_checks import check_deployments
 from serving.routing.services import model_group_set
 from switchyard.embedded import free_port
 from switchyard.redis_client import get_redis
-from tests.gateway.conftest import MODEL, ROOT, _stop, _wait_http
+from tests.serving.gateway.conftest import MODEL, ROOT, _stop, _wait_http
 
 ROOMY = dict(requests_per_minute=100_000, tokens_per_minute=10_000_000,
              tokens_per_day=100_000_000, max_concurrent_requests=200)  # fmt: skip

@@ -15,7 +15,7 @@ import torch
 from benchmarks.engine import gpu_check
 
 pytest.importorskip("transformers")
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.mark.slow  # runs the GPU check's smoke run in a process

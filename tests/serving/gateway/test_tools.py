@@ -17,7 +17,7 @@ from serving.gateway.endpoints import CHAT
 from serving.request_log import request_log_ingestor
 from serving.routing.deployments import deployment_set
 from switchyard.redis_client import get_redis
-from tests.gateway.conftest import MODEL
+from tests.serving.gateway.conftest import MODEL
 
 ASK = [{"role": "user", "content": "What is the weather in Paris?"}]
 WEATHER = {

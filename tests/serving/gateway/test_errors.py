@@ -7,7 +7,7 @@ import openai
 import pytest
 
 from tenants import services
-from tests.gateway.conftest import MODEL
+from tests.serving.gateway.conftest import MODEL
 
 MSG = [{"role": "user", "content": "hi"}]
 

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from serving.engine.config import EngineConfig
 from serving.engine.engine import LLMEngine
 from serving.engine.kernels import native_ops
-from tests.engine.conftest import MODEL, chat_request
+from tests.serving.engine.conftest import MODEL, chat_request
 
 
 @pytest.fixture(scope="module")
