@@ -17,6 +17,7 @@ import threading
 from array import array
 from collections import OrderedDict
 
+import orjson
 from django.conf import settings
 
 from serving.engine.embeddings import EMBEDDING_MODEL, DynamicBatcher, MiniLMEmbedder
@@ -118,7 +119,7 @@ class _RemoteBatcher:
                 timeout=REMOTE_TIMEOUT,
             )
             resp.raise_for_status()
-            data = sorted(resp.json()["data"], key=lambda d: d["index"])
+            data = sorted(orjson.loads(resp.content)["data"], key=lambda d: d["index"])
             vectors = [d["embedding"] for d in data]
             if len(vectors) != len(batch):
                 raise ValueError("embedding count mismatch")
