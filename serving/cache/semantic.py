@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,17 +85,15 @@ def search(
         f"ORDER BY {order} LIMIT %s"
     )
     params = [vec, scope, model, context_hash, vec, limit]
-    if strategy == "exact":
-        # No index walk, so no HNSW setting to scope: one round trip instead of five.
-        with connection.cursor() as cur:
-            cur.execute(sql, params)
-            rows = cur.fetchall()
-    else:
-        with transaction.atomic(), connection.cursor() as cur:
+    hnsw = strategy == "hnsw"
+    # The HNSW settings are scoped to a transaction; an exact read walks no index, so it needs
+    # neither: one round trip instead of five (BEGIN, two SETs, the query, COMMIT).
+    with transaction.atomic() if hnsw else nullcontext(), connection.cursor() as cur:
+        if hnsw:
             cur.execute(f"SET LOCAL hnsw.iterative_scan = {iterative_scan}")
             cur.execute(f"SET LOCAL hnsw.ef_search = {int(ef_search)}")
-            cur.execute(sql, params)
-            rows = cur.fetchall()
+        cur.execute(sql, params)
+        rows = cur.fetchall()
     # Django has psycopg hand jsonb back as text (JSONField decodes it); so do we.
     found = [
         Candidate(r[0], r[1], json.loads(r[2]) if isinstance(r[2], str) else r[2], r[3], r[4],

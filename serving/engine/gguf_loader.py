@@ -7,6 +7,7 @@ dequantized to float32.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,24 @@ def _field(reader: GGUFReader, key: str, default: Any = None) -> Any:
     return f.contents()
 
 
+def tokenizer_data(get: Callable[..., Any]) -> TokenizerData:
+    """The tokenizer fields of a GGUF file, from ``get(key, default)``: a ``GGUFReader``'s
+    fields (:func:`load_gguf`) or the header read by :func:`serving.engine.gguf_meta.read_metadata`
+    (the gateway's metering tokenizer), so that both build it the same way."""
+    eos = get("tokenizer.ggml.eos_token_id")
+    return TokenizerData(
+        model=get("tokenizer.ggml.model"),
+        pre=get("tokenizer.ggml.pre", "default"),
+        tokens=list(get("tokenizer.ggml.tokens")),
+        token_types=[int(x) for x in get("tokenizer.ggml.token_type", [])],
+        merges=list(get("tokenizer.ggml.merges", [])),
+        bos_id=get("tokenizer.ggml.bos_token_id"),
+        eos_id=None if eos is None else int(eos),
+        add_bos=bool(get("tokenizer.ggml.add_bos_token", False)),
+        chat_template=get("tokenizer.chat_template"),
+    )
+
+
 def load_gguf(path: str | Path, name: str | None = None, *, keep_blocks: bool = True) -> GGUFModel:
     """Load the file's tensors (rows = output features): Q4_0, Q4_1 and Q8_0 matrices as
     :class:`BlockTensor` (``keep_blocks``), everything else dequantized to float32 arrays."""
@@ -126,18 +145,7 @@ def load_gguf(path: str | Path, name: str | None = None, *, keep_blocks: bool = 
             f"Unsupported tokenizer {tok_model!r} in {path}: this engine reads byte-level BPE "
             "('gpt2') vocabularies."
         )
-    eos = _field(reader, "tokenizer.ggml.eos_token_id")
-    tokenizer = TokenizerData(
-        model=tok_model,
-        pre=_field(reader, "tokenizer.ggml.pre", "default"),
-        tokens=tokens,
-        token_types=[int(x) for x in _field(reader, "tokenizer.ggml.token_type", [])],
-        merges=list(_field(reader, "tokenizer.ggml.merges", [])),
-        bos_id=_field(reader, "tokenizer.ggml.bos_token_id"),
-        eos_id=None if eos is None else int(eos),
-        add_bos=bool(_field(reader, "tokenizer.ggml.add_bos_token", False)),
-        chat_template=_field(reader, "tokenizer.chat_template"),
-    )
+    tokenizer = tokenizer_data(lambda key, default=None: _field(reader, key, default))
     return GGUFModel(
         name=name or str(_field(reader, "general.name", Path(path).stem)),
         config=cfg,

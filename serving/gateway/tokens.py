@@ -28,22 +28,10 @@ _lock = threading.Lock()
 
 def read_tokenizer_data(path: str) -> TokenizerData:
     """Only the tokenizer fields of a GGUF file, from its header (no tensor is read)."""
-    from serving.engine.gguf_loader import TokenizerData
+    from serving.engine.gguf_loader import tokenizer_data
     from serving.engine.gguf_meta import read_metadata
 
-    meta = read_metadata(path)
-    eos = meta.get("tokenizer.ggml.eos_token_id")
-    return TokenizerData(
-        model=meta.get("tokenizer.ggml.model"),
-        pre=meta.get("tokenizer.ggml.pre", "default"),
-        tokens=list(meta["tokenizer.ggml.tokens"]),
-        token_types=[int(x) for x in meta.get("tokenizer.ggml.token_type", [])],
-        merges=list(meta.get("tokenizer.ggml.merges", [])),
-        bos_id=meta.get("tokenizer.ggml.bos_token_id"),
-        eos_id=None if eos is None else int(eos),
-        add_bos=bool(meta.get("tokenizer.ggml.add_bos_token", False)),
-        chat_template=meta.get("tokenizer.chat_template"),
-    )
+    return tokenizer_data(read_metadata(path).get)
 
 
 @functools.cache
