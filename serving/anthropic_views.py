@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-from django.http import JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from serving.gateway.authentication import authenticate
@@ -23,74 +22,90 @@ from serving.gateway.endpoints import CHAT
 from serving.gateway.errors import GatewayError
 from serving.gateway.pipeline import Stream, get_gateway, is_error_chunk
 from serving.providers import anthropic
-from serving.views import _parse, client_request_id, event_stream, http_reader
+from serving.tenant_api import (
+    ApiReply,
+    ApiRequest,
+    client_request_id,
+    event_reply,
+    http_reader,
+    json_reply,
+    parse_body,
+)
+from serving.views import as_django
 
 
-def error_response(exc: GatewayError, call: Call | None = None) -> JsonResponse:
+def error_reply(exc: GatewayError, call: Call | None = None) -> ApiReply:
     """A gateway refusal in Anthropic's error shape, with its status and headers."""
-    resp = JsonResponse(anthropic.error_body(exc), status=exc.status)
-    for k, v in exc.headers.items():
-        resp[k] = v
+    reply = json_reply(anthropic.error_body(exc), exc.status)
+    reply.update(exc.headers)
     if call is not None:
-        for k, v in call.headers().items():
-            if k not in resp:
-                resp[k] = v
-        resp["request-id"] = call.request_id
-    return resp
+        reply.update(call.headers(), keep=True)
+        reply.headers["request-id"] = call.request_id
+    return reply
 
 
-def authorization(request) -> str | None:
+def _post_only() -> ApiReply:
+    reply = error_reply(GatewayError(405, "Method not allowed; use POST."))
+    reply.headers["Allow"] = "POST"
+    return reply
+
+
+def authorization(req: ApiRequest) -> str | None:
     """The caller's key as an ``Authorization`` value: Bearer wins, else ``x-api-key``."""
-    authz = request.headers.get("Authorization")
-    key = request.headers.get("x-api-key")
+    authz = req.headers.get("authorization")
+    key = req.headers.get("x-api-key")
     if not authz and key is not None:
         return f"Bearer {key}"
     return authz
 
 
-@csrf_exempt
-async def messages(request):
-    if request.method != "POST":
-        resp = error_response(GatewayError(405, "Method not allowed; use POST."))
-        resp["Allow"] = "POST"
-        return resp
+async def create_message(req: ApiRequest) -> ApiReply:
+    """``POST /v1/messages``: a Messages request through the chat completions pipeline."""
+    if req.method != "POST":
+        return _post_only()
     try:
-        auth = await authenticate(authorization(request), client=request.META.get("REMOTE_ADDR"))
+        auth = await authenticate(authorization(req), client=req.client)
     except GatewayError as exc:
-        return error_response(exc)
-    call = Call(api=CHAT, body={}, auth=auth, client_request_id=client_request_id(request))
-    read = http_reader(request, anthropic.from_messages_request)
+        return error_reply(exc)
+    call = Call(api=CHAT, body={}, auth=auth, client_request_id=client_request_id(req))
+    read = http_reader(req, anthropic.from_messages_request)
     try:
         result = await get_gateway().run(call, read)
     except GatewayError as exc:
-        return error_response(exc, call)
+        return error_reply(exc, call)
     model = call.body["model"]
     if result.stream is not None:
-        resp = _event_response(result.stream, call, model)
+        reply = event_reply(_message_events(result.stream, call, model))
     else:
-        resp = JsonResponse(anthropic.to_message(result.response, model))
-    for k, v in call.headers().items():
-        resp[k] = v
-    resp["request-id"] = call.request_id
-    return resp
+        reply = json_reply(anthropic.to_message(result.response, model))
+    reply.update(call.headers())
+    reply.headers["request-id"] = call.request_id
+    return reply
+
+
+async def count_message_tokens(req: ApiRequest) -> ApiReply:
+    """``POST /v1/messages/count_tokens``: the prompt's tokens by the gateway's tokenizer (the
+    count metering uses when an upstream reports none; an estimate for other providers')."""
+    if req.method != "POST":
+        return _post_only()
+    try:
+        await authenticate(authorization(req), client=req.client)
+        body = anthropic.from_messages_request({"max_tokens": 1, **parse_body(req)})
+    except GatewayError as exc:
+        return error_reply(exc)
+    texts = CHAT.prompt_texts(body)
+    n = await asyncio.to_thread(CHAT.count_prompt_tokens, texts)
+    return json_reply({"input_tokens": n})
+
+
+@csrf_exempt
+async def messages(request):
+    return as_django(await create_message(ApiRequest.from_django(request)))
 
 
 @csrf_exempt
 async def count_tokens(request):
-    """``POST /v1/messages/count_tokens``: the prompt's tokens by the gateway's tokenizer (the
-    count metering uses when an upstream reports none; an estimate for other providers')."""
-    if request.method != "POST":
-        resp = error_response(GatewayError(405, "Method not allowed; use POST."))
-        resp["Allow"] = "POST"
-        return resp
-    try:
-        await authenticate(authorization(request), client=request.META.get("REMOTE_ADDR"))
-        body = anthropic.from_messages_request({"max_tokens": 1, **_parse(request)})
-    except GatewayError as exc:
-        return error_response(exc)
-    texts = CHAT.prompt_texts(body)
-    n = await asyncio.to_thread(CHAT.count_prompt_tokens, texts)
-    return JsonResponse({"input_tokens": n})
+    return as_django(await count_message_tokens(ApiRequest.from_django(request)))
 
 
 def _stream_failure(chunk: dict) -> GatewayError | None:
@@ -102,25 +117,21 @@ def _stream_failure(chunk: dict) -> GatewayError | None:
     return GatewayError(status, str(err.get("message") or "upstream error"))
 
 
-def _event_response(stream: Stream, call: Call, model: str) -> StreamingHttpResponse:
-    """Messages SSE events over the gateway's OpenAI chunks. As for the OpenAI views, the
+async def _message_events(stream: Stream, call: Call, model: str) -> AsyncIterator[bytes]:
+    """Messages SSE events over the gateway's OpenAI chunks. As for the OpenAI API, the
     upstream stream was opened before answering, so a failure before the first token was an
     HTTP error; a later one ends the stream with an ``error`` event and no ``message_stop``."""
     writer = anthropic.MessageStreamWriter(model)
-
-    async def body_iter() -> AsyncIterator[bytes]:
-        try:
-            yield writer.start(0)
-            async for chunk in stream:
-                exc = _stream_failure(chunk)
-                if exc is not None:
-                    yield writer.error(exc)
-                    return
-                out = writer.feed(chunk)
-                if out:
-                    yield out
-            yield writer.end(call.input_tokens, call.output_tokens, call.cached_tokens)
-        finally:
-            await stream.aclose()
-
-    return event_stream(body_iter())
+    try:
+        yield writer.start(0)
+        async for chunk in stream:
+            exc = _stream_failure(chunk)
+            if exc is not None:
+                yield writer.error(exc)
+                return
+            out = writer.feed(chunk)
+            if out:
+                yield out
+        yield writer.end(call.input_tokens, call.output_tokens, call.cached_tokens)
+    finally:
+        await stream.aclose()

@@ -4,8 +4,10 @@ The tenant API (``/v1/…``) authenticates by API key and needs none of the cons
 middleware (sessions, CSRF, messages, cookie auth). Django's built-in middleware are sync
 classes, and in an async stack each adds thread hops to every request, serialised on one
 thread; measured, that capped one gateway process far below its event loop's capacity
-(benchmarks/RESULTS.md, "Gateway"). So ``/v1/`` has a Django handler of its own with no
-middleware: same URLconf, same views, async end to end.
+(benchmarks/RESULTS.md, "Gateway"). So ``/v1/`` skips it: the hot endpoints (completions,
+embeddings, models, messages) are a plain ASGI app (:mod:`serving.tenant_asgi`) over the same
+handlers as the views, and the rest of ``/v1/`` has a Django handler of its own with no
+middleware: same URLconf, async end to end.
 
 In front of everything, :class:`switchyard.edge.EdgeLimits` enforces the request-body and
 WebSocket-message limits before anything reads a body.
@@ -22,6 +24,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.core.handlers.asgi import ASGIHandler  # noqa: E402
 from django.core.handlers.exception import convert_exception_to_response  # noqa: E402
 
+from serving.tenant_asgi import TenantApi  # noqa: E402
 from serving.ws_urls import websocket_urlpatterns  # noqa: E402
 from switchyard.edge import EdgeLimits  # noqa: E402
 
@@ -49,7 +52,9 @@ class TenantApiHandler(ASGIHandler):
         self._middleware_chain = convert_exception_to_response(self._get_response_async)
 
 
-tenant_api_app = TenantApiHandler()
+# The hot endpoints are answered by the plain ASGI app (serving.tenant_asgi); the rest of /v1
+# (usage, the OpenAPI document, unknown paths) by Django, without middleware.
+tenant_api_app = TenantApi(fallback=TenantApiHandler())
 
 
 HEALTHZ = b'{"status": "ok"}'
