@@ -114,12 +114,18 @@ def _internal_error() -> ApiReply:
 class TenantApi:
     """ASGI app: the hot ``/v1`` endpoints here, everything else to ``fallback``."""
 
-    def __init__(self, fallback: App, body_limit: int | None = None) -> None:
+    def __init__(
+        self,
+        fallback: App,
+        body_limit: int | None = None,
+        resolve: Callable[[str], Handler | None] = handler_for,
+    ) -> None:
         self.fallback = fallback
         self.body_limit = body_limit or settings.SWITCHYARD_MAX_BODY_BYTES
+        self.resolve = resolve
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        handler = handler_for(scope["path"]) if scope["type"] == "http" else None
+        handler = self.resolve(scope["path"]) if scope["type"] == "http" else None
         if handler is None:
             await self.fallback(scope, receive, send)
             return

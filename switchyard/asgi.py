@@ -24,6 +24,8 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.core.handlers.asgi import ASGIHandler  # noqa: E402
 from django.core.handlers.exception import convert_exception_to_response  # noqa: E402
 
+from serving.cache.pg import close_pool  # noqa: E402
+from serving.gateway.upstream import close_sessions  # noqa: E402
 from serving.tenant_asgi import TenantApi  # noqa: E402
 from serving.ws_urls import websocket_urlpatterns  # noqa: E402
 from switchyard.edge import EdgeLimits  # noqa: E402
@@ -80,11 +82,26 @@ async def http_app(scope, receive, send) -> None:
     await app(scope, receive, send)
 
 
+async def lifespan(scope, receive, send) -> None:
+    """Startup and shutdown: at shutdown the event loop's upstream connections and the
+    semantic cache's database connections are closed."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await close_sessions()
+            await close_pool()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
 application = EdgeLimits.from_settings(
     ProtocolTypeRouter(
         {
             "http": http_app,
             "websocket": URLRouter(websocket_urlpatterns),
+            "lifespan": lifespan,
         }
     )
 )

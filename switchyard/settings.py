@@ -212,6 +212,10 @@ SWITCHYARD_MODELS = env.list(
 )
 # How long gateway processes cache tenant-side tables (deployments, prices, budgets), seconds.
 SWITCHYARD_TABLE_CACHE_SECONDS = env.float("SWITCHYARD_TABLE_CACHE_SECONDS", default=2.0)
+# How old the deployments' live state (in-flight counts, latency, cooldowns) that routing reads
+# may be, seconds: every admission's round trip refreshes the process's copy, so under load it
+# is as old as one request; 0 reads it from Redis before routing every request.
+SWITCHYARD_LIVE_STATE_SECONDS = env.float("SWITCHYARD_LIVE_STATE_SECONDS", default=0.25)
 # Redis connections one gateway process may hold; requests beyond wait for one (up to 5 s)
 # rather than fail.
 SWITCHYARD_REDIS_MAX_CONNECTIONS = env.int("SWITCHYARD_REDIS_MAX_CONNECTIONS", default=256)

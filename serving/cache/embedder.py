@@ -107,19 +107,22 @@ class _RemoteBatcher:
 
     async def _flush(self) -> None:
         batch, self.pending = self.pending, []
-        from serving.gateway.upstream import client
+        from serving.gateway.upstream import post
 
         t = self.target
-        headers = {"authorization": f"Bearer {t.api_key}"} if t.api_key else {}
+        headers = {"content-type": "application/json"}
+        if t.api_key:
+            headers["authorization"] = f"Bearer {t.api_key}"
         try:
-            resp = await client().post(
+            resp = await post(
                 f"{t.base_url}/embeddings",
-                json={"model": t.upstream_model, "input": [text for text, _ in batch]},
-                headers=headers,
-                timeout=REMOTE_TIMEOUT,
+                {"model": t.upstream_model, "input": [text for text, _ in batch]},
+                headers,
+                REMOTE_TIMEOUT,
             )
-            resp.raise_for_status()
-            data = sorted(orjson.loads(resp.content)["data"], key=lambda d: d["index"])
+            if resp.status != 200:
+                raise ValueError(f"status {resp.status}")
+            data = sorted(orjson.loads(resp.body)["data"], key=lambda d: d["index"])
             vectors = [d["embedding"] for d in data]
             if len(vectors) != len(batch):
                 raise ValueError("embedding count mismatch")

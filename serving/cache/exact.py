@@ -36,7 +36,11 @@ class ExactCache:
         self.redis = client
 
     async def get(self, key: str) -> CachedAnswer | None:
-        raw = await self.redis.get(key)
+        return self.parse(await self.redis.get(key))
+
+    @staticmethod
+    def parse(raw: bytes | None) -> CachedAnswer | None:
+        """The answer an entry's stored bytes hold (None: no entry)."""
         if raw is None:
             return None
         data = json.loads(raw)

@@ -1,4 +1,5 @@
-"""The semantic cache's queries (sync: run them off the event loop with sync_to_async).
+"""The semantic cache's queries: sync (Django's connection), and the gateway's lookup on its own
+async connection (:func:`asearch`).
 
 Lookups filter by scope, model, context hash and expiry, and order by cosine distance. With
 pgvector's iterative index scans (``hnsw.iterative_scan = relaxed_order``) the HNSW scan keeps
@@ -20,6 +21,7 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from serving.cache import pg
 from serving.cache.models import SemanticCacheEntry
 from switchyard.ttl_cache import LruTtlCache
 
@@ -68,11 +70,70 @@ def search(
     b-tree index and sorts it exactly (recall 1, cost grows with the slice); ``"auto"`` takes
     exact for slices of at most :data:`EXACT_MAX_ROWS` live rows and HNSW above.
     """
+    if strategy == "auto":
+        strategy = _strategy(slice_rows(scope, model, context_hash))
+    sql, params, settings = _query(
+        strategy, scope, model, context_hash, embedding, limit, ef_search, iterative_scan
+    )
+    # The HNSW settings are scoped to a transaction; an exact read walks no index, so it needs
+    # neither: one round trip instead of five (BEGIN, two SETs, the query, COMMIT).
+    with transaction.atomic() if settings else nullcontext(), connection.cursor() as cur:
+        for setting in settings:
+            cur.execute(setting)
+        cur.execute(sql, params)
+        return _candidates(cur.fetchall())
+
+
+async def asearch(
+    *,
+    scope: str,
+    model: str,
+    context_hash: str,
+    embedding: Sequence[float],
+    limit: int = CANDIDATES,
+    ef_search: int = EF_SEARCH,
+    iterative_scan: str = "relaxed_order",
+) -> list[Candidate]:
+    """:func:`search` (``strategy="auto"``) for the gateway's event loop, on the semantic
+    cache's own async connection (:mod:`serving.cache.pg`): no thread hop."""
+    async with pg.pool().connection() as conn:
+        key = (scope, model, context_hash)
+        rows = _slices.get(key)
+        if rows is None:
+            cur = await conn.execute(COUNT_SQL, [scope, model, context_hash, EXACT_MAX_ROWS + 1])
+            rows = (await cur.fetchone())[0]
+            _slices.put(key, rows)
+        sql, params, settings = _query(
+            _strategy(rows), scope, model, context_hash, embedding, limit, ef_search,
+            iterative_scan,
+        )  # fmt: skip
+        if not settings:
+            cur = await conn.execute(sql, params)
+            return _candidates(await cur.fetchall())
+        async with conn.transaction():
+            for setting in settings:
+                await conn.execute(setting)
+            cur = await conn.execute(sql, params)
+            return _candidates(await cur.fetchall())
+
+
+def _strategy(slice_rows: int) -> str:
+    return "exact" if slice_rows <= EXACT_MAX_ROWS else "hnsw"
+
+
+def _query(
+    strategy: str,
+    scope: str,
+    model: str,
+    context_hash: str,
+    embedding: Sequence[float],
+    limit: int,
+    ef_search: int,
+    iterative_scan: str,
+) -> tuple[str, list, list[str]]:
+    """The search's SQL, its parameters and the settings to run before it (HNSW only)."""
     if iterative_scan not in ("relaxed_order", "strict_order", "off"):
         raise ValueError(f"unknown iterative_scan {iterative_scan!r}")
-    if strategy == "auto":
-        small = slice_rows(scope, model, context_hash) <= EXACT_MAX_ROWS
-        strategy = "exact" if small else "hnsw"
     if strategy not in ("hnsw", "exact"):
         raise ValueError(f"unknown strategy {strategy!r}")
     # "+ 0" keeps the planner off the HNSW index, which serves only the bare distance order.
@@ -84,23 +145,24 @@ def search(
         "WHERE scope = %s AND model = %s AND context_hash = %s AND expires > clock_timestamp() "
         f"ORDER BY {order} LIMIT %s"
     )
-    params = [vec, scope, model, context_hash, vec, limit]
-    hnsw = strategy == "hnsw"
-    # The HNSW settings are scoped to a transaction; an exact read walks no index, so it needs
-    # neither: one round trip instead of five (BEGIN, two SETs, the query, COMMIT).
-    with transaction.atomic() if hnsw else nullcontext(), connection.cursor() as cur:
-        if hnsw:
-            cur.execute(f"SET LOCAL hnsw.iterative_scan = {iterative_scan}")
-            cur.execute(f"SET LOCAL hnsw.ef_search = {int(ef_search)}")
-        cur.execute(sql, params)
-        rows = cur.fetchall()
-    # Django has psycopg hand jsonb back as text (JSONField decodes it); so do we.
+    settings = []
+    if strategy == "hnsw":
+        settings = [
+            f"SET LOCAL hnsw.iterative_scan = {iterative_scan}",
+            f"SET LOCAL hnsw.ef_search = {int(ef_search)}",
+        ]
+    return sql, [vec, scope, model, context_hash, vec, limit], settings
+
+
+def _candidates(rows: Sequence[Sequence[Any]]) -> list[Candidate]:
+    """Rows as candidates, nearest first (relaxed_order may return rows slightly out of
+    order). Django has psycopg hand jsonb back as text (JSONField decodes it); psycopg's own
+    connections decode it."""
     found = [
         Candidate(r[0], r[1], json.loads(r[2]) if isinstance(r[2], str) else r[2], r[3], r[4],
                   1.0 - float(r[5]))
         for r in rows
     ]  # fmt: skip
-    # relaxed_order may return rows slightly out of order.
     return sorted(found, key=lambda c: -c.similarity)
 
 
@@ -115,13 +177,15 @@ def slice_rows(scope: str, model: str, context_hash: str) -> int:
     return _slices.get_or_load(key, lambda: _count(scope, model, context_hash))
 
 
+COUNT_SQL = (
+    f"SELECT count(*) FROM (SELECT 1 FROM {TABLE} WHERE scope = %s AND model = %s "
+    "AND context_hash = %s LIMIT %s) s"
+)
+
+
 def _count(scope: str, model: str, context_hash: str) -> int:
     with connection.cursor() as cur:
-        cur.execute(
-            f"SELECT count(*) FROM (SELECT 1 FROM {TABLE} WHERE scope = %s AND model = %s "
-            "AND context_hash = %s LIMIT %s) s",
-            [scope, model, context_hash, EXACT_MAX_ROWS + 1],
-        )
+        cur.execute(COUNT_SQL, [scope, model, context_hash, EXACT_MAX_ROWS + 1])
         return cur.fetchone()[0]
 
 

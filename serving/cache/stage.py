@@ -15,6 +15,7 @@ import asyncio
 import datetime as dt
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,6 +55,9 @@ class CachePlan:
     semantic: SemanticKey | None
     embedding: list[float] | None = None
     stream: StreamAssembler | None = None
+    # The exact entry as read in admission's round trip (``prefetch``), else not yet read.
+    exact_read: bool = False
+    exact_raw: bytes | None = None
 
 
 def hit_charge(full_cost_micro_usd: int, price_percent: int) -> tuple[int, int]:
@@ -99,14 +103,42 @@ class CacheStage:
             stream=StreamAssembler() if call.stream else None,
         )
 
+    def prefetch(self, call: Any, pipe: Any) -> Callable[[Any], None] | None:
+        """Plan ``call``'s caches and queue the exact entry's read on ``pipe`` (admission's
+        round trip); returns what takes that read's result, or None when nothing was queued.
+        The entry is served only by :meth:`lookup`, after content screening. A tier that
+        redacts PII is planned after screening instead, which rewrites the upstream body: its
+        keys and stored prompts are of the redacted text."""
+        if call.tier.pii_redaction:
+            return None
+        plan = self._planned(call)
+        if plan is None or not plan.lookup or not plan.exact_key:
+            return None
+        pipe.get(plan.exact_key)
+
+        def take(raw: Any) -> None:
+            if isinstance(raw, bytes | None):
+                plan.exact_read, plan.exact_raw = True, raw
+
+        return take
+
+    def _planned(self, call: Any) -> CachePlan | None:
+        if not call.cache_planned:
+            call.cache_plan = self.plan(call)
+            call.cache_planned = True
+        return call.cache_plan
+
     async def lookup(self, call: Any) -> CachedAnswer | None:
         """A cached answer for ``call``, or ``None`` (a miss, or no cache applies)."""
-        plan = call.cache_plan = self.plan(call)
+        plan = self._planned(call)
         if plan is None or not plan.lookup:
             return None
         try:
             if plan.exact_key:
-                hit = await self.exact.get(plan.exact_key)
+                if plan.exact_read:
+                    hit = self.exact.parse(plan.exact_raw)
+                else:
+                    hit = await self.exact.get(plan.exact_key)
                 if hit is not None:
                     return hit
             if plan.semantic:
@@ -118,7 +150,7 @@ class CacheStage:
     async def _semantic_lookup(self, call: Any, plan: CachePlan) -> CachedAnswer | None:
         assert plan.semantic is not None
         plan.embedding = await embedder.embed(plan.semantic.text)
-        candidates = await sync_to_async(semantic.search, thread_sensitive=False)(
+        candidates = await semantic.asearch(
             scope=plan.scope,
             model=plan.model,
             context_hash=plan.semantic.context_hash,

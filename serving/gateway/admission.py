@@ -1,9 +1,12 @@
 """Admission: the tenant's rate limits and budgets, reserved before the upstream call.
 
 The request's tokens (prompt estimate + output reserved) are reserved on the rate limits and
-its worst-case cost on the tenant's budgets, both in one Redis round trip; when one refuses,
-the other is released, and the caller gets 429 (``rate_limited`` with Retry-After, or
-``insufficient_quota``). The metering stage settles both to the real figures afterwards.
+its worst-case cost on the tenant's budgets, an in-flight slot is taken on the chosen
+deployment, the exact cache's entry is read (served only after content screening) and the
+deployments' live state is read for the next requests' routing: all in one Redis round trip.
+When a limit or a budget refuses, the rest is released (again in one round trip), and the
+caller gets 429 (``rate_limited`` with Retry-After, or ``insufficient_quota``). The metering
+stage settles both to the real figures afterwards.
 """
 
 from __future__ import annotations
@@ -13,10 +16,12 @@ import asyncio
 import redis.asyncio as aioredis
 
 from billing.ledger import BudgetExhausted, BudgetLedger, BudgetReservation
+from serving.cache.stage import CacheStage
 from serving.gateway import metrics
 from serving.gateway.call import Call
 from serving.gateway.errors import insufficient_quota, rate_limited
 from serving.gateway.ratelimit import Limits, RateLimited, RateLimiter
+from serving.routing.health import DeploymentHealth
 from serving.routing.table import adeployment_price
 from tenants.models import Tier
 
@@ -50,10 +55,19 @@ def limit_message(exc: RateLimited, limits: Limits, tokens: int, capped: bool) -
 class Admission:
     """One per gateway, over its Redis client, rate limiter and budget ledger."""
 
-    def __init__(self, redis: aioredis.Redis, limiter: RateLimiter, ledger: BudgetLedger) -> None:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        limiter: RateLimiter,
+        ledger: BudgetLedger,
+        health: DeploymentHealth,
+        cache: CacheStage,
+    ) -> None:
         self.redis = redis
         self.limiter = limiter
         self.ledger = ledger
+        self.health = health
+        self.cache = cache
 
     async def admit(self, call: Call) -> None:
         """Reserve rate-limit tokens and the worst-case cost, or refuse with 429. Both
@@ -66,8 +80,7 @@ class Admission:
         worst = call.price.cost(call.prompt_estimate, call.max_output)
         limit_error, budget, budget_error = await self._reserve(call, limits, tokens, worst)
         if limit_error is not None:
-            if budget is not None:
-                await asyncio.shield(self.ledger.settle(budget, actual_cost=0))
+            await asyncio.shield(self._release(call, budget=budget))
             metrics.REJECTIONS.labels(f"rate_limit_{limit_error.reason}").inc()
             raise rate_limited(
                 limit_message(limit_error, limits, tokens, bool(call.requested_output)),
@@ -75,7 +88,7 @@ class Admission:
             )
         call.admitted = True
         if budget_error is not None:
-            await asyncio.shield(self.limiter.settle(call.limit_reservation, actual_tokens=0))
+            await asyncio.shield(self._release(call, limits=call.limit_reservation))
             call.limit_reservation = None
             metrics.REJECTIONS.labels("budget").inc()
             b = budget_error.budget
@@ -85,11 +98,25 @@ class Admission:
             )
         call.budget_reservation = budget
 
+    async def _release(self, call: Call, *, budget=None, limits=None) -> None:
+        """Give back what a refused admission took, in one round trip: the budget or the
+        rate-limit reservation, and the deployment's in-flight slot."""
+        pipe = self.redis.pipeline(transaction=False)
+        if budget is not None:
+            await self.ledger.settle(budget, actual_cost=0, pipe=pipe)
+        if limits is not None:
+            await self.limiter.settle(limits, actual_tokens=0, pipe=pipe)
+        if call.slot is not None:
+            self.health.queue_finish(pipe, call.slot, call.request_id, ok=None)
+            call.slot = None
+        await pipe.execute()
+
     async def _reserve(
         self, call: Call, limits: Limits, tokens: int, worst: int
     ) -> tuple[RateLimited | None, BudgetReservation | None, BudgetExhausted | None]:
-        """Both reservations in one round trip: (the rate limit's refusal, the budget
-        reservation, the budget's refusal); the limit reservation is set on ``call``."""
+        """Both reservations and the first choice's in-flight slot in one round trip: (the
+        rate limit's refusal, the budget reservation, the budget's refusal); the limit
+        reservation and the slot are set on ``call``."""
         tenant_id = call.auth.tenant.pk
         plan = await self.ledger.plan(tenant_id=tenant_id, cost=worst)
         pipe = self.redis.pipeline(transaction=False)
@@ -98,7 +125,16 @@ class Admission:
         )
         if plan.budgets:
             self.ledger.queue_reserve(pipe, plan)
+        slot = call.route.target.name
+        self.health.queue_acquire(pipe, slot, call.request_id)
+        take_cached = self.cache.prefetch(call, pipe)
+        take_live = self.health.queue_refresh(pipe)
         results = await pipe.execute()
+        call.slot = slot
+        if take_live is not None:
+            take_live(results.pop())
+        if take_cached is not None:
+            take_cached(results[-1])
         limit_error: RateLimited | None = None
         try:
             call.limit_reservation = self.limiter.outcome(results[0], **limit_call)
@@ -114,8 +150,7 @@ class Admission:
         except BudgetExhausted as exc:
             budget_error = exc
         except BaseException:
-            if call.limit_reservation is not None:
-                await asyncio.shield(self.limiter.settle(call.limit_reservation, actual_tokens=0))
-                call.limit_reservation = None
+            await asyncio.shield(self._release(call, limits=call.limit_reservation))
+            call.limit_reservation = None
             raise
         return limit_error, budget, budget_error

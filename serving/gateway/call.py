@@ -64,11 +64,18 @@ class Call:
     cache: str = "miss"
     cache_control: str = ""
     cache_plan: Any = None
+    cache_planned: bool = False  # cache_plan is decided (CacheStage plans once per call)
     cache_keep: dict[str, Any] | None = None  # a miss's answer to store (CacheStage.keep)
     response_for_log: dict[str, Any] | None = None
     admitted: bool = False
     context_error: GatewayError | None = None
     finished: bool = False
+    # The deployment whose in-flight slot this call holds (taken at admission for the first
+    # choice, by failover for others) and, once an attempt there succeeded, its time to first
+    # token in ms: the settlement frees the slot and counts the success in its round trip.
+    slot: str | None = None
+    slot_ok: bool = False
+    slot_ttft_ms: float | None = None
 
     @property
     def endpoint(self) -> str:

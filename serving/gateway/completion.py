@@ -84,16 +84,24 @@ class Completion:
             await self.meter.finish(call)
             return resp
         resp = await self._call(call)
-        metering.usage_from(call, resp.get("usage"))
-        await metering.count_answer_if_unreported(call, resp)
-        resp["model"] = call.route.model
-        if call.api.generates:
-            redact_answer(call, resp)
-        error = json_error(call, resp)
-        call.response_for_log = resp
-        if error is None:
-            self.cache.keep(call, resp)  # queued with the settlement by finish()
-        await self.meter.finish(call)
+        try:
+            metering.usage_from(call, resp.get("usage"))
+            await metering.count_answer_if_unreported(call, resp)
+            resp["model"] = call.route.model
+            if call.api.generates:
+                redact_answer(call, resp)
+            error = json_error(call, resp)
+            call.response_for_log = resp
+            if error is None:
+                self.cache.keep(call, resp)  # queued with the settlement by finish()
+        except BaseException:
+            # The client went away while the answer was counted (or egress broke): the
+            # answer was produced, so it is settled and metered all the same.
+            if call.status == 200:
+                call.status, call.error_code = 499, "client_closed"
+            await asyncio.shield(self.meter.finish(call))
+            raise
+        await asyncio.shield(self.meter.finish(call))
         if error:
             raise error
         return resp

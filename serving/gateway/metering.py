@@ -25,6 +25,7 @@ from serving.gateway.endpoints import tool_call_text
 from serving.gateway.errors import GatewayError
 from serving.gateway.ratelimit import RateLimiter
 from serving.request_log import REQUEST_LOG_STREAM
+from serving.routing.health import DeploymentHealth
 from switchyard.streams import stream_add
 
 
@@ -166,15 +167,18 @@ class Meter:
         limiter: RateLimiter,
         ledger: BudgetLedger,
         cache: CacheStage,
+        health: DeploymentHealth,
     ) -> None:
         self.redis = redis
         self.limiter = limiter
         self.ledger = ledger
         self.cache = cache
+        self.health = health
 
     async def finish(self, call: Call) -> None:
-        """Settle reservations, meter usage (one record per request with tokens) and queue the
-        request-log entry. Runs exactly once per admitted call."""
+        """Settle reservations, free the deployment's in-flight slot (counting its success),
+        meter usage (one record per request with tokens) and queue the request-log entry, in
+        one transaction. Runs exactly once per admitted call."""
         if call.finished:
             return
         call.finished = True
@@ -196,6 +200,12 @@ class Meter:
             stream_add(pipe, USAGE_STREAM, usage_record(call, cost, saved))
         stream_add(pipe, REQUEST_LOG_STREAM, log_entry(call, cost))
         self.cache.queue_writes(call, pipe)
+        if call.slot is not None:
+            # The deployment's in-flight slot, and the success of the attempt that held it.
+            self.health.queue_finish(
+                pipe, call.slot, call.request_id, ok=call.slot_ok or None, ttft_ms=call.slot_ttft_ms
+            )
+            call.slot = None
         await pipe.execute()
         await metrics.record_finished(
             self.redis,

@@ -111,8 +111,8 @@ class Gateway:
         health = DeploymentHealth(self.redis)
         failover = Failover(health)
         self.preparation = Preparation(Router(), health)
-        self.admission = Admission(self.redis, limiter, ledger)
-        self.meter = Meter(self.redis, limiter, ledger, cache)
+        self.admission = Admission(self.redis, limiter, ledger, health, cache)
+        self.meter = Meter(self.redis, limiter, ledger, cache, health)
         self.completion = Completion(cache, failover, self.meter)
         self.streaming = Streaming(cache, failover, self.meter)
         # Metering's fallback tokenizer takes seconds to load: load it before it is needed.

@@ -1,15 +1,19 @@
 """Validation, routing and the context check: everything decided before admission.
 
 :meth:`Preparation.prepare` validates the body, routes it (the routing table, the
-deployments' live state and, when a rule asks for it, the prompt's task class), reckons the
-output tokens to reserve and builds the upstream body. A prompt that surely does not fit the
-deployment's window is only noted (``call.context_error``): it is refused after admission,
-so floods of oversized prompts count against the tenant's limits like any other request.
+deployments' live state: this process's copy, refreshed by every admission's round trip and at
+most ``SWITCHYARD_LIVE_STATE_SECONDS`` old; and, when a rule asks for it, the prompt's task
+class), reckons the output tokens to reserve and builds the upstream body. A prompt that
+surely does not fit the deployment's window is only noted (``call.context_error``): it is
+refused after admission, so floods of oversized prompts count against the tenant's limits like
+any other request.
 """
 
 from __future__ import annotations
 
 import asyncio
+
+from django.conf import settings
 
 from serving.gateway.call import Call
 from serving.gateway.errors import invalid
@@ -40,7 +44,9 @@ class Preparation:
         when a rule asks for it), then :meth:`plan`."""
         validate(call.endpoint, call.body, pass_unknown=call.tier.pass_unknown_params)
         table = await arouting_table()
-        call.live = await self.health.snapshot(table.deployment_names)
+        call.live = await self.health.live(
+            table.deployment_names, settings.SWITCHYARD_LIVE_STATE_SECONDS
+        )
         if table.needs_task_class and call.api.generates and call.task_class is None:
             text = call.api.classifier_text(call.body)
             call.task_class, _ = await asyncio.to_thread(task_classifier().classify, text)

@@ -1,4 +1,4 @@
-"""Calls to deployments over one pooled ``httpx.AsyncClient`` per event loop.
+"""Calls to deployments over one pooled ``aiohttp.ClientSession`` per event loop.
 
 Any OpenAI-compatible base URL works (a Switchyard model worker, vLLM, a hosted API). Streams
 are passed through chunk by chunk; closing the stream (client gone, cancel) closes the
@@ -12,45 +12,80 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-import httpx
 import orjson
-from httpx_aiohttp import AiohttpTransport
 
 from serving.gateway.errors import GatewayError, invalid, upstream_error
 from serving.providers import anthropic, azure
 from serving.routing.deployments import Target
 
-_clients: dict[int, httpx.AsyncClient] = {}
+# Connect timeout: a deployment that does not accept a connection in this long is down.
+CONNECT_SECONDS = 5.0
+
+_sessions: dict[int, aiohttp.ClientSession] = {}
 
 
-def client() -> httpx.AsyncClient:
+def session() -> aiohttp.ClientSession:
+    """The event loop's pooled aiohttp session (connections kept alive per host). aiohttp is
+    called directly: httpx's pool (httpcore) scans every pooled connection on each request,
+    and httpx over aiohttp's transport doubled the client's CPU per request
+    (benchmarks/RESULTS.md, "Gateway")."""
     loop = asyncio.get_running_loop()
-    c = _clients.get(id(loop))
-    if c is None or c.is_closed:
-        # httpx's own pool (httpcore) scans every pooled connection on each request, so its
-        # CPU per request grows with concurrency; aiohttp's pool under the same httpx API
-        # does not (benchmarks/RESULTS.md, "Gateway").
-        limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
-        c = httpx.AsyncClient(
-            transport=AiohttpTransport(limits=limits),
-            limits=limits,
-            timeout=httpx.Timeout(120.0, connect=5.0),
+    s = _sessions.get(id(loop))
+    if s is None or s.closed:
+        connector = aiohttp.TCPConnector(limit=1000, limit_per_host=0, keepalive_timeout=30)
+        s = aiohttp.ClientSession(
+            connector=connector,
+            skip_auto_headers=("User-Agent",),
+            auto_decompress=True,
+            raise_for_status=False,
         )
-        _clients[id(loop)] = c
-    return c
+        _sessions[id(loop)] = s
+    return s
 
 
-def _timed_out(exc: httpx.HTTPError) -> bool:
-    """Whether a transport error was a timeout. The aiohttp transport maps every aiohttp
-    connection error (refused, reset, closed mid-stream) to ``httpx.ConnectTimeout``, so the
-    original error decides."""
-    cause = exc.__cause__
-    if isinstance(cause, aiohttp.ClientError | OSError):
-        return isinstance(cause, aiohttp.ServerTimeoutError | TimeoutError)
-    return isinstance(exc, httpx.TimeoutException)
+def _timeout(seconds: float, *, stream: bool = False) -> aiohttp.ClientTimeout:
+    """A whole answer may take ``seconds``; a stream may go ``seconds`` without a byte."""
+    connect = min(CONNECT_SECONDS, seconds)
+    if stream:
+        return aiohttp.ClientTimeout(total=None, sock_connect=connect, sock_read=seconds)
+    return aiohttp.ClientTimeout(total=seconds, sock_connect=connect)
+
+
+class TransportError(Exception):
+    """The deployment could not be reached or broke the connection (``timed_out``: it took
+    longer than allowed)."""
+
+    def __init__(self, timed_out: bool) -> None:
+        super().__init__("timed out" if timed_out else "unreachable")
+        self.timed_out = timed_out
+
+
+def _transport_error(exc: BaseException) -> TransportError:
+    return TransportError(isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError))
+
+
+@dataclass(slots=True)
+class Answer:
+    """A whole upstream answer."""
+
+    status: int
+    body: bytes
+    retry_after: str | None = None
+
+
+async def post(url: str, payload: Any, headers: dict[str, str], timeout: float) -> Answer:
+    """POST ``payload`` as JSON and read the whole answer; raises :class:`TransportError`."""
+    try:
+        async with session().post(
+            url, data=orjson.dumps(payload), headers=headers, timeout=_timeout(timeout)
+        ) as resp:
+            return Answer(resp.status, await resp.read(), resp.headers.get("retry-after"))
+    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        raise _transport_error(exc) from exc
 
 
 def _headers(
@@ -220,22 +255,47 @@ async def post_json(
 ) -> dict[str, Any]:
     url, payload, headers = _request(target, path, body, request_id, tenant, weight, salt)
     try:
-        resp = await client().post(
-            url, json=payload, headers=headers, timeout=target.timeout_seconds
-        )
-    except httpx.HTTPError as exc:
-        if _timed_out(exc):
+        resp = await post(url, payload, headers, target.timeout_seconds)
+    except TransportError as exc:
+        if exc.timed_out:
             raise upstream_error(f"Deployment {target.name} timed out.", 504) from exc
         raise upstream_error(f"Deployment {target.name} is unreachable.", 502) from exc
-    if resp.status_code != 200:
-        raise _error_from(resp.status_code, resp.content, target, resp.headers.get("retry-after"))
+    if resp.status != 200:
+        raise _error_from(resp.status, resp.body, target, resp.retry_after)
     try:
-        answer = resp.json()
+        answer = _loads(resp.body)
         if target.kind == "anthropic":
-            return anthropic.to_chat_completion(answer, body.get("model", ""))
-        return answer
+            answer = anthropic.to_chat_completion(answer, body.get("model", ""))
     except (ValueError, TypeError, AttributeError):
-        raise upstream_error(f"Deployment {target.name} answered with invalid JSON.") from None
+        answer = None
+    if not isinstance(answer, dict):
+        raise upstream_error(f"Deployment {target.name} answered with invalid JSON.")
+    return answer
+
+
+def _loads(data: bytes | str) -> Any:
+    """JSON from an upstream: orjson, or the standard library for the NaN and Infinity that
+    some servers write (orjson refuses them)."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return json.loads(data)
+
+
+async def _lines(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
+    """The lines of a response body, however long (aiohttp's own line reader stops at its
+    buffer size), without their line ends."""
+    pending = b""
+    async for data in content.iter_any():
+        pending += data
+        if b"\n" not in data:
+            continue
+        *lines, pending = pending.split(b"\n")
+        for line in lines:
+            for part in line.split(b"\r"):  # CRLF, or a lone CR (SSE allows both)
+                yield part
+    for part in pending.split(b"\r"):
+        yield part
 
 
 async def stream_chunks(
@@ -251,40 +311,40 @@ async def stream_chunks(
     """Yield each SSE ``data:`` JSON object of an upstream stream until ``[DONE]`` (for an
     Anthropic deployment: its events translated to OpenAI chunks, until ``message_stop``)."""
     url, payload, headers = _request(target, path, body, request_id, tenant, weight, salt)
-    req = client().build_request(
-        "POST", url, json=payload, headers=headers, timeout=target.timeout_seconds
-    )
     translator = (
         anthropic.StreamTranslator(body.get("model", "")) if target.kind == "anthropic" else None
     )
     try:
-        resp = await client().send(req, stream=True)
-    except httpx.HTTPError as exc:
-        if _timed_out(exc):
+        resp = await session().post(
+            url,
+            data=orjson.dumps(payload),
+            headers=headers,
+            timeout=_timeout(target.timeout_seconds, stream=True),
+        )
+    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        if _transport_error(exc).timed_out:
             raise upstream_error(f"Deployment {target.name} timed out.", 504) from exc
         raise upstream_error(f"Deployment {target.name} is unreachable.", 502) from exc
     try:
-        if resp.status_code != 200:
+        if resp.status != 200:
             raise _error_from(
-                resp.status_code, await resp.aread(), target, resp.headers.get("retry-after")
+                resp.status, await resp.read(), target, resp.headers.get("retry-after")
             )
-        async for line in resp.aiter_lines():
-            if not line.startswith("data:"):
+        async for line in _lines(resp.content):
+            if not line.startswith(b"data:"):
                 continue
             data = line[5:].strip()
-            if data == "[DONE]":
+            if data == b"[DONE]":
+                resp.content.read_nowait()  # what is left (the chunked end): keep-alive
                 return
             try:
-                chunk = orjson.loads(data)
-            except orjson.JSONDecodeError:
-                try:  # orjson refuses NaN/Infinity, which some servers write
-                    chunk = json.loads(data)
-                except ValueError:
-                    continue
+                chunk = _loads(data)
+            except ValueError:
+                continue
             if not isinstance(chunk, dict):
                 continue
             if "error" in chunk and "choices" not in chunk:
-                raise _stream_error(data, target)
+                raise _stream_error(data.decode(errors="replace"), target)
             if translator is None:
                 yield chunk
                 continue
@@ -298,12 +358,17 @@ async def stream_chunks(
                 yield out
             if translator.done:
                 return
-    except httpx.HTTPError as exc:
-        if _timed_out(exc):
+    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        if _transport_error(exc).timed_out:
             raise upstream_error(f"Deployment {target.name} timed out mid-stream.", 504) from exc
         raise upstream_error(f"Deployment {target.name} failed mid-stream.", 502) from exc
     finally:
-        await resp.aclose()
+        # A whole body returns the connection to the pool; a stream left early (the client
+        # went away, an error) closes it, which tells a Switchyard worker to stop generating.
+        if resp.content.at_eof():
+            resp.release()
+        else:
+            resp.close()
 
 
 async def abort_upstream(target: Target, request_id: str) -> dict[str, int] | None:
@@ -315,15 +380,17 @@ async def abort_upstream(target: Target, request_id: str) -> dict[str, int] | No
     if target.api_key:
         headers["authorization"] = f"Bearer {target.api_key}"
     try:
-        resp = await client().post(
-            f"{target.base_url}/abort",
-            json={"request_id": request_id},
-            headers=headers,
-            timeout=5.0,
-        )
-        if resp.status_code != 200:
+        resp = await post(f"{target.base_url}/abort", {"request_id": request_id}, headers, 5.0)
+        if resp.status != 200:
             return None
-        usage = resp.json().get("usage")
-    except (httpx.HTTPError, ValueError, AttributeError):
+        usage = _loads(resp.body).get("usage")
+    except (TransportError, ValueError, AttributeError):
         return None
     return usage if isinstance(usage, dict) else None
+
+
+async def close_sessions() -> None:
+    """Close the running loop's session (at server shutdown: no "Unclosed connector")."""
+    s = _sessions.pop(id(asyncio.get_running_loop()), None)
+    if s is not None and not s.closed:
+        await s.close()

@@ -13,7 +13,9 @@ a chunk it is never retried: a later failure reaches the pipeline, which ends th
 with an error event and meters the tokens.
 
 Every attempt counts in the deployment's in-flight set and reports success (with its time to
-first token) or failure to :class:`serving.routing.health.DeploymentHealth` (passive health checks).
+first token) or failure to :class:`serving.routing.health.DeploymentHealth` (passive health
+checks). The first choice's slot is taken by admission, in its round trip, and a success is
+counted by the call's settlement, in its transaction; failures are counted at once.
 """
 
 from __future__ import annotations
@@ -82,6 +84,27 @@ class Failover:
             )
         call.route = dataclasses.replace(call.route, target=target, attempts=attempt)
 
+    async def _acquire(self, call: Call, target: Target) -> None:
+        """An in-flight slot on ``target``: admission took the first choice's already."""
+        if call.slot == target.name:
+            return
+        if call.slot is not None:  # a slot on another deployment (not normally: released)
+            await self.health.release(call.slot, call.request_id)
+        call.slot = None
+        await self.health.acquire(target.name, call.request_id)
+        call.slot = target.name
+
+    async def _report(self, call: Call, target: Target, outcome: _Outcome) -> None:
+        """End an attempt. A success is left to the call's settlement, which frees the slot
+        and counts it in its own round trip; a failure is counted now (the next attempt's
+        routing must see it)."""
+        if outcome.success and call.slot == target.name:
+            call.slot_ok, call.slot_ttft_ms = True, outcome.ttft_ms
+            return
+        if call.slot == target.name:
+            call.slot = None
+        await outcome.report(self.health, target.name, call.request_id)
+
     @staticmethod
     def _out_of_time(attempts: int, last: GatewayError | None) -> GatewayError:
         if last is not None and last.code == "model_loading":
@@ -101,7 +124,7 @@ class Failover:
             if deadline - time.monotonic() <= 0:
                 raise self._out_of_time(attempt - 1, last)
             started = time.perf_counter()
-            await self.health.acquire(target.name, call.request_id)
+            await self._acquire(call, target)
             outcome = _Outcome()
             try:
                 # The whole answer may take the deployment's timeout (its first byte is its
@@ -122,7 +145,7 @@ class Failover:
                 last = exc
                 continue
             finally:
-                await asyncio.shield(outcome.report(self.health, target.name, call.request_id))
+                await asyncio.shield(self._report(call, target, outcome))
             await self._chosen(call, target, attempt)
             return resp
         assert last is not None
@@ -141,7 +164,7 @@ class Failover:
             if left <= 0:
                 raise self._out_of_time(attempt - 1, last)
             started = time.perf_counter()
-            await self.health.acquire(target.name, call.request_id)
+            await self._acquire(call, target)
             # Each read may wait the deployment's timeout; the first chunk, the deadline.
             chunks = upstream.stream_chunks(target, path, _for(target, body), **kw)
             outcome = _Outcome()
@@ -183,7 +206,7 @@ class Failover:
                 return
             finally:
                 await chunks.aclose()
-                await asyncio.shield(outcome.report(self.health, target.name, call.request_id))
+                await asyncio.shield(self._report(call, target, outcome))
         assert last is not None
         await self._chosen(call, candidates[-1], len(candidates))
         raise last

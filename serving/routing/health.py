@@ -18,7 +18,9 @@ to ``COOLDOWN_MAX`` seconds). One success, from a request or from the active che
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 import redis.asyncio as aioredis
@@ -155,6 +157,14 @@ def _failure_args(reason: str, immediate: bool) -> list:
     ]
 
 
+def _finish_args(ok: bool | None, ttft_ms: float | None, reason: str, immediate: bool) -> list:
+    if ok:
+        return ["ok", time.time(), "" if ttft_ms is None else f"{ttft_ms:.3f}", EWMA_ALPHA]
+    if ok is None:
+        return [""]
+    return ["fail", *_failure_args(reason, immediate)]
+
+
 class DeploymentHealth:
     """The gateway's async view of the live state (one per event loop, like the limiter)."""
 
@@ -164,20 +174,60 @@ class DeploymentHealth:
         self._success = client.register_script(_SUCCESS)
         self._failure = client.register_script(_FAILURE)
         self._finish = client.register_script(_FINISH)
+        # (names, state, monotonic time read): routing's copy of the live state.
+        self._view: tuple[list[str], LiveState, float] | None = None
 
     async def snapshot(self, names: list[str]) -> LiveState:
         """In-flight counts, latency and cooldowns of ``names``, in one round trip."""
         if not names:
             return {}
         flat = await self._snapshot(keys=[], args=[time.time(), INFLIGHT_TTL, *names])
-        return _parse(names, flat)
+        state = _parse(names, flat)
+        self._remember(names, state)
+        return state
+
+    async def live(self, names: list[str], max_age: float) -> LiveState:
+        """The live state of ``names`` at most ``max_age`` seconds old: this process's last
+        snapshot (every admission refreshes it, :meth:`queue_refresh`), else a fresh one."""
+        view = self._view
+        if (
+            max_age > 0
+            and view is not None
+            and view[0] == names
+            and time.monotonic() - view[2] <= max_age
+        ):
+            return view[1]
+        return await self.snapshot(names)
+
+    def queue_refresh(self, pipe: Any) -> Callable[[Any], None] | None:
+        """Queue a snapshot of the deployments last read on ``pipe`` (admission's round trip):
+        routing's copy stays as fresh as the last request. Returns what takes the result."""
+        view = self._view
+        if view is None or not view[0]:
+            return None
+        names = view[0]
+        pipe.eval(_SNAPSHOT, 0, time.time(), INFLIGHT_TTL, *names)
+        return lambda flat: self._remember(names, _parse(names, flat))
+
+    def _remember(self, names: list[str], state: LiveState) -> None:
+        self._view = (names, state, time.monotonic())
+
+    def forget(self) -> None:
+        """Drop the process's copy: the next routing reads Redis (after a failure here)."""
+        self._view = None
 
     async def acquire(self, name: str, request_id: str) -> None:
-        k = f"{_key(name)}:inflight"
         pipe = self.redis.pipeline(transaction=False)
+        self.queue_acquire(pipe, name, request_id)
+        await pipe.execute()
+
+    @staticmethod
+    def queue_acquire(pipe: Any, name: str, request_id: str) -> None:
+        """Queue taking an in-flight slot of ``name`` on ``pipe`` (admission's round trip
+        takes the first choice's slot)."""
+        k = f"{_key(name)}:inflight"
         pipe.zadd(k, {request_id: time.time()})
         pipe.expire(k, INFLIGHT_TTL)
-        await pipe.execute()
 
     async def release(self, name: str, request_id: str) -> None:
         await self.redis.zrem(f"{_key(name)}:inflight", request_id)
@@ -195,15 +245,21 @@ class DeploymentHealth:
         """End one attempt in one round trip: free its in-flight slot and count a success
         (``ok``), a failure (``not ok``) or neither (``None``, e.g. the caller's own 400).
         Returns the cooldown a failure started, in seconds (0 if none)."""
-        if ok:
-            args = ["ok", time.time(), "" if ttft_ms is None else f"{ttft_ms:.3f}", EWMA_ALPHA]
-        elif ok is None:
-            args = [""]
-        else:
-            args = ["fail", *_failure_args(reason, immediate)]
+        args = _finish_args(ok, ttft_ms, reason, immediate)
+        if ok is False:
+            self.forget()  # this process's next request routes by the failure
         out = await self._finish(keys=[_key(name), f"{_key(name)}:inflight"],
                                  args=[request_id, *args])  # fmt: skip
         return float(out)
+
+    @staticmethod
+    def queue_finish(
+        pipe: Any, name: str, request_id: str, *, ok: bool | None, ttft_ms: float | None = None
+    ) -> None:
+        """Queue :meth:`finish` of a success (or, ``ok`` None, only the slot's release) on
+        ``pipe``: the settlement's transaction carries it (EVAL: no SCRIPT EXISTS trip)."""
+        args = _finish_args(ok, ttft_ms, "", False)
+        pipe.eval(_FINISH, 2, _key(name), f"{_key(name)}:inflight", request_id, *args)
 
     async def success(self, name: str, ttft_ms: float | None) -> None:
         ttft = "" if ttft_ms is None else f"{ttft_ms:.3f}"
@@ -211,6 +267,7 @@ class DeploymentHealth:
 
     async def failure(self, name: str, reason: str, *, immediate: bool = False) -> float:
         """Count a failure; returns the cooldown it started, in seconds (0 if none)."""
+        self.forget()
         secs = await self._failure(keys=[_key(name)], args=_failure_args(reason, immediate))
         return float(secs)
 

@@ -73,3 +73,29 @@ def test_auto_counts_the_slice_once_and_remembers_it(slices):
 def test_unknown_strategy_is_refused(slices):
     with pytest.raises(ValueError):
         _search(slices[0], unit_vector(1), strategy="guess")
+
+
+@pytest.mark.parametrize("slice_size", ["counted", "large"])
+async def test_the_gateways_async_lookup_finds_what_search_finds(
+    transactional_db, slices, slice_size
+):
+    """asearch (the gateway's own async connection, no thread hop) answers like search, on
+    the exact path for a small slice and through HNSW for a large one."""
+    from asgiref.sync import sync_to_async
+
+    from serving.cache import pg
+
+    tenant_a, _ = slices
+    key = (f"t:{tenant_a.pk}", "smollm2-135m-instruct", "0" * 64)
+    if slice_size == "large":
+        semantic._slices.put(key, semantic.EXACT_MAX_ROWS + 1)  # as if counted: HNSW
+    try:
+        found = await semantic.asearch(
+            scope=key[0], model=key[1], context_hash=key[2], embedding=unit_vector(7)
+        )
+        expected = await sync_to_async(_search)(tenant_a, unit_vector(7), strategy="exact")
+        assert [c.prompt for c in found] == [c.prompt for c in expected]
+        assert found[0].prompt == "a7" and isinstance(found[0].response, dict)
+        assert semantic._slices.get(key) == (40 if slice_size == "counted" else 10_001)
+    finally:
+        await pg.close_pool()
