@@ -106,10 +106,12 @@ class Admission:
             await self.ledger.settle(budget, actual_cost=0, pipe=pipe)
         if limits is not None:
             await self.limiter.settle(limits, actual_tokens=0, pipe=pipe)
-        if call.slot is not None:
-            self.health.queue_finish(pipe, call.slot, call.request_id, ok=None)
-            call.slot = None
+        slot, call.slot = call.slot, None
+        if slot is not None:
+            self.health.queue_finish(pipe, slot, call.request_id, ok=None)
         await pipe.execute()
+        if slot is not None:
+            self.health.freed(slot)
 
     async def _reserve(
         self, call: Call, limits: Limits, tokens: int, worst: int
@@ -131,6 +133,7 @@ class Admission:
         take_live = self.health.queue_refresh(pipe)
         results = await pipe.execute()
         call.slot = slot
+        self.health.took(slot)
         if take_live is not None:
             take_live(results.pop())
         if take_cached is not None:

@@ -200,13 +200,15 @@ class Meter:
             stream_add(pipe, USAGE_STREAM, usage_record(call, cost, saved))
         stream_add(pipe, REQUEST_LOG_STREAM, log_entry(call, cost))
         self.cache.queue_writes(call, pipe)
-        if call.slot is not None:
+        slot, call.slot = call.slot, None
+        if slot is not None:
             # The deployment's in-flight slot, and the success of the attempt that held it.
             self.health.queue_finish(
-                pipe, call.slot, call.request_id, ok=call.slot_ok or None, ttft_ms=call.slot_ttft_ms
+                pipe, slot, call.request_id, ok=call.slot_ok or None, ttft_ms=call.slot_ttft_ms
             )
-            call.slot = None
         await pipe.execute()
+        if slot is not None:
+            self.health.freed(slot)
         await metrics.record_finished(
             self.redis,
             tenant=call.auth.tenant.slug,

@@ -17,6 +17,7 @@ to ``COOLDOWN_MAX`` seconds). One success, from a request or from the active che
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -174,8 +175,10 @@ class DeploymentHealth:
         self._success = client.register_script(_SUCCESS)
         self._failure = client.register_script(_FAILURE)
         self._finish = client.register_script(_FINISH)
-        # (names, state, monotonic time read): routing's copy of the live state.
-        self._view: tuple[list[str], LiveState, float] | None = None
+        # Routing's copy of the live state: (names, state, monotonic time read, this process's
+        # in-flight counts then). Routing adds this process's own changes since (``_local``).
+        self._view: tuple[list[str], LiveState, float, dict[str, int]] | None = None
+        self._local: dict[str, int] = {}
 
     async def snapshot(self, names: list[str]) -> LiveState:
         """In-flight counts, latency and cooldowns of ``names``, in one round trip."""
@@ -188,16 +191,21 @@ class DeploymentHealth:
 
     async def live(self, names: list[str], max_age: float) -> LiveState:
         """The live state of ``names`` at most ``max_age`` seconds old: this process's last
-        snapshot (every admission refreshes it, :meth:`queue_refresh`), else a fresh one."""
+        snapshot (every admission refreshes it, :meth:`queue_refresh`) with the slots this
+        process took and freed since, else a fresh snapshot."""
         view = self._view
-        if (
-            max_age > 0
-            and view is not None
-            and view[0] == names
-            and time.monotonic() - view[2] <= max_age
-        ):
-            return view[1]
-        return await self.snapshot(names)
+        if max_age <= 0 or view is None or view[0] != names or time.monotonic() - view[2] > max_age:
+            return await self.snapshot(names)
+        _, state, _, then = view
+        local = self._local
+        changed = [n for n in names if local.get(n, 0) != then.get(n, 0)]
+        if not changed:
+            return state
+        state = dict(state)
+        for n in changed:
+            inflight = state[n].inflight + local.get(n, 0) - then.get(n, 0)
+            state[n] = dataclasses.replace(state[n], inflight=max(0, inflight))
+        return state
 
     def queue_refresh(self, pipe: Any) -> Callable[[Any], None] | None:
         """Queue a snapshot of the deployments last read on ``pipe`` (admission's round trip):
@@ -210,27 +218,37 @@ class DeploymentHealth:
         return lambda flat: self._remember(names, _parse(names, flat))
 
     def _remember(self, names: list[str], state: LiveState) -> None:
-        self._view = (names, state, time.monotonic())
+        self._view = (names, state, time.monotonic(), dict(self._local))
 
     def forget(self) -> None:
         """Drop the process's copy: the next routing reads Redis (after a failure here)."""
         self._view = None
 
+    def took(self, name: str) -> None:
+        """This process took a slot of ``name`` (counted by routing until the next snapshot)."""
+        self._local[name] = self._local.get(name, 0) + 1
+
+    def freed(self, name: str) -> None:
+        """This process freed a slot of ``name``."""
+        self._local[name] = self._local.get(name, 0) - 1
+
     async def acquire(self, name: str, request_id: str) -> None:
         pipe = self.redis.pipeline(transaction=False)
         self.queue_acquire(pipe, name, request_id)
         await pipe.execute()
+        self.took(name)
 
     @staticmethod
     def queue_acquire(pipe: Any, name: str, request_id: str) -> None:
         """Queue taking an in-flight slot of ``name`` on ``pipe`` (admission's round trip
-        takes the first choice's slot)."""
+        takes the first choice's slot); call :meth:`took` once it ran."""
         k = f"{_key(name)}:inflight"
         pipe.zadd(k, {request_id: time.time()})
         pipe.expire(k, INFLIGHT_TTL)
 
     async def release(self, name: str, request_id: str) -> None:
         await self.redis.zrem(f"{_key(name)}:inflight", request_id)
+        self.freed(name)
 
     async def finish(
         self,
@@ -250,6 +268,7 @@ class DeploymentHealth:
             self.forget()  # this process's next request routes by the failure
         out = await self._finish(keys=[_key(name), f"{_key(name)}:inflight"],
                                  args=[request_id, *args])  # fmt: skip
+        self.freed(name)
         return float(out)
 
     @staticmethod
@@ -257,7 +276,8 @@ class DeploymentHealth:
         pipe: Any, name: str, request_id: str, *, ok: bool | None, ttft_ms: float | None = None
     ) -> None:
         """Queue :meth:`finish` of a success (or, ``ok`` None, only the slot's release) on
-        ``pipe``: the settlement's transaction carries it (EVAL: no SCRIPT EXISTS trip)."""
+        ``pipe``: the settlement's transaction carries it (EVAL: no SCRIPT EXISTS trip); call
+        :meth:`freed` once it ran."""
         args = _finish_args(ok, ttft_ms, "", False)
         pipe.eval(_FINISH, 2, _key(name), f"{_key(name)}:inflight", request_id, *args)
 

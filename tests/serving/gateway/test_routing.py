@@ -224,3 +224,56 @@ def test_a_task_class_rule_sends_code_prompts_to_the_code_group(make_caller, ups
     assert (code["model"], code["rule"], code["class"]) == ("coder", "code-to-coder", "code")
     simple = ask("What is the capital of Peru?")
     assert (simple["model"], simple["rule"], simple["class"]) == (MODEL, "tier-default", "simple")
+
+
+def test_every_ending_frees_the_in_flight_slot_and_a_success_is_counted(make_caller, upstream_url):
+    """Admission takes the first choice's in-flight slot in its round trip and the settlement
+    frees it (counting a success) in its transaction: whatever way a request ends, no slot is
+    left behind."""
+    caller = make_caller(
+        **{**ROOMY, "requests_per_minute": 5}, blocklist=["project zeus"], exact_cache_enabled=True
+    )
+    health = DeploymentHealthSync(get_redis())
+    body = {**CHAT, "temperature": 0}
+    deployment_set(name="instant", model=MODEL, base_url=f"{upstream_url}/fail/v1")
+    failing = caller.post("/chat/completions", json=CHAT)
+    deployment_set(name="instant", model=MODEL, base_url=f"{upstream_url}/v1")
+    ok = caller.post("/chat/completions", json=body)
+    hit = caller.post("/chat/completions", json=body)  # the exact cache answers
+    blocked = caller.post(
+        "/chat/completions",
+        json={**CHAT, "messages": [{"role": "user", "content": "about project zeus"}]},
+    )
+    too_long = caller.post(
+        "/chat/completions",
+        json={**CHAT, "messages": [{"role": "user", "content": "word " * 6000}]},
+    )
+    limited = caller.post("/chat/completions", json=body)  # the 6th within the minute
+    assert [r.status_code for r in (ok, hit, blocked, too_long, limited)] == [
+        200, 200, 400, 400, 429
+    ]  # fmt: skip
+    assert failing.status_code == 502
+    assert hit.headers["x-switchyard-cache"] == "hit-exact"
+    state = health.snapshot(["instant"])["instant"]
+    assert state.inflight == 0
+    assert state.ewma_ms is not None and state.fails == 0  # the success was counted
+
+
+def test_a_cooldown_set_elsewhere_is_routed_by_within_the_live_state_bound(
+    make_caller, upstream_url
+):
+    """Routing reads this process's copy of the live state, refreshed by every admission and
+    never older than SWITCHYARD_LIVE_STATE_SECONDS (0.25 s): a cooldown another replica (here,
+    the test process) starts is respected within that bound."""
+    caller = make_caller(**ROOMY)
+    deployment_set(name="instant", model=MODEL, base_url=f"{upstream_url}/v1", weight=1000)
+    deployment_set(name="instant-2", model=MODEL, base_url=f"{upstream_url}/v1", weight=1)
+    assert _deployment(caller.post("/chat/completions", json=CHAT).headers["x-switchyard-route"]) \
+        == "instant"  # fmt: skip
+    DeploymentHealthSync(get_redis()).failure("instant", "down (test)", immediate=True)
+    time.sleep(0.3)
+    routes = [
+        _deployment(caller.post("/chat/completions", json=CHAT).headers["x-switchyard-route"])
+        for _ in range(5)
+    ]
+    assert routes == ["instant-2"] * 5
