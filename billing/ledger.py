@@ -29,6 +29,7 @@ from billing.models import UsageRecord
 from billing.periods import period_end, period_start
 from billing.selectors import usage
 from billing.spend import settled_spend
+from switchyard.single_flight import load_once
 from switchyard.ttl_cache import TtlCache
 from tenants.models import Budget
 
@@ -192,7 +193,7 @@ class BudgetLedger:
         off the event loop when stale)."""
         budgets = _fresh_budgets(tenant_id)
         if budgets is None:
-            budgets = await sync_to_async(_tenant_budgets, thread_sensitive=False)(tenant_id)
+            budgets = await load_once(("budgets", tenant_id), _tenant_budgets, tenant_id)
         now = dt.datetime.now(dt.UTC)
         keys = [self.key(tenant_id, b.period, now) for b in budgets]
         member = f"{secrets.token_hex(8)}:{int(cost)}"

@@ -22,6 +22,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.utils import timezone
 
+from switchyard.single_flight import load_once
 from switchyard.ttl_cache import LruTtlCache
 from tenants import keys
 from tenants.auth_throttle import FailureThrottle
@@ -217,12 +218,10 @@ def authenticate_key(raw: str | None, client: str | None = None) -> AuthContext:
     return _answer(hit, client)
 
 
-_authenticate_in_thread = sync_to_async(authenticate_key, thread_sensitive=False)
-
-
 async def aauthenticate_key(raw: str | None, client: str | None = None) -> AuthContext:
     """:func:`authenticate_key` for async code: a fresh cache hit, a malformed key or a
-    throttled address answers on the event loop; only a lookup runs in a thread."""
+    throttled address answers on the event loop; only a lookup runs in a thread, once for all
+    the requests with that key that arrive while it runs."""
     key_hash = _shape_check(raw)
     hit = cached(key_hash)
     if isinstance(hit, AuthContext):
@@ -231,5 +230,6 @@ async def aauthenticate_key(raw: str | None, client: str | None = None) -> AuthC
     if refusal is not None:
         raise refusal
     if hit is None:
-        return await _authenticate_in_thread(raw, client)
+        # One query per key however many of its requests arrive while it runs.
+        hit = (await load_once(("auth", key_hash), refresh, [key_hash]))[key_hash]
     return _answer(hit, client)

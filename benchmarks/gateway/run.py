@@ -117,10 +117,8 @@ def seed_switchyard(upstream: str) -> str:
     return raw
 
 
-def pin_services(services, cpus: str) -> None:
-    """Pin the embedded PostgreSQL (postmaster; backends fork from it) and Redis to ``cpus``."""
-    if not cpus:
-        return
+def service_pids(services) -> list[int]:
+    """The embedded PostgreSQL's postmaster (backends fork from it) and Redis."""
     pids: list[int] = []
     for svc in services.started:
         proc = getattr(svc, "proc", None) or getattr(svc, "_proc", None)
@@ -129,7 +127,14 @@ def pin_services(services, cpus: str) -> None:
         pidfile = getattr(svc, "data_dir", Path("/nonexistent")) / "postmaster.pid"
         if pidfile.exists():
             pids.append(int(pidfile.read_text().split()[0]))
-    for pid in pids:
+    return pids
+
+
+def pin_services(services, cpus: str) -> None:
+    """Pin the embedded PostgreSQL and Redis to ``cpus``."""
+    if not cpus:
+        return
+    for pid in service_pids(services):
         subprocess.run(["taskset", "-a", "-p", "-c", cpus, str(pid)], capture_output=True)
 
 

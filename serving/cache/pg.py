@@ -15,17 +15,31 @@ from contextlib import asynccontextmanager
 
 import psycopg
 from django.db import connections
+from pgvector.psycopg.vector import register_vector_info
 from psycopg.pq import TransactionStatus
+from psycopg.types import TypeInfo
 
 POOL_SIZE = 8
 
 
 def connection_params() -> dict:
-    """Django's connection parameters for the default database, for an async connection."""
+    """Django's connection parameters for the default database, for an async connection.
+    Statements are prepared after psycopg's default five uses (Django turns that off for
+    connection poolers; set ``prepare_threshold`` in the database OPTIONS to choose)."""
     params = connections["default"].get_connection_params()
     params.pop("cursor_factory", None)
     params.pop("context", None)
+    if params.get("prepare_threshold") is None:
+        params.pop("prepare_threshold", None)
     return params
+
+
+async def connect() -> psycopg.AsyncConnection:
+    """A new connection in autocommit mode that sends and reads pgvector's ``vector`` in its
+    binary form (no 384 floats printed and parsed as text per query)."""
+    conn = await psycopg.AsyncConnection.connect(**connection_params(), autocommit=True)
+    register_vector_info(conn, await TypeInfo.fetch(conn, "vector"))
+    return conn
 
 
 class AsyncPool:
@@ -42,7 +56,7 @@ class AsyncPool:
         async with self._slots:
             conn = self._idle.pop() if self._idle else None
             if conn is None or conn.closed:
-                conn = await psycopg.AsyncConnection.connect(**connection_params(), autocommit=True)
+                conn = await connect()
             try:
                 yield conn
             except BaseException:

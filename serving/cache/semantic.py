@@ -20,6 +20,7 @@ from typing import Any
 from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
+from pgvector import Vector
 
 from serving.cache import pg
 from serving.cache.models import SemanticCacheEntry
@@ -103,10 +104,13 @@ async def asearch(
             cur = await conn.execute(COUNT_SQL, [scope, model, context_hash, EXACT_MAX_ROWS + 1])
             rows = (await cur.fetchone())[0]
             _slices.put(key, rows)
-        sql, params, settings = _query(
-            _strategy(rows), scope, model, context_hash, embedding, limit, ef_search,
-            iterative_scan,
-        )  # fmt: skip
+        strategy = _strategy(rows)
+        settings = _settings(strategy, ef_search, iterative_scan)
+        sql = ASYNC_SQL[strategy]
+        params = {
+            "vec": Vector(embedding), "scope": scope, "model": model, "ctx": context_hash,
+            "limit": limit,
+        }  # fmt: skip
         if not settings:
             cur = await conn.execute(sql, params)
             return _candidates(await cur.fetchall())
@@ -132,26 +136,44 @@ def _query(
     iterative_scan: str,
 ) -> tuple[str, list, list[str]]:
     """The search's SQL, its parameters and the settings to run before it (HNSW only)."""
+    settings = _settings(strategy, ef_search, iterative_scan)
+    vec = vector_literal(embedding)
+    return SYNC_SQL[strategy], [vec, scope, model, context_hash, vec, limit], settings
+
+
+def _settings(strategy: str, ef_search: int, iterative_scan: str) -> list[str]:
+    """What to set before the query: HNSW's search settings (in its transaction)."""
     if iterative_scan not in ("relaxed_order", "strict_order", "off"):
         raise ValueError(f"unknown iterative_scan {iterative_scan!r}")
     if strategy not in ("hnsw", "exact"):
         raise ValueError(f"unknown strategy {strategy!r}")
-    # "+ 0" keeps the planner off the HNSW index, which serves only the bare distance order.
-    order = "(embedding <=> %s::vector) + 0" if strategy == "exact" else "embedding <=> %s::vector"
-    vec = vector_literal(embedding)
-    sql = (
-        f"SELECT id, prompt, response, input_tokens, output_tokens, "
-        f"embedding <=> %s::vector AS distance FROM {TABLE} "
-        "WHERE scope = %s AND model = %s AND context_hash = %s AND expires > clock_timestamp() "
-        f"ORDER BY {order} LIMIT %s"
-    )
-    settings = []
-    if strategy == "hnsw":
-        settings = [
-            f"SET LOCAL hnsw.iterative_scan = {iterative_scan}",
-            f"SET LOCAL hnsw.ef_search = {int(ef_search)}",
-        ]
-    return sql, [vec, scope, model, context_hash, vec, limit], settings
+    if strategy == "exact":
+        return []
+    return [
+        f"SET LOCAL hnsw.iterative_scan = {iterative_scan}",
+        f"SET LOCAL hnsw.ef_search = {int(ef_search)}",
+    ]
+
+
+def _search_sql(vec: str, scope: str, model: str, ctx: str, limit: str) -> dict[str, str]:
+    """The search's SQL per strategy, with the given placeholders. "+ 0" keeps the planner
+    off the HNSW index for the exact read (the index serves only the bare distance order)."""
+    out = {}
+    for strategy in ("hnsw", "exact"):
+        distance = f"embedding <=> {vec}"
+        order = f"({distance}) + 0" if strategy == "exact" else distance
+        out[strategy] = (
+            f"SELECT id, prompt, response, input_tokens, output_tokens, {distance} AS distance "
+            f"FROM {TABLE} WHERE scope = {scope} AND model = {model} AND context_hash = {ctx} "
+            f"AND expires > clock_timestamp() ORDER BY {order} LIMIT {limit}"
+        )
+    return out
+
+
+# Django's cursor binds on the client, the vector as text; the gateway's async connection
+# binds on the server, the vector once and in binary (%(vec)b).
+SYNC_SQL = _search_sql("%s::vector", "%s", "%s", "%s", "%s")
+ASYNC_SQL = _search_sql("%(vec)b", "%(scope)s", "%(model)s", "%(ctx)s", "%(limit)s")
 
 
 def _candidates(rows: Sequence[Sequence[Any]]) -> list[Candidate]:

@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from billing.pricing import Price, price_at, prices_cached
 from serving.routing.deployments import Target, load_deployment_table
+from switchyard.single_flight import load_once
 from switchyard.ttl_cache import TtlCache
 
 CACHE_SECONDS = settings.SWITCHYARD_TABLE_CACHE_SECONDS
@@ -39,7 +40,7 @@ async def adeployment_price(
         return deployment_price(target, at, tenant_id=tenant_id)
     return await sync_to_async(deployment_price, thread_sensitive=False)(
         target, at, tenant_id=tenant_id
-    )
+    )  # not shared: the answer depends on ``at``
 
 
 @dataclass(frozen=True)
@@ -171,7 +172,7 @@ async def arouting_table() -> RoutingTable:
     """:func:`routing_table` for async code: reloads off the event loop when stale."""
     if routing_table_is_fresh():
         return routing_table()
-    return await sync_to_async(routing_table, thread_sensitive=False)()
+    return await load_once("routing-table", routing_table)
 
 
 def clear_cache() -> None:
