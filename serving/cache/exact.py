@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import redis
 import redis.asyncio as aioredis
 
@@ -75,9 +76,8 @@ def queue_put(
     ttl_seconds: int,
 ) -> None:
     """Queue an exact entry's writes on ``pipe`` (the gateway's settlement round trip)."""
-    value = json.dumps(
-        {"response": response, "input_tokens": input_tokens, "output_tokens": output_tokens},
-        separators=(",", ":"),
+    value = compact_json(
+        {"response": response, "input_tokens": input_tokens, "output_tokens": output_tokens}
     )
     pipe.set(key, value, ex=ttl_seconds)
     pipe.zadd(index_key(tenant_id), {key: time.time()})
@@ -85,6 +85,15 @@ def queue_put(
 
 
 # ---- maintenance (sync: console, API, Celery) ---------------------------------------------
+
+
+def compact_json(data: Any) -> bytes:
+    """``data`` as compact JSON: orjson, or the standard library for what orjson refuses
+    (integers past 64 bits)."""
+    try:
+        return orjson.dumps(data)
+    except TypeError:
+        return json.dumps(data, separators=(",", ":")).encode()
 
 
 def purge_tenant(client: redis.Redis, tenant_id: int) -> int:

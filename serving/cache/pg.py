@@ -3,8 +3,10 @@
 A lookup is one query on the request path. Through Django's ORM it would run on a worker
 thread (Django's connections are sync), and each hop to a thread and back costs the event
 loop a handoff and the GIL's contention with that thread; under load, that was a large part of
-a miss's cost (benchmarks/RESULTS.md, "Gateway: cache misses"). So the gateway queries with
-psycopg's async connection on the loop itself, with the same settings as Django's.
+a miss's cost (benchmarks/RESULTS.md, "Gateway: cache misses"). psycopg's async connection
+(tried next) spends about as much again in its pure-Python wait loop. So the gateway queries
+with asyncpg (its protocol is compiled): statements prepared once per connection, pgvector's
+``vector`` sent and read in binary, on the event loop itself, with Django's database settings.
 """
 
 from __future__ import annotations
@@ -12,33 +14,34 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
-import psycopg
+import asyncpg
 from django.db import connections
-from pgvector.psycopg.vector import register_vector_info
-from psycopg.pq import TransactionStatus
-from psycopg.types import TypeInfo
+from pgvector.asyncpg import register_vector
 
 POOL_SIZE = 8
 
 
-def connection_params() -> dict:
-    """Django's connection parameters for the default database, for an async connection.
-    Statements are prepared after psycopg's default five uses (Django turns that off for
-    connection poolers; set ``prepare_threshold`` in the database OPTIONS to choose)."""
-    params = connections["default"].get_connection_params()
-    params.pop("cursor_factory", None)
-    params.pop("context", None)
-    if params.get("prepare_threshold") is None:
-        params.pop("prepare_threshold", None)
+def connection_params() -> dict[str, Any]:
+    """asyncpg's arguments for Django's default database (name, user, password, host or
+    socket directory, port, and ``sslmode`` from the OPTIONS)."""
+    s = connections["default"].settings_dict
+    params: dict[str, Any] = {"database": s["NAME"]}
+    for ours, theirs in (("USER", "user"), ("PASSWORD", "password"), ("HOST", "host")):
+        if s.get(ours):
+            params[theirs] = s[ours]
+    if s.get("PORT"):
+        params["port"] = int(s["PORT"])
+    sslmode = (s.get("OPTIONS") or {}).get("sslmode")
+    if sslmode:
+        params["ssl"] = sslmode
     return params
 
 
-async def connect() -> psycopg.AsyncConnection:
-    """A new connection in autocommit mode that sends and reads pgvector's ``vector`` in its
-    binary form (no 384 floats printed and parsed as text per query)."""
-    conn = await psycopg.AsyncConnection.connect(**connection_params(), autocommit=True)
-    register_vector_info(conn, await TypeInfo.fetch(conn, "vector"))
+async def connect() -> asyncpg.Connection:
+    conn = await asyncpg.connect(**connection_params())
+    await register_vector(conn)
     return conn
 
 
@@ -46,24 +49,25 @@ class AsyncPool:
     """At most ``size`` connections, opened on demand and kept while healthy."""
 
     def __init__(self, size: int = POOL_SIZE) -> None:
-        self._idle: list[psycopg.AsyncConnection] = []
+        self._idle: list[asyncpg.Connection] = []
         self._slots = asyncio.Semaphore(size)
 
     @asynccontextmanager
-    async def connection(self) -> AsyncIterator[psycopg.AsyncConnection]:
-        """A connection in autocommit mode. One whose use was interrupted (an error, a
-        cancelled request) is closed rather than reused: its state is unknown."""
+    async def connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """A connection (autocommit outside an explicit transaction). One whose use was
+        interrupted (an error, a cancelled request) is closed rather than reused: its state
+        is unknown."""
         async with self._slots:
             conn = self._idle.pop() if self._idle else None
-            if conn is None or conn.closed:
+            if conn is None or conn.is_closed():
                 conn = await connect()
             try:
                 yield conn
             except BaseException:
-                await asyncio.shield(conn.close())
+                conn.terminate()
                 raise
-            if conn.closed or conn.info.transaction_status != TransactionStatus.IDLE:
-                await conn.close()
+            if conn.is_closed() or conn.is_in_transaction():
+                conn.terminate()
             else:
                 self._idle.append(conn)
 

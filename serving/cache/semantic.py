@@ -96,29 +96,23 @@ async def asearch(
     iterative_scan: str = "relaxed_order",
 ) -> list[Candidate]:
     """:func:`search` (``strategy="auto"``) for the gateway's event loop, on the semantic
-    cache's own async connection (:mod:`serving.cache.pg`): no thread hop."""
+    cache's own asyncpg connections (:mod:`serving.cache.pg`): no thread hop."""
     async with pg.pool().connection() as conn:
         key = (scope, model, context_hash)
         rows = _slices.get(key)
         if rows is None:
-            cur = await conn.execute(COUNT_SQL, [scope, model, context_hash, EXACT_MAX_ROWS + 1])
-            rows = (await cur.fetchone())[0]
+            rows = await conn.fetchval(ASYNC_COUNT_SQL, scope, model, context_hash,
+                                       EXACT_MAX_ROWS + 1)  # fmt: skip
             _slices.put(key, rows)
         strategy = _strategy(rows)
         settings = _settings(strategy, ef_search, iterative_scan)
-        sql = ASYNC_SQL[strategy]
-        params = {
-            "vec": Vector(embedding), "scope": scope, "model": model, "ctx": context_hash,
-            "limit": limit,
-        }  # fmt: skip
+        args = (ASYNC_SQL[strategy], Vector(embedding), scope, model, context_hash, limit)
         if not settings:
-            cur = await conn.execute(sql, params)
-            return _candidates(await cur.fetchall())
+            return _candidates(await conn.fetch(*args))
         async with conn.transaction():
             for setting in settings:
                 await conn.execute(setting)
-            cur = await conn.execute(sql, params)
-            return _candidates(await cur.fetchall())
+            return _candidates(await conn.fetch(*args))
 
 
 def _strategy(slice_rows: int) -> str:
@@ -170,10 +164,10 @@ def _search_sql(vec: str, scope: str, model: str, ctx: str, limit: str) -> dict[
     return out
 
 
-# Django's cursor binds on the client, the vector as text; the gateway's async connection
-# binds on the server, the vector once and in binary (%(vec)b).
+# Django's cursor binds on the client, the vector as text; the gateway's asyncpg connection
+# binds on the server (a prepared statement), the vector once and in binary ($1).
 SYNC_SQL = _search_sql("%s::vector", "%s", "%s", "%s", "%s")
-ASYNC_SQL = _search_sql("%(vec)b", "%(scope)s", "%(model)s", "%(ctx)s", "%(limit)s")
+ASYNC_SQL = _search_sql("$1", "$2", "$3", "$4", "$5")
 
 
 def _candidates(rows: Sequence[Sequence[Any]]) -> list[Candidate]:
@@ -202,6 +196,10 @@ def slice_rows(scope: str, model: str, context_hash: str) -> int:
 COUNT_SQL = (
     f"SELECT count(*) FROM (SELECT 1 FROM {TABLE} WHERE scope = %s AND model = %s "
     "AND context_hash = %s LIMIT %s) s"
+)
+ASYNC_COUNT_SQL = (
+    f"SELECT count(*) FROM (SELECT 1 FROM {TABLE} WHERE scope = $1 AND model = $2 "
+    "AND context_hash = $3 LIMIT $4) s"
 )
 
 

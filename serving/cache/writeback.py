@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import functools
-import json
 import threading
 from array import array
 from collections.abc import Sequence
@@ -24,6 +23,7 @@ from typing import Any
 
 from django.db.models import Q
 
+from serving.cache.exact import compact_json
 from serving.cache.models import SemanticCacheEntry
 from switchyard.streams import StreamIngestor, parse_json, to_datetime, to_int
 
@@ -53,7 +53,7 @@ def semantic_write(
         "model": model,
         "context_hash": context_hash,
         "prompt": prompt,
-        "response": json.dumps(response, separators=(",", ":")),
+        "response": compact_json(response),
         "input_tokens": str(input_tokens),
         "output_tokens": str(output_tokens),
         "expires": (created + dt.timedelta(seconds=ttl_seconds)).isoformat(),

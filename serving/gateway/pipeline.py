@@ -48,6 +48,7 @@ from serving.gateway.streaming import Streaming
 from serving.routing.failover import Failover
 from serving.routing.health import DeploymentHealth
 from serving.routing.router import Router
+from switchyard.redis_client import hiredis_packing
 
 
 def is_error_chunk(chunk: dict[str, Any]) -> bool:
@@ -92,11 +93,12 @@ class Result:
 
 def gateway_redis() -> aioredis.Redis:
     """The gateway's Redis client: a bounded pool where a request waits for a free connection
-    (redis-py's default pool raises "Too many connections" past 100 in use)."""
+    (redis-py's default pool raises "Too many connections" past 100 in use), packing commands
+    with hiredis."""
     pool = aioredis.BlockingConnectionPool.from_url(
         settings.REDIS_URL, max_connections=settings.SWITCHYARD_REDIS_MAX_CONNECTIONS, timeout=5
     )
-    return aioredis.Redis(connection_pool=pool)
+    return aioredis.Redis(connection_pool=hiredis_packing(pool))
 
 
 class Gateway:
