@@ -8,7 +8,9 @@ prompt, earlier turns, parameters), hashed, and the last user message, embedded.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import hmac
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +35,20 @@ def _digest(value: Any) -> str:
     return hashlib.sha256(canonical(value).encode()).hexdigest()
 
 
+@functools.cache
+def _exact_secret() -> bytes:
+    from django.conf import settings
+
+    return hashlib.sha256(b"switchyard exact cache key\0" + settings.SECRET_KEY.encode()).digest()
+
+
+def _keyed_digest(value: Any) -> str:
+    """HMAC-SHA256 under a key derived from ``SECRET_KEY``: whoever reads Redis cannot test
+    guesses of a prompt against the keys (an exact key is of the request as received, which,
+    on a tier that redacts PII, still holds it)."""
+    return hmac.new(_exact_secret(), canonical(value).encode(), hashlib.sha256).hexdigest()
+
+
 def output_params(body: dict[str, Any]) -> dict[str, Any]:
     """The parameters of ``body`` that change the output (prompt and messages excluded)."""
     return {
@@ -43,13 +59,14 @@ def output_params(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def exact_key(scope: str, model: str, endpoint: str, body: dict[str, Any]) -> str:
-    """The Redis key of an exact-cache entry for ``body`` (as sent upstream)."""
+    """The Redis key of an exact-cache entry for ``body`` (the request as received, before
+    PII redaction: equal requests are redacted equally, so they still get equal answers)."""
     material = {
         "endpoint": endpoint,
         "input": body.get("messages", body.get("prompt")),
         "params": output_params(body),
     }
-    return f"sy:cache:x:{scope}:{model}:{_digest(material)}"
+    return f"sy:cache:x:{scope}:{model}:{_keyed_digest(material)}"
 
 
 def is_deterministic(body: dict[str, Any]) -> bool:

@@ -55,6 +55,9 @@ class CachePlan:
     semantic: SemanticKey | None
     embedding: list[float] | None = None
     stream: StreamAssembler | None = None
+    # The semantic key waits for content screening (a tier that redacts PII stores the
+    # redacted prompt): computed by ``lookup``.
+    semantic_deferred: bool = False
     # The exact entry as read in admission's round trip (``prefetch``), else not yet read.
     exact_read: bool = False
     exact_raw: bytes | None = None
@@ -76,7 +79,9 @@ class CacheStage:
 
     def plan(self, call: Any) -> CachePlan | None:
         """Which caches apply to ``call`` (after routing), or ``None``. Also strips the
-        ``cache`` request field from the upstream body."""
+        ``cache`` request field from the upstream body. Planned in admission's round trip
+        (:meth:`prefetch`), before content screening: on a tier that redacts PII, the
+        semantic key (whose text is stored) waits for the redacted prompt (:meth:`lookup`)."""
         flag = call.upstream_body.pop("cache", None)
         if call.endpoint not in ENDPOINTS or call.route is None:
             return None
@@ -86,12 +91,9 @@ class CacheStage:
         key = None
         if tier.exact_cache_enabled and is_deterministic(body):
             key = exact_key(scope_for(call.auth.tenant), call.route.model, call.endpoint, body)
-        sem = None
-        if tier.semantic_cache_enabled:
-            sem = semantic_key(call.endpoint, body, sampled_ok=tier.semantic_cache_sampled)
-            if sem is not None and len(sem.text) > MAX_SEMANTIC_CHARS:
-                sem = None
-        if key is None and sem is None:
+        deferred = tier.semantic_cache_enabled and tier.pii_redaction
+        sem = None if deferred else self._semantic(call)
+        if key is None and sem is None and not deferred:
             return None
         return CachePlan(
             scope=scope_for(call.auth.tenant),
@@ -100,17 +102,26 @@ class CacheStage:
             store=not skip_store,
             exact_key=key,
             semantic=sem,
+            semantic_deferred=deferred,
             stream=StreamAssembler() if call.stream else None,
         )
+
+    @staticmethod
+    def _semantic(call: Any) -> SemanticKey | None:
+        tier = call.tier
+        if not tier.semantic_cache_enabled:
+            return None
+        sem = semantic_key(
+            call.endpoint, call.upstream_body, sampled_ok=tier.semantic_cache_sampled
+        )
+        if sem is not None and len(sem.text) > MAX_SEMANTIC_CHARS:
+            return None
+        return sem
 
     def prefetch(self, call: Any, pipe: Any) -> Callable[[Any], None] | None:
         """Plan ``call``'s caches and queue the exact entry's read on ``pipe`` (admission's
         round trip); returns what takes that read's result, or None when nothing was queued.
-        The entry is served only by :meth:`lookup`, after content screening. A tier that
-        redacts PII is planned after screening instead, which rewrites the upstream body: its
-        keys and stored prompts are of the redacted text."""
-        if call.tier.pii_redaction:
-            return None
+        The entry is served only by :meth:`lookup`, after content screening."""
         plan = self._planned(call)
         if plan is None or not plan.lookup or not plan.exact_key:
             return None
@@ -131,6 +142,8 @@ class CacheStage:
     async def lookup(self, call: Any) -> CachedAnswer | None:
         """A cached answer for ``call``, or ``None`` (a miss, or no cache applies)."""
         plan = self._planned(call)
+        if plan is not None and plan.semantic_deferred:
+            plan.semantic, plan.semantic_deferred = self._semantic(call), False
         if plan is None or not plan.lookup:
             return None
         try:

@@ -228,3 +228,28 @@ def test_lookups_embed_on_the_embedding_deployment_off_the_gateways_cpu(make_cal
         gw.stop()
     # Both lookups were embedded by the worker's MiniLM, not in the gateway process.
     assert worker.app.state.batcher.batches_run >= before + 2
+
+
+def test_on_a_redacting_tier_both_caches_serve_and_no_raw_pii_is_stored(make_caller):
+    """The exact key is planned in admission's round trip, before screening, from the request
+    as received (an HMAC: Redis holds no testable hash of it); the semantic entry is keyed and
+    stored from the redacted prompt, so the raw e-mail address is stored nowhere."""
+    from serving.cache import exact
+    from switchyard.redis_client import get_redis
+
+    caller = make_caller(pii_redaction=True, exact_cache_enabled=True,
+                         semantic_cache_enabled=True)  # fmt: skip
+    text = "Write to jane.doe@example.com about the capital of France."
+    assert _ask(caller, text, temperature=0) == ("miss", "echo: Write to [EMAIL] about the "
+                                                 "capital of France.")  # fmt: skip
+    wait_semantic_entries(caller.tenant, 1)
+    wait_exact_entries(caller.tenant, 1)
+    assert _ask(caller, text, temperature=0)[0] == "hit-exact"
+    entry = SemanticCacheEntry.objects.get(tenant=caller.tenant)
+    assert "jane.doe" not in entry.prompt and "[EMAIL]" in entry.prompt
+    r = get_redis()
+    for key in r.zrange(exact.index_key(caller.tenant.pk), 0, -1):
+        assert b"jane.doe" not in key and b"jane.doe" not in (r.get(key) or b"")
+    # Another address, same words: the redacted prompt matches, semantically.
+    other = text.replace("jane.doe", "john.roe")
+    assert _ask(caller, other, temperature=0)[0] == "hit-semantic"
