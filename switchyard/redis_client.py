@@ -25,15 +25,15 @@ class _HiredisPacking:
             args = tuple(args[0].encode().split()) + args[1:]
         elif b" " in args[0]:
             args = tuple(args[0].split()) + args[1:]
-        for arg in args:
-            if isinstance(arg, bool) or arg is None:  # as redis-py's encoder refuses them
-                raise redis.DataError(f"Invalid input of type: {type(arg).__name__!r}.")
         try:
-            return [hiredis.pack_command(tuple(
-                bytes(a) if isinstance(a, bytearray | memoryview) else a for a in args
-            ))]  # fmt: skip
-        except TypeError as exc:
-            raise redis.DataError(str(exc)) from exc
+            return [hiredis.pack_command(args)]
+        except TypeError:
+            pass  # None, a bool or an object (refused, as redis-py does), or a bytearray
+        if not any(isinstance(a, bytearray) for a in args):
+            bad = next(a for a in args if not isinstance(a, str | bytes | int | float | memoryview)
+                       or isinstance(a, bool))  # fmt: skip
+            raise redis.DataError(f"Invalid input of type: {type(bad).__name__!r}.")
+        return self.pack_command(*(bytes(a) if isinstance(a, bytearray) else a for a in args))
 
 
 def hiredis_packing(pool: aioredis.ConnectionPool) -> aioredis.ConnectionPool:

@@ -15,6 +15,7 @@ COMMANDS = [
     (b"CLIENT LIST",),
     ("EVAL", "return 1", 2, "k1", "k2", 1.5, 0.1 + 0.2, -3, 10**18),
     ("XADD", "s", "*", "field", "zażółć 請求", "blob", b"\x00\xff" * 40, memoryview(b"mv")),
+    ("SET", "ba", bytearray(b"bytes")),
     ("SET", "big", "x" * 100_000),
 ]
 
