@@ -69,8 +69,10 @@ def _overrides(tenant_id: int) -> list[TenantPriceOverride]:
     )
 
 
-def _list_price(model: str, at: datetime, deployment: str | None) -> Price:
-    rows = [r for r in _rows(model) if r.effective_from <= at]
+def _list_price(
+    model: str, at: datetime, deployment: str | None, all_rows: list[ModelPrice] | None = None
+) -> Price:
+    rows = [r for r in (_rows(model) if all_rows is None else all_rows) if r.effective_from <= at]
     chosen = None
     if deployment:
         chosen = next((r for r in rows if r.deployment == deployment), None)
@@ -115,8 +117,16 @@ def apply_override(price: Price, override: TenantPriceOverride | None) -> Price:
     )
 
 
-def override_at(tenant_id: int, model: str, at: datetime) -> TenantPriceOverride | None:
-    rows = [r for r in _overrides(tenant_id) if r.effective_from <= at]
+def override_at(
+    tenant_id: int,
+    model: str,
+    at: datetime,
+    all_rows: list[TenantPriceOverride] | None = None,
+) -> TenantPriceOverride | None:
+    rows = [
+        r for r in (_overrides(tenant_id) if all_rows is None else all_rows)
+        if r.effective_from <= at
+    ]  # fmt: skip
     return next((r for r in rows if r.model == model), None) or next(
         (r for r in rows if r.model == ""), None
     )
@@ -139,12 +149,30 @@ def price_at(
     return price
 
 
-def prices_cached(model: str, tenant_id: int | None) -> bool:
-    """Whether :func:`price_at` would answer from this process's caches, without a query
-    (so async callers can skip the thread hop)."""
-    if _price_cache.get(model) is None:
-        return False
-    return tenant_id is None or _override_cache.get(tenant_id) is not None
+def cached_price_at(
+    model: str,
+    at: datetime | None = None,
+    *,
+    deployment: str | None = None,
+    tenant_id: int | None = None,
+) -> Price | None:
+    """:func:`price_at` from this process's caches alone, or None when one of them is stale
+    (so async callers answer on the event loop, and go to a thread only then). Each cache is
+    read once: an entry that goes stale between a freshness check and its use would make
+    :func:`price_at` query the database on the event loop."""
+    rows = _price_cache.get(model)
+    if rows is None:
+        return None
+    overrides = None
+    if tenant_id is not None:
+        overrides = _override_cache.get(tenant_id)
+        if overrides is None:
+            return None
+    at = at or timezone.now()
+    price = _list_price(model, at, deployment, rows)
+    if tenant_id is not None:
+        price = apply_override(price, override_at(tenant_id, model, at, overrides))
+    return price
 
 
 def clear_cache() -> None:

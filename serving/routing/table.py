@@ -14,7 +14,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.utils import timezone
 
-from billing.pricing import Price, price_at, prices_cached
+from billing.pricing import Price, cached_price_at, price_at
 from serving.routing.deployments import Target, load_deployment_table
 from switchyard.single_flight import load_once
 from switchyard.ttl_cache import TtlCache
@@ -36,8 +36,9 @@ async def adeployment_price(
 ) -> Price:
     """:func:`deployment_price` for async code: on the event loop when the prices are cached
     (every request but a few a minute), in a thread when they must be read."""
-    if prices_cached(target.model, tenant_id):
-        return deployment_price(target, at, tenant_id=tenant_id)
+    price = cached_price_at(target.model, at, deployment=target.name, tenant_id=tenant_id)
+    if price is not None:
+        return price
     return await sync_to_async(deployment_price, thread_sensitive=False)(
         target, at, tenant_id=tenant_id
     )  # not shared: the answer depends on ``at``
@@ -164,14 +165,11 @@ def routing_table() -> RoutingTable:
     return _table.get_or_load("routing", load_routing_table)
 
 
-def routing_table_is_fresh() -> bool:
-    return _table.get("routing") is not None
-
-
 async def arouting_table() -> RoutingTable:
     """:func:`routing_table` for async code: reloads off the event loop when stale."""
-    if routing_table_is_fresh():
-        return routing_table()
+    table = _table.get("routing")  # read once: fresh now, never loaded on the loop
+    if table is not None:
+        return table
     return await load_once("routing-table", routing_table)
 
 

@@ -92,3 +92,21 @@ def test_discount_rounds_half_up_to_a_whole_micro_dollar_per_mtok(tenant_a):
     TenantPriceOverride.objects.create(tenant=tenant_a, discount_bp=5000, effective_from=T0)
     p = price_at(M, T0, tenant_id=tenant_a.pk)
     assert (p.input_per_mtok, p.output_per_mtok) == (2, 3)
+
+
+def test_cached_price_reads_each_cache_once_and_never_queries(
+    tenant_a, django_assert_num_queries
+):
+    """What the gateway's event loop prices with: the caches alone (None when one is stale,
+    then a thread queries), never a query of its own, whatever goes stale meanwhile."""
+    list_price(at=T0, inp=100_000, out=400_000)
+    TenantPriceOverride.objects.create(tenant=tenant_a, discount_bp=1000, effective_from=T0)
+    pricing.clear_cache()
+    with django_assert_num_queries(0):
+        assert pricing.cached_price_at(M, T0, tenant_id=tenant_a.pk) is None
+    warm = price_at(M, T0, deployment="d", tenant_id=tenant_a.pk)
+    with django_assert_num_queries(0):
+        assert pricing.cached_price_at(M, T0, deployment="d", tenant_id=tenant_a.pk) == warm
+        pricing._override_cache.pop(tenant_a.pk)  # the tenant's terms go stale
+        assert pricing.cached_price_at(M, T0, tenant_id=tenant_a.pk) is None
+        assert pricing.cached_price_at(M, T0).output_per_mtok == 400_000  # no terms asked
