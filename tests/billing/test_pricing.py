@@ -94,9 +94,7 @@ def test_discount_rounds_half_up_to_a_whole_micro_dollar_per_mtok(tenant_a):
     assert (p.input_per_mtok, p.output_per_mtok) == (2, 3)
 
 
-def test_cached_price_reads_each_cache_once_and_never_queries(
-    tenant_a, django_assert_num_queries
-):
+def test_cached_price_reads_each_cache_once_and_never_queries(tenant_a, django_assert_num_queries):
     """What the gateway's event loop prices with: the caches alone (None when one is stale,
     then a thread queries), never a query of its own, whatever goes stale meanwhile."""
     list_price(at=T0, inp=100_000, out=400_000)
