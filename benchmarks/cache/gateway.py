@@ -12,6 +12,9 @@ then sends sequential requests with one keep-alive client and reports client-sid
 - miss:             a new prompt each time (lookups run, then the instant upstream answers)
 - caches off:       a tier with both caches off (the pipeline without the cache stage)
 
+and, first, the same client calling the instant upstream directly: what the client and
+loopback cost, subtracted in the "added" columns.
+
 Run: .venv/bin/python -m benchmarks.cache.gateway [--requests 500]
 """
 
@@ -181,8 +184,20 @@ def main() -> None:
             ("caches off", lambda i: post("uncached", chat(f"new prompt number {i}")), "miss"),
         ]  # fmt: skip
         print(f"{n} sequential requests per row, one keep-alive client, client-side latency\n")
-        print("| request | P50 ms | P95 ms | P99 ms | x-switchyard-cache |")
-        print("|---|---|---|---|---|")
+        # The same client straight to the instant upstream: what the client and the loopback
+        # cost without the gateway, so the rows below can be read as latency added.
+        direct = httpx.Client(base_url=f"http://127.0.0.1:{up_port}/v1", timeout=60)
+        for _ in range(20):
+            direct.post("/chat/completions", json=exact)
+        direct_times = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            direct.post("/chat/completions", json=exact).raise_for_status()
+            direct_times.append((time.perf_counter() - t0) * 1000)
+        base50, _, base99 = _percentiles(direct_times)
+        print(f"direct to the upstream, same client: P50 {base50:.2f} ms, P99 {base99:.2f} ms\n")
+        print("| request | P50 ms | P95 ms | P99 ms | added P50 | added P99 | x-switchyard-cache |")
+        print("|---|---|---|---|---|---|---|")
         for name, fn, want in cases:
             for i in range(20):  # warm-up
                 fn(10_000 + i)
@@ -192,7 +207,8 @@ def main() -> None:
                 assert got == want, (name, got)
                 times.append(took)
             p50, p95, p99 = _percentiles(times)
-            print(f"| {name} | {p50:.2f} | {p95:.2f} | {p99:.2f} | {want} |")
+            print(f"| {name} | {p50:.2f} | {p95:.2f} | {p99:.2f} | {p50 - base50:.2f} | "
+                  f"{p99 - base99:.2f} | {want} |")  # fmt: skip
     finally:
         for p in reversed(procs):
             p.terminate()
