@@ -79,7 +79,7 @@ def _embedder():
     # A gateway process runs no other torch work: one thread per classification keeps a
     # request's latency flat instead of fighting the other requests' threads for the cores.
     torch.set_num_threads(settings.SWITCHYARD_CLASSIFIER_THREADS)
-    embedder = MiniLMEmbedder(device="cpu")
+    embedder = MiniLMEmbedder(device="cpu", backend="torch")  # its own bf16 forward below
     if classifier_dtype() == "bfloat16":
         bert = getattr(embedder.model[0], "auto_model", None)
         if bert is not None:

@@ -15,7 +15,7 @@ class Command(BaseCommand):
     def handle(self, *args, **o):
         from serving.engine.embeddings import MiniLMEmbedder
 
-        embedder = MiniLMEmbedder(device="cpu")
+        embedder = MiniLMEmbedder(device="cpu", backend="torch")
         report = train(embedder.embed)
         self.stdout.write(
             f"train {report.train_size} examples, accuracy {report.train_accuracy:.3f}; "
