@@ -35,6 +35,7 @@ from serving.gateway.validation import (
 )
 from serving.model_list import callable_models
 from serving.routing.table import arouting_table
+from tenants.auth import AuthContext
 
 JSON = "application/json"
 
@@ -165,14 +166,22 @@ def client_request_id(req: ApiRequest) -> str:
     return clean_label(req.headers.get("x-request-id", ""), CLIENT_REQUEST_ID_CHARS)
 
 
-async def generate(req: ApiRequest, endpoint: Endpoint) -> ApiReply:
-    """``POST`` chat completions, completions or embeddings through the gateway pipeline."""
-    if req.method != "POST":
-        return method_not_allowed("POST")
+async def caller(req: ApiRequest, method: str) -> AuthContext | ApiReply:
+    """The caller's key, tenant and tier, or the refusal to answer (a 405 for another
+    method, the authentication's error)."""
+    if req.method != method:
+        return method_not_allowed(method)
     try:
-        auth = await authenticate(req.headers.get("authorization"), client=req.client)
+        return await authenticate(req.headers.get("authorization"), client=req.client)
     except GatewayError as exc:
         return error_reply(exc)
+
+
+async def generate(req: ApiRequest, endpoint: Endpoint) -> ApiReply:
+    """``POST`` chat completions, completions or embeddings through the gateway pipeline."""
+    auth = await caller(req, "POST")
+    if isinstance(auth, ApiReply):
+        return auth
     call = Call(api=endpoint, body={}, auth=auth, client_request_id=client_request_id(req))
     try:
         result = await get_gateway().run(call, http_reader(req))
@@ -219,12 +228,9 @@ def _model_card(name: str) -> dict:
 
 async def models(req: ApiRequest, model: str | None = None) -> ApiReply:
     """``GET /v1/models`` (or one model): the names the caller's key may call."""
-    if req.method != "GET":
-        return method_not_allowed("GET")
-    try:
-        auth = await authenticate(req.headers.get("authorization"), client=req.client)
-    except GatewayError as exc:
-        return error_reply(exc)
+    auth = await caller(req, "GET")
+    if isinstance(auth, ApiReply):
+        return auth
     names = callable_models(auth.tier, await arouting_table(), tenant_id=auth.tenant.pk)
     if model is not None:
         if model not in names:
