@@ -186,7 +186,7 @@ def _skeleton(raw: bytes) -> bytes:
 def _deeper_than(skeleton: bytes, limit: int) -> bool:
     """Whether the bracket skeleton (``[`` and ``]`` only) nests deeper than ``limit``: the
     running depth (``[`` +1, ``]`` -1) in one vectorised pass (numpy), not a Python loop and
-    not one pass per level (100,000 nested brackets cost the event loop 3 ms that way)."""
+    not one pass per level (a body nested 19,999 deep cost the event loop 8 ms that way)."""
     import numpy as np
 
     steps = np.frombuffer(skeleton, dtype=np.uint8).astype(np.int8)
