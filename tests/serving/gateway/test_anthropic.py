@@ -15,6 +15,7 @@ import anthropic
 import httpx
 import openai
 import pytest
+import pytest_asyncio
 
 from billing.models import ModelPrice, UsageRecord
 from billing.usage import usage_ingestor
@@ -233,7 +234,14 @@ def test_overloaded_529_is_a_retryable_deployment_fault(make_caller, provider_ur
     assert err.value.body["code"] == "upstream_error"
 
 
-async def test_529_and_stream_error_events_are_classified(provider_url):  # noqa: F811
+@pytest_asyncio.fixture(loop_scope="function")
+async def upstream_sessions():
+    """Tests that call serving.gateway.upstream in this process close its session after."""
+    yield
+    await upstream.close_sessions()
+
+
+async def test_529_and_stream_error_events_are_classified(provider_url, upstream_sessions):  # noqa: F811
     body = {"model": "claude-upstream", "messages": [{"role": "user", "content": "a b c d"}]}
     kw = {"request_id": "r1", "tenant": "t", "weight": 1.0}
     with pytest.raises(upstream.GatewayError) as err:
@@ -271,7 +279,7 @@ TOOLS = [
 ]
 
 
-async def test_tools_and_images_are_translated(provider_url):  # noqa: F811
+async def test_tools_and_images_are_translated(provider_url, upstream_sessions):  # noqa: F811
     """Tools, tool calls, tool results and image parts, through the real stand-in (the
     upstream adapter directly: the gateway's tool validation is another part's)."""
     kw = {"request_id": "r2", "tenant": "t", "weight": 1.0}
