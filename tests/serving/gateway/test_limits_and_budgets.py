@@ -1,6 +1,7 @@
 """Rate limits and budgets, exact under concurrent load across TWO gateway processes."""
 
 import asyncio
+import time
 
 import httpx
 import openai
@@ -25,6 +26,15 @@ async def _burst(urls: list[str], key: str, n: int, body: dict) -> list[httpx.Re
         return await asyncio.gather(*(one(i) for i in range(n)))
 
 
+def within_one_minute_window(needed: float = 15.0) -> None:
+    """Wait for the next minute if fewer than ``needed`` seconds are left in this one: the
+    per-minute limits are fixed windows (by the gateways' clock, this machine's), and a test
+    that counts exactly must not straddle two of them."""
+    left = 60.0 - time.time() % 60.0
+    if left < needed:
+        time.sleep(left + 0.05)
+
+
 @pytest.fixture(scope="module")
 def second_gateway(gateway):
     gw = GatewayProcess()
@@ -34,6 +44,7 @@ def second_gateway(gateway):
 
 def test_requests_per_minute_exact_across_two_processes(make_caller, gateway, second_gateway):
     caller = make_caller(requests_per_minute=17, max_concurrent_requests=100)
+    within_one_minute_window()
     responses = asyncio.run(
         _burst([gateway.url, second_gateway.url], caller.key, 40, {"model": MODEL, "messages": MSG})
     )
@@ -50,6 +61,7 @@ def test_tokens_per_minute_reserved_then_settled(make_caller):
     # Each request reserves its prompt estimate + max_tokens, then settles to the real count.
     caller = make_caller(tokens_per_minute=400)
     client = caller.client()
+    within_one_minute_window()
     for _ in range(5):
         client.chat.completions.create(model=MODEL, messages=MSG, max_tokens=50)
     with pytest.raises(openai.RateLimitError) as err:
