@@ -13,7 +13,6 @@ of SSE events). Two transports serve the same handlers:
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from email.header import Header
@@ -21,7 +20,6 @@ from typing import Any
 
 import orjson
 from django.conf import settings
-from django.core.serializers.json import DjangoJSONEncoder
 
 from serving.gateway.authentication import authenticate
 from serving.gateway.call import CLIENT_REQUEST_ID_CHARS, Call, clean_label
@@ -35,6 +33,7 @@ from serving.gateway.validation import (
 )
 from serving.model_list import callable_models
 from serving.routing.table import arouting_table
+from switchyard.json_bytes import json_bytes
 from tenants.auth import AuthContext
 
 JSON = "application/json"
@@ -75,15 +74,6 @@ class ApiReply:
         for k, v in headers.items():
             if not (keep and k in self.headers):
                 self.headers[k] = v
-
-
-def json_bytes(data: Any) -> bytes:
-    """``data`` as JSON: orjson, or the standard library for what orjson refuses (integers
-    past 64 bits, non-string keys, Django's types)."""
-    try:
-        return orjson.dumps(data)
-    except TypeError:
-        return json.dumps(data, cls=DjangoJSONEncoder).encode()
 
 
 def json_reply(data: Any, status: int = 200) -> ApiReply:

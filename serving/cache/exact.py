@@ -13,9 +13,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 import redis
 import redis.asyncio as aioredis
+
+from switchyard.json_bytes import json_bytes
 
 
 def index_key(tenant_id: int) -> str:
@@ -76,7 +77,7 @@ def queue_put(
     ttl_seconds: int,
 ) -> None:
     """Queue an exact entry's writes on ``pipe`` (the gateway's settlement round trip)."""
-    value = compact_json(
+    value = json_bytes(
         {"response": response, "input_tokens": input_tokens, "output_tokens": output_tokens}
     )
     pipe.set(key, value, ex=ttl_seconds)
@@ -85,15 +86,6 @@ def queue_put(
 
 
 # ---- maintenance (sync: console, API, Celery) ---------------------------------------------
-
-
-def compact_json(data: Any) -> bytes:
-    """``data`` as compact JSON: orjson, or the standard library for what orjson refuses
-    (integers past 64 bits)."""
-    try:
-        return orjson.dumps(data)
-    except TypeError:
-        return json.dumps(data, separators=(",", ":")).encode()
 
 
 def purge_tenant(client: redis.Redis, tenant_id: int) -> int:

@@ -23,8 +23,8 @@ from typing import Any
 
 from django.db.models import Q
 
-from serving.cache.exact import compact_json
 from serving.cache.models import SemanticCacheEntry
+from switchyard.json_bytes import json_bytes
 from switchyard.streams import StreamIngestor, parse_json, to_datetime, to_int
 
 CACHE_STREAM = "sy:cachestore"
@@ -53,7 +53,7 @@ def semantic_write(
         "model": model,
         "context_hash": context_hash,
         "prompt": prompt,
-        "response": compact_json(response),
+        "response": json_bytes(response),
         "input_tokens": str(input_tokens),
         "output_tokens": str(output_tokens),
         "expires": (created + dt.timedelta(seconds=ttl_seconds)).isoformat(),
